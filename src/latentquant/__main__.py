@@ -1,0 +1,5 @@
+import sys
+
+from latentquant.cli import main
+
+sys.exit(main())

@@ -1,0 +1,77 @@
+"""The ``latentquant`` command line.
+
+Each subcommand lives beside the code it drives and exposes two functions,
+``add_arguments(parser)`` and ``run(args) -> int``; this module only wires
+them together, importing each lazily so ``latentquant --help`` stays fast.
+
+Errors a user can fix (bad flag values, missing files, unknown names) are
+printed as one line, ``latentquant: error: ...``, with exit code 2 and no
+traceback. Set ``LATENTQUANT_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# name -> (module providing add_arguments/run, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("latentquant.demo", "run the main job: a short QLAE training run on built-in data"),
+    "train": ("latentquant.train.cli_train", "train a model on a dataset"),
+    "evaluate": ("latentquant.train.cli_evaluate", "recompute eval.json and figures of a run"),
+    "sweep": ("latentquant.train.cli_sweep", "run a grid of training runs"),
+    "table": ("latentquant.train.cli_table", "tabulate the results of a sweep"),
+    "metrics": ("latentquant.metrics.cli", "score latents against sources stored in an .npz file"),
+    "data": ("latentquant.data.cli", "inspect datasets: info and sample grids"),
+}
+
+
+class CLIError(Exception):
+    """An error the user can fix; shown as one line, exit code 2."""
+
+
+def _available() -> dict[str, object]:
+    found = {}
+    for name, (module, _) in SUBCOMMANDS.items():
+        try:
+            found[name] = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            # Only hide subcommands whose own module is absent, never a
+            # missing dependency inside an existing module.
+            if err.name is not None and module.startswith(err.name):
+                continue
+            raise
+    return found
+
+
+def build_parser(modules: dict[str, object] | None = None) -> argparse.ArgumentParser:
+    modules = _available() if modules is None else modules
+    parser = argparse.ArgumentParser(
+        prog="latentquant",
+        description="Disentanglement via latent quantization (Hsu et al., NeurIPS 2023).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in modules.items():
+        p = sub.add_parser(name, help=SUBCOMMANDS[name][1], description=SUBCOMMANDS[name][1])
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (CLIError, ValueError, FileNotFoundError, OSError) as err:
+        if os.environ.get("LATENTQUANT_DEBUG"):
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"latentquant: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
