@@ -21,8 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("latentquant.demo", "run the main job: a short QLAE training run on built-in data"),
     "train": ("latentquant.train.cli_train", "train a model on a dataset"),
     "evaluate": ("latentquant.train.cli_evaluate", "recompute eval.json and figures of a run"),
-    "sweep": ("latentquant.train.cli_sweep", "run a grid of training runs"),
-    "table": ("latentquant.train.cli_table", "tabulate the results of a sweep"),
+    "sweep": ("latentquant.results.sweep", "run a grid of training runs"),
+    "table": ("latentquant.results.table", "tabulate the results of a sweep"),
     "metrics": ("latentquant.metrics.cli", "score latents against sources stored in an .npz file"),
     "data": ("latentquant.data.cli", "inspect datasets: info and sample grids"),
 }

@@ -1,0 +1,131 @@
+"""``latentquant table DIR``: mean and 95% confidence interval over seeds.
+
+For each (dataset, model) the runs ``DIR/<dataset>/<model>/seed<k>/eval.json``
+are summarised by their mean and the half-width of a two-sided 95% confidence
+interval from Student's t distribution,
+
+    half = t_{0.975, n-1} * s / sqrt(n),   s the sample standard deviation,
+
+which is the convention of the paper's tables (Hsu et al. 2023, Tables 1-2:
+"mean and 95% confidence interval over seeds"). With one seed the interval is
+undefined and shown as ``±nan``. The aggregate block pools, for each model,
+every (dataset, seed) run of that model, so datasets count by their number of
+seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+# (eval.json key, column title); the paper's order: InfoM, InfoE, InfoC, D, C, I.
+COLUMNS = [
+    ("infom", "InfoM"),
+    ("infoe", "InfoE"),
+    ("infoc", "InfoC"),
+    ("dci_d", "D"),
+    ("dci_c", "C"),
+    ("dci_i", "I"),
+    ("psnr", "PSNR"),
+]
+
+
+def t_quantile_975(dof: int) -> float:
+    """Two-sided 95% quantile of Student's t with ``dof`` degrees of freedom."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, dof))
+
+
+def mean_ci(values) -> tuple[float, float]:
+    """Mean and 95% t-interval half-width of finite ``values`` (NaN when n < 2)."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if x.size == 0:
+        return math.nan, math.nan
+    if x.size == 1:
+        return float(x[0]), math.nan
+    half = t_quantile_975(x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    return float(x.mean()), float(half)
+
+
+def collect(root: str | os.PathLike) -> dict[tuple[str, str], list[dict]]:
+    """Map (dataset, model) to the list of eval dicts found under ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no results directory at {root}")
+    runs: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for path in sorted(root.glob("*/*/seed*/eval.json")):
+        dataset, model = path.parts[-4], path.parts[-3]
+        try:
+            runs[(dataset, model)].append(json.loads(path.read_text()))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not runs:
+        raise FileNotFoundError(f"no <dataset>/<model>/seed<k>/eval.json files under {root}")
+    return dict(runs)
+
+
+def _fmt(mean: float, half: float, digits: int) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def summarise(runs: dict[tuple[str, str], list[dict]]) -> list[dict]:
+    """One row per (dataset, model) plus one per model for the aggregate."""
+    rows = []
+    pooled: dict[str, list[dict]] = defaultdict(list)
+    for (dataset, model), evals in sorted(runs.items()):
+        pooled[model].extend(evals)
+        rows.append(_row(dataset, model, evals))
+    for model, evals in sorted(pooled.items()):
+        rows.append(_row("aggregate", model, evals))
+    return rows
+
+
+def _row(dataset: str, model: str, evals: list[dict]) -> dict:
+    row = {"dataset": dataset, "model": model, "n": len(evals)}
+    for key, _ in COLUMNS:
+        row[key] = mean_ci(e.get(key) for e in evals)
+    return row
+
+
+def to_markdown(rows: list[dict]) -> str:
+    header = "| dataset | model | seeds | " + " | ".join(t for _, t in COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (3 + len(COLUMNS))]
+    for row in rows:
+        cells = [_fmt(*row[k], digits=1 if k == "psnr" else 2) for k, _ in COLUMNS]
+        lines.append(f"| {row['dataset']} | {row['model']} | {row['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("root", help="results directory laid out as <dataset>/<model>/seed<k>/")
+    parser.add_argument("--out", default=None, help="markdown file to write (default ROOT/table.md)")
+
+
+def run(args) -> int:
+    rows = summarise(collect(args.root))
+    text = to_markdown(rows)
+    print(text, end="")
+    out = Path(args.out) if args.out else Path(args.root) / "table.md"
+    write_atomic(out, text)
+    print(f"wrote {out}")
+    return 0

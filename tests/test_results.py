@@ -1,0 +1,92 @@
+import json
+import math
+
+import pytest
+
+from latentquant.cli import main
+from latentquant.results import sweep, table
+
+
+def write_eval(root, dataset, model, seed, **values):
+    run = root / dataset / model / f"seed{seed}"
+    run.mkdir(parents=True)
+    (run / "eval.json").write_text(json.dumps(values))
+    return run
+
+
+def test_mean_ci_matches_t_interval():
+    mean, half = table.mean_ci([1.0, 2.0, 3.0])
+    assert mean == pytest.approx(2.0)
+    # t_{0.975, 2} = 4.302653; s = 1; n = 3
+    assert half == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
+
+
+def test_mean_ci_single_and_empty():
+    assert table.mean_ci([0.5]) == (0.5, pytest.approx(math.nan, nan_ok=True))
+    mean, half = table.mean_ci([None, float("nan")])
+    assert math.isnan(mean) and math.isnan(half)
+
+
+def test_table_rows_and_aggregate(tmp_path, capsys):
+    for seed, v in enumerate([0.2, 0.4]):
+        write_eval(tmp_path, "sprites", "qlae", seed, infom=v, psnr=20 + seed, step=10)
+        write_eval(tmp_path, "shapes", "qlae", seed, infom=v + 0.2, psnr=30, step=10)
+    write_eval(tmp_path, "sprites", "ae", 0, infom=0.1, step=10)
+    assert main(["table", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    text = (tmp_path / "table.md").read_text()
+    assert text in out
+    rows = {(r["dataset"], r["model"]): r for r in table.summarise(table.collect(tmp_path))}
+    assert rows[("sprites", "qlae")]["infom"][0] == pytest.approx(0.3)
+    assert rows[("aggregate", "qlae")]["n"] == 4
+    assert rows[("aggregate", "qlae")]["infom"][0] == pytest.approx(0.4)
+    assert "| sprites | ae | 1 | 0.10 ± nan" in text
+    assert "n/a" in text  # ae has no psnr
+
+
+def test_table_errors(tmp_path, capsys):
+    assert main(["table", str(tmp_path / "missing")]) == 2
+    assert "no results directory" in capsys.readouterr().err
+    assert main(["table", str(tmp_path)]) == 2
+    run = tmp_path / "d" / "m" / "seed0"
+    run.mkdir(parents=True)
+    (run / "eval.json").write_text("{not json")
+    assert main(["table", str(tmp_path)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_parse_model_overrides():
+    assert sweep.parse_model("qlae") == ("qlae", ())
+    assert sweep.parse_model("qlae+weight-decay=0+lr=1e-4") == ("qlae", ("--weight-decay", "0", "--lr", "1e-4"))
+    with pytest.raises(ValueError, match="FLAG=VALUE"):
+        sweep.parse_model("qlae+weight-decay")
+    with pytest.raises(ValueError, match="no model name"):
+        sweep.parse_model("+lr=1")
+
+
+def test_status_done_resume_new(tmp_path):
+    (spec,) = sweep.plan(["sprites"], ["qlae"], [0], tmp_path)
+    assert spec.out == tmp_path / "sprites" / "qlae" / "seed0"
+    assert sweep.status(spec, 100) == "new"
+    (spec.out / "checkpoints").mkdir(parents=True)
+    (spec.out / "checkpoints" / "last.safetensors").write_bytes(b"x")
+    assert sweep.status(spec, 100) == "resume"
+    assert sweep.command(spec, "resume")[-2:] == ["--resume", str(spec.out)]
+    (spec.out / "eval.json").write_text(json.dumps({"step": 50}))
+    assert sweep.status(spec, 100) == "resume"  # evaluated mid-run only
+    (spec.out / "eval.json").write_text(json.dumps({"step": 100}))
+    assert sweep.status(spec, 100) == "done"
+    # without --steps the run's own config decides
+    (spec.out / "config.yaml").write_text("steps: 200\n")
+    assert sweep.status(spec, None) == "resume"
+    (spec.out / "config.yaml").write_text("steps: 100\n")
+    assert sweep.status(spec, None) == "done"
+
+
+def test_sweep_dry_run_plans_new_commands(tmp_path, capsys):
+    code = main(["sweep", "--datasets", "sprites", "--models", "qlae", "ae+weight-decay=0",
+                 "--seeds", "0", "1", "--steps", "5", "--out", str(tmp_path), "--dry-run"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "4 runs: 0 done, 0 to resume, 4 new" in out
+    assert f"--out {tmp_path / 'sprites' / 'ae+weight-decay=0' / 'seed1'} --steps 5 --weight-decay 0" in out
