@@ -1,0 +1,120 @@
+"""``latentquant data``: list datasets, print their factors, save a sample grid.
+
+    latentquant data list
+    latentquant data info NAME [--root DIR] [--path FILE] [--option KEY=VALUE]
+    latentquant data show NAME [--out PNG] [--n 16] [--seed 0] [--root DIR] [--path FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+from pathlib import Path
+
+MAX_SHOW = 256
+
+
+def _positive_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 1 <= n <= MAX_SHOW:
+        raise argparse.ArgumentTypeError(f"expected 1..{MAX_SHOW} samples, got {n}")
+    return n
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _add_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="dataset name (see `latentquant data list`)")
+    p.add_argument("--root", default=None, help="folder holding public files "
+                   "(default $LATENTQUANT_DATA, else ~/.cache/latentquant)")
+    p.add_argument("--path", default=None, help="explicit file or folder of a public dataset")
+    p.add_argument("--option", "-O", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                   help="dataset option, e.g. -O variant=toy for mpi3d (repeatable)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    sub.add_parser("list", help="list dataset names", description="List dataset names.")
+    info = sub.add_parser("info", help="print factor names and sizes, length, channels",
+                          description="Print a dataset's factors, length and channels.")
+    _add_source(info)
+    show = sub.add_parser("show", help="save a PNG grid of random samples with their factors",
+                          description="Save a PNG grid of random samples with their factor classes.")
+    _add_source(show)
+    show.add_argument("--out", default=None, help="output PNG (default NAME_samples.png)")
+    show.add_argument("--n", type=_positive_count, default=16, help=f"number of samples, 1..{MAX_SHOW} (default 16)")
+    show.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def _open(args):
+    from latentquant.data import get_dataset
+
+    return get_dataset(args.name, root=args.root, path=args.path, **dict(args.option))
+
+
+def save_grid(dataset, out: str | os.PathLike, n: int = 16, seed: int = 0) -> Path:
+    """Write a PNG grid of ``n`` random samples titled with their factor classes (atomic write)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    idx = np.sort(dataset.sample_indices(n, rng))
+    images = dataset.get_images(idx).numpy()
+    factors = dataset.index_to_factors(idx)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i, img, f in zip(axes.ravel(), idx, images, factors):
+        if img.shape[0] == 1:
+            ax.imshow(img[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        else:
+            ax.imshow(img.transpose(1, 2, 0), interpolation="nearest")
+        text = "\n".join(f"{name}={v}" for name, v in zip(dataset.factor_names, f.tolist()))
+        ax.set_title(f"#{i}\n{text}", fontsize=5.5, loc="left", family="monospace")
+    fig.suptitle(f"{dataset.name}: {n} samples (seed {seed}), factor class indices", fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=110)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
+    return out
+
+
+def run(args) -> int:
+    if args.data_command == "list":
+        from latentquant.data import list_datasets
+
+        for name in list_datasets():
+            print(name)
+        return 0
+    dataset = _open(args)
+    if args.data_command == "info":
+        print(dataset.describe())
+        return 0
+    out = save_grid(dataset, args.out or f"{dataset.name}_samples.png", n=args.n, seed=args.seed)
+    print(f"wrote {out}")
+    return 0
