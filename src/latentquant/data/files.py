@@ -204,7 +204,7 @@ def values_to_classes(values: np.ndarray, grids, names, source, rtol: float = 0.
         tol = rtol * np.min(np.diff(grid))
         if not np.all(err <= tol):  # also catches NaN
             row = int(np.argmax(~(err <= tol)))
-            raise ValueError(f"{source}: {names[k]} value {col[row]!r} in row {row} is not on the "
+            raise ValueError(f"{source}: {names[k]} value {float(col[row])!r} in row {row} is not on the "
                              f"grid {np.round(grid, 4).tolist()}")
         out[:, k] = cls
     return out
@@ -325,7 +325,9 @@ class MPI3D(FactorDataset):
     https://github.com/rr-learning/disentanglement_dataset.
 
     ``variant`` picks the file under root (complex, real, realistic, toy);
-    by default the first present, in that order.
+    by default the first present, in that order. ``path`` may also name an
+    extracted ``images`` ``.npy``. ``factor_sizes`` (7 sizes, or "a,b,...")
+    overrides the sizes inferred from the image count.
     """
 
     name = "mpi3d"
@@ -334,7 +336,7 @@ class MPI3D(FactorDataset):
     factor_sizes = (6, 6, 2, 3, 3, 40, 40)
     num_channels = 3
 
-    def __init__(self, root=None, path=None, variant: str | None = None):
+    def __init__(self, root=None, path=None, variant: str | None = None, factor_sizes=None):
         if variant is not None and variant not in MPI3D_FILES:
             raise ValueError(f"mpi3d: unknown variant {variant!r}; expected one of {', '.join(MPI3D_FILES)}")
         candidates = [MPI3D_FILES[variant]] if variant else list(MPI3D_FILES.values())
@@ -344,10 +346,18 @@ class MPI3D(FactorDataset):
         if images.ndim != 4 or images.shape[1:] != (64, 64, 3) or images.dtype != np.uint8:
             raise ValueError(f"mpi3d: {self.path}: 'images' must be uint8 (N, 64, 64, 3), "
                              f"got {images.dtype} {images.shape}")
-        if images.shape[0] not in MPI3D_SIZES:
-            raise ValueError(f"mpi3d: {self.path} holds {images.shape[0]:,} images; expected "
-                             f"{' or '.join(f'{n:,}' for n in MPI3D_SIZES)} (the full factor grid)")
-        self.factor_sizes = MPI3D_SIZES[images.shape[0]]
+        n = images.shape[0]
+        if factor_sizes is not None:  # e.g. a cropped copy of a release, still in factor order
+            sizes = tuple(int(x) for x in (factor_sizes.split(",") if isinstance(factor_sizes, str) else factor_sizes))
+            if len(sizes) != 7 or min(sizes) < 1 or int(np.prod(sizes)) != n:
+                raise ValueError(f"mpi3d: factor_sizes must be 7 positive sizes whose product is the "
+                                 f"image count {n:,}, got {sizes}")
+            self.factor_sizes = sizes
+        elif n in MPI3D_SIZES:
+            self.factor_sizes = MPI3D_SIZES[n]
+        else:
+            raise ValueError(f"mpi3d: {self.path} holds {n:,} images; expected "
+                             f"{' or '.join(f'{c:,}' for c in MPI3D_SIZES)} (the full factor grid)")
 
     def _open(self) -> np.ndarray:
         if getattr(self, "_mm", None) is None:
