@@ -1,330 +1,337 @@
 """InfoWGAN-GP and QLInfoWGAN-GP: latent-reconstructing generative models.
 
 An InfoGAN (Chen et al., 2016) trained as a Wasserstein GAN with gradient
-penalty (Gulrajani et al., 2017), as in Hsu et al., "Disentanglement via Latent
-Quantization", NeurIPS 2023, section 4 and appendix. One image network, the
-*critic-encoder*, shares the encoder trunk between a value head D(x) (Linear ->
-1) and a latent head enc(x) (Linear -> d). The *generator* G is the style
-decoder followed by a sigmoid.
+penalty (Gulrajani et al., 2017), as in Hsu et al., "Disentanglement via
+Latent Quantization", NeurIPS 2023 (arXiv 2305.18378), section 4.
+
+Networks (on the ``--arch`` backbones):
+
+- critic-encoder: the encoder trunk with two linear heads, a value head
+  D(x) (-> 1) and the latent head enc(x) (-> d). They are stored as one
+  ``Linear(features -> 1 + d)``, the backbone's own head, which is the same
+  function, the same initialization (PyTorch's depends only on fan-in) and the
+  same decayed/undecayed split as two separate heads.
+- generator: G(z) = sigmoid(decoder(z)), the style decoder followed by a sigmoid.
 
 With z ~ p(z), x_fake = G(z) and x_hat = eps * x + (1 - eps) * x_fake,
-eps ~ U[0, 1] drawn per sample, the two objectives are
+eps ~ U[0, 1] per sample:
 
     L_critic    = mean D(x_fake) - mean D(x)
                   + lambda_gp * mean_i (||grad_x D(x_hat_i)||_2 - 1)^2
                   + lambda_latent * mean (enc(x_fake) - z)^2
     L_generator = -mean D(x_fake) + lambda_latent * mean (enc(x_fake) - z)^2
 
-with lambda_gp = 10 and lambda_latent = 200 (the mean runs over the batch and
-the latents, as the authors' ``latent_loss``). QLInfoWGAN-GP quantizes the
-latent head with :class:`latentquant.LatentQuantize` (its codebook values live
-in the generator's optimizer, as the authors' ``latent`` module does), draws
-the prior uniformly from each latent's values (``LatentQuantize.sample``) and
-adds ``0.01 * quantization + 0.01 * commitment`` of the encodings of
-generated images to both objectives. InfoWGAN-GP uses the prior U[0, 1]^d.
+lambda_gp = 10, lambda_latent = 200; the latent mean runs over batch and
+latents, as the authors' ``latent_loss``. InfoWGAN-GP's prior is U[0, 1]^d.
+QLInfoWGAN-GP quantizes the latent head with :class:`latentquant.LatentQuantize`
+(10 values per latent), draws each latent of the prior uniformly from its
+values (``LatentQuantize.sample``) and adds ``0.01 * quantization +
+0.01 * commitment`` of the encodings of the generated images to both losses;
+the codebook values belong to the generator's optimizer, as the authors'
+``latent`` module does.
 
-Training alternates: every step is one critic step on a fresh real batch, and
-every ``n_critic``-th step (5) is followed by one generator step, as in the
-authors' ``scripts/train_gan.py`` (``generator_step_period: 5``). Both
-optimizers split parameters as QLAE does: AdamW with element-wise gradient
-clipping on non-bias weights, plain Adam on biases and codebook values
-(lr 2e-4, betas (0, 0.9)).
+Schedule: every training step is one critic step on a fresh batch of 64 real
+images, and every ``n_critic``-th (5th) step is followed by one generator
+step (the authors' ``generator_step_period: 5``). Each network has its own
+optimizer, split as for QLAE (``LatentModel.split_parameters``): AdamW with
+element-wise gradient clipping to [-1, 1] on non-bias weights, plain Adam on
+biases and codebook values; lr 2e-4, betas (0, 0.9).
 
-Reference hyperparameters: kylehkhsu/latent_quantization,
-``configs/model_partial/{info_gan,quantized_info_gan}.yaml`` and
-``configs/train_gan.yaml``.
+Published values: kylehkhsu/latent_quantization ``configs/train_gan.yaml``
+(lr, betas, clip, batch size, generator step period, the QL sweep's
+``l2: 1e-3``), ``configs/model_partial/info_gan.yaml`` (lambdas, ``l2: 1e-4``)
+and ``configs/params/quantized_info_gan/{shapes3d,mpi3d,falcor3d}.yaml``
+(``l2`` 1e-3, 1e-3, 1e-4).
 
-Einstein letters: b batch, d latents, f trunk features.
+Shapes: b batch, d latents.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from contextlib import nullcontext
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CriticEncoder", "InfoWGAN", "gradient_penalty", "ClippedAdamW"]
+from latentquant.models.base import DataInfo, Encoding, LatentModel, StepOutput, clip_gradients
+from latentquant.models.baselines import dataset_family
+from latentquant.models.registry import register_model
+
+__all__ = ["InfoWGAN", "QLInfoWGAN", "gradient_penalty"]
+
+PHASES = ("critic", "generator")
 
 
-# ----------------------------------------------------------------- helpers
-
-def gradient_penalty(
-    critic: Callable[[Tensor], Tensor],
-    x_real: Tensor,
-    x_fake: Tensor,
-    eps: Tensor | None = None,
-) -> Tensor:
+def gradient_penalty(critic: Callable[[Tensor], Tensor], x_real: Tensor, x_fake: Tensor,
+                     eps: Tensor | None = None) -> Tensor:
     r"""WGAN-GP gradient penalty (Gulrajani et al., 2017, eq. 3).
 
     .. math::
-        \hat x_i = \epsilon_i x_i + (1 - \epsilon_i) \tilde x_i,\qquad
-        \mathrm{GP} = \frac1b \sum_i \big(\lVert \nabla_{x} D(\hat x_i) \rVert_2 - 1\big)^2
+        \hat x_i = \epsilon_i x_i + (1 - \epsilon_i) \tilde x_i, \qquad
+        \mathrm{GP} = \frac1b \sum_i \big(\lVert \nabla_x D(\hat x_i) \rVert_2 - 1\big)^2
 
     Parameters
     ----------
-    critic : callable mapping a batch ``(b, ...)`` to values ``(b,)``.
-    x_real, x_fake : tensors of the same shape ``(b, ...)``.
-    eps : optional ``(b,)`` interpolation weights; drawn from U[0, 1] when None.
+    critic : maps a batch ``(b, ...)`` to values ``(b,)``.
+    x_real, x_fake : tensors of one shape ``(b, ...)``; no gradient flows into them.
+    eps : ``(b,)`` interpolation weights; drawn from U[0, 1] when None.
 
-    Returns a scalar whose graph reaches the critic's parameters
-    (``create_graph=True``), so it can be minimised by backpropagation.
+    Returns a scalar built with ``create_graph=True``: its gradient reaches the
+    critic's parameters.
     """
     if x_real.shape != x_fake.shape:
-        raise ValueError(f"x_real and x_fake must have the same shape, got {tuple(x_real.shape)} and {tuple(x_fake.shape)}")
+        raise ValueError(f"x_real and x_fake must have the same shape, got {tuple(x_real.shape)} "
+                         f"and {tuple(x_fake.shape)}")
     b = x_real.shape[0]
     if eps is None:
         eps = torch.rand(b, device=x_real.device, dtype=x_real.dtype)
     if eps.shape != (b,):
         raise ValueError(f"eps must have shape ({b},), got {tuple(eps.shape)}")
-    eps = eps.view(b, *([1] * (x_real.dim() - 1)))
+    eps = eps.view(b, *([1] * (x_real.ndim - 1)))
     x_hat = (eps * x_real.detach() + (1 - eps) * x_fake.detach()).requires_grad_(True)
-    value = critic(x_hat)
-    (grad,) = torch.autograd.grad(value.sum(), x_hat, create_graph=True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    grad = grad.to(torch.promote_types(grad.dtype, torch.float32))  # at least float32 under autocast
     norm = torch.linalg.vector_norm(grad.flatten(1), dim=1)
     return ((norm - 1) ** 2).mean()
 
 
-class ClippedAdamW(torch.optim.AdamW):
-    """AdamW whose gradients are clipped element-wise to ``[-clip, clip]`` first.
+@register_model("infowgan")
+class InfoWGAN(LatentModel):
+    """InfoWGAN-GP: continuous latents, prior U[0, 1]^d (see module docstring).
 
-    ``optax.chain(optax.clip(c), optax.adamw(...))`` of the authors' code; the
-    clip applies only to groups whose ``clip`` entry is not None.
-    """
-
-    def __init__(self, params, clip: float | None = 1.0, **kwargs):
-        super().__init__(params, **kwargs)
-        for group in self.param_groups:
-            group.setdefault("clip", clip)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            c = group.get("clip")
-            if c is None:
-                continue
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.grad.clamp_(-c, c)
-        return super().step(closure)
-
-
-def _split_params(named: list[tuple[str, nn.Parameter]], no_decay_ids: set[int]):
-    decay, plain = [], []
-    for name, p in named:
-        if not p.requires_grad:
-            continue
-        (plain if name.endswith("bias") or id(p) in no_decay_ids else decay).append(p)
-    return decay, plain
-
-
-# ------------------------------------------------------------------ models
-
-class EncodeOutput(NamedTuple):
-    z: Tensor                 # (b, d) the code fed back to the generator (straight-through when quantized)
-    z_continuous: Tensor      # (b, d) the latent head's output
-    indices: Tensor | None    # (b, d) per-latent value indices, None when continuous
-    quantization: Tensor      # scalar, unweighted quantization loss (0 when continuous)
-    commitment: Tensor        # scalar, unweighted commitment loss (0 when continuous)
-
-
-class CriticEncoder(nn.Module):
-    """Encoder trunk with two heads: a value head D (Linear -> 1) and a latent head.
-
-    ``trunk`` maps images ``(b, c, h, w)`` to features ``(b, f)``.
-    """
-
-    def __init__(self, trunk: nn.Module, feature_dim: int, num_latents: int):
-        super().__init__()
-        self.trunk = trunk
-        self.value_head = nn.Linear(feature_dim, 1)
-        self.latent_head = nn.Linear(feature_dim, num_latents)
-
-    def value(self, x: Tensor) -> Tensor:
-        return self.value_head(self.trunk(x)).squeeze(-1)       # (b,)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.trunk(x)                                       # (b, f)
-        return self.value_head(h).squeeze(-1), self.latent_head(h)  # (b,), (b, d)
-
-
-class InfoWGAN(nn.Module):
-    """InfoWGAN-GP, or QLInfoWGAN-GP when ``values_per_latent`` is given.
-
-    Parameters
+    Parameters (besides ``arch``, ``info``, ``num_latents``)
     ----------
-    trunk : encoder trunk, images -> ``(b, feature_dim)`` features.
-    decoder : latents ``(b, d)`` -> image logits; the generator is its sigmoid.
-    feature_dim : width of the trunk's output.
-    num_latents : d.
-    values_per_latent : None for InfoWGAN-GP (prior U[0, 1]^d); an int >= 2 for
-        QLInfoWGAN-GP (a LatentQuantize with that many values per latent).
-    lambda_gp, lambda_latent : weights of the gradient penalty (10) and of the
-        latent reconstruction loss (200).
-    quantization_weight, commitment_weight : QL loss weights (0.01 each).
+    lambda_gp : weight of the gradient penalty (10).
+    lambda_latent : weight of the latent reconstruction loss (200).
     n_critic : critic steps per generator step (5).
     """
 
-    def __init__(
-        self,
-        trunk: nn.Module,
-        decoder: nn.Module,
-        feature_dim: int,
-        num_latents: int,
-        values_per_latent: int | None = None,
-        *,
-        lambda_gp: float = 10.0,
-        lambda_latent: float = 200.0,
-        quantization_weight: float = 0.01,
-        commitment_weight: float = 0.01,
-        n_critic: int = 5,
-    ):
-        super().__init__()
-        for name, v in (("feature_dim", feature_dim), ("num_latents", num_latents), ("n_critic", n_critic)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        for name, v in (("lambda_gp", lambda_gp), ("lambda_latent", lambda_latent),
-                        ("quantization_weight", quantization_weight), ("commitment_weight", commitment_weight)):
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
+    #: the critic step leaves the generator out of the graph, and vice versa
+    ddp_find_unused_parameters = True
+
+    def __init__(self, arch: str, info: DataInfo, num_latents: int, lambda_gp: float = 10.0,
+                 lambda_latent: float = 200.0, n_critic: int = 5):
+        # the backbone's head gives 1 + d outputs: the value, then the latents
+        super().__init__(arch, info, num_latents, encoder_features=1 + num_latents,
+                         decoder_features=num_latents)
+        for name, v in (("lambda_gp", lambda_gp), ("lambda_latent", lambda_latent)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ValueError(f"{name} must be a non-negative number, got {v!r}")
-        self.critic = CriticEncoder(trunk, feature_dim, num_latents)
-        self.decoder = decoder
-        self.num_latents = num_latents
+        if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
+            raise ValueError(f"n_critic must be a positive int, got {n_critic!r}")
         self.lambda_gp, self.lambda_latent, self.n_critic = float(lambda_gp), float(lambda_latent), n_critic
-        self.quantization_weight, self.commitment_weight = float(quantization_weight), float(commitment_weight)
-        if values_per_latent is None:
-            self.quantizer = None
-        else:
-            if isinstance(values_per_latent, bool) or not isinstance(values_per_latent, int) or values_per_latent < 2:
-                raise ValueError(f"values_per_latent must be an int >= 2 or None, got {values_per_latent!r}")
-            from latentquant.quantize import LatentQuantize
 
-            self.quantizer = LatentQuantize(
-                [values_per_latent] * num_latents,
-                quantization_loss_weight=quantization_weight,
-                commitment_loss_weight=commitment_weight,
-                flat_indices=False,
-            )
+    # -- published defaults -------------------------------------------------
 
-    @property
-    def quantized(self) -> bool:
-        return self.quantizer is not None
+    @classmethod
+    def defaults(cls, dataset: str) -> dict[str, Any]:
+        # info_gan.yaml: l2 1e-4 (no per-dataset InfoGAN files were published)
+        return {"lr": 2e-4, "weight_decay": 1e-4, "batch_size": 64}
 
-    def extra_repr(self) -> str:
-        kind = "qlinfowgan" if self.quantized else "infowgan"
-        return (f"{kind}, num_latents={self.num_latents}, n_critic={self.n_critic}, "
-                f"lambda_gp={self.lambda_gp}, lambda_latent={self.lambda_latent}")
+    @classmethod
+    def default_options(cls, dataset: str) -> dict[str, Any]:
+        return {"lambda_gp": 10.0, "lambda_latent": 200.0, "n_critic": 5}
 
-    # -- the three maps: prior, generator, encoder
+    # -- the networks -------------------------------------------------------
+
+    def critic_encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(D(x), pre_z)``, shapes ``(b,)`` and ``(b, d)``."""
+        out = self.encoder(x)                                   # (b, 1 + d)
+        return out[:, 0], out[:, 1:]
+
+    def critic_value(self, x: Tensor) -> Tensor:
+        return self.critic_encode(x)[0]
+
     def sample_prior(self, batch_size: int) -> Tensor:
-        """z ~ p(z), ``(batch_size, d)``: U[0, 1]^d, or uniform over each latent's values.
+        """z ~ U[0, 1]^d, ``(batch_size, d)``."""
+        return torch.rand(batch_size, self.num_latents, device=self.decoder_device())
 
-        The quantized prior is differentiable with respect to the codebook values.
-        """
-        if self.quantizer is None:
-            device = self.critic.latent_head.weight.device
-            return torch.rand(batch_size, self.num_latents, device=device)
-        return self.quantizer.sample((batch_size,))
+    def decoder_device(self) -> torch.device:
+        return next(self.decoder.parameters()).device
 
     def generate(self, z: Tensor) -> Tensor:
-        """G(z) = sigmoid(decoder(z)), images in [0, 1]."""
+        """G(z) = sigmoid(decoder(z)): images in [0, 1]."""
         return torch.sigmoid(self.decoder(z))
 
-    def encode(self, x: Tensor) -> EncodeOutput:
-        _, z = self.critic(x)
-        return self._latent(z)
+    def latent_layer(self, pre_z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """``(z, code, extra loss parts)`` from the latent head's output; identity here."""
+        return pre_z, pre_z, {}
 
-    def _latent(self, z: Tensor) -> EncodeOutput:
-        if self.quantizer is None:
-            zero = z.new_zeros(())
-            return EncodeOutput(z, z, None, zero, zero)
-        (q, indices, _), parts = self.quantizer(z, return_loss_breakdown=True)
-        return EncodeOutput(q, z, indices, parts.quantization, parts.commitment)
+    def latent_regularizer(self, parts: dict[str, Tensor]) -> Tensor | float:
+        return 0.0
 
-    def _ql_terms(self, enc: EncodeOutput) -> Tensor:
-        return self.quantization_weight * enc.quantization + self.commitment_weight * enc.commitment
+    # -- the interface ------------------------------------------------------
 
-    # -- the two objectives
-    def critic_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """L_critic on a real batch ``x``; the fakes are drawn here, without a graph to G."""
+    def encode(self, x: Tensor) -> Encoding:
+        z, code, _ = self.latent_layer(self.critic_encode(x)[1])
+        return Encoding(z, code)
+
+    def forward(self, x: Tensor, phase: str = "critic") -> StepOutput:
+        """The critic (default) or the generator objective on a real batch ``x``
+        (the generator uses only its size). Going through ``forward`` keeps
+        DistributedDataParallel's gradient hooks in play for both phases."""
+        if phase == "critic":
+            return self._critic_loss(x)
+        if phase == "generator":
+            return self._generator_loss(x.shape[0])
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+
+    def _critic_loss(self, x: Tensor) -> StepOutput:
         b = x.shape[0]
         with torch.no_grad():
-            z = self.sample_prior(b)                                  # (b, d)
-            x_fake = self.generate(z)
-        value, z_head = self.critic(torch.cat([x, x_fake]))           # (2b,), (2b, d)
-        v_real, v_fake = value[:b], value[b:]
-        enc = self._latent(z_head[b:])
-        wasserstein = v_fake.mean() - v_real.mean()
-        gp = gradient_penalty(self.critic.value, x, x_fake)
-        latent = F.mse_loss(enc.z, z)
-        loss = wasserstein + self.lambda_gp * gp + self.lambda_latent * latent + self._ql_terms(enc)
-        parts = {"critic": loss.detach(), "wasserstein": wasserstein.detach(),
-                 "gradient_penalty": gp.detach(), "latent": latent.detach()}
-        if self.quantized:
-            parts.update(quantization=enc.quantization.detach(), commitment=enc.commitment.detach())
-        return loss, parts
+            z = self.sample_prior(b)                            # (b, d)
+            x_fake = self.generate(z).to(x.dtype)
+        value, pre_z = self.critic_encode(torch.cat([x, x_fake]))   # (2b,), (2b, d)
+        z_hat, _, lq = self.latent_layer(pre_z[b:])
+        wasserstein = value[b:].mean() - value[:b].mean()
+        gp = gradient_penalty(self.critic_value, x, x_fake)
+        latent = F.mse_loss(z_hat.float(), z.float())
+        loss = wasserstein + self.lambda_gp * gp + self.lambda_latent * latent + self.latent_regularizer(lq)
+        parts = {"loss": loss, "wasserstein": wasserstein, "gradient_penalty": gp, "latent": latent, **lq}
+        return StepOutput(loss, {k: v.detach() for k, v in parts.items()})
 
-    def generator_loss(self, batch_size: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """L_generator on a fresh prior batch; gradients reach G, the codebook values and the critic."""
+    def _generator_loss(self, batch_size: int) -> StepOutput:
         z = self.sample_prior(batch_size)
-        v_fake, z_head = self.critic(self.generate(z))
-        enc = self._latent(z_head)
-        latent = F.mse_loss(enc.z, z)
-        loss = -v_fake.mean() + self.lambda_latent * latent + self._ql_terms(enc)
-        parts = {"generator": loss.detach(), "generator_latent": latent.detach()}
-        return loss, parts
+        value, pre_z = self.critic_encode(self.generate(z))
+        z_hat, _, lq = self.latent_layer(pre_z)
+        latent = F.mse_loss(z_hat.float(), z.float())
+        loss = -value.mean() + self.lambda_latent * latent + self.latent_regularizer(lq)
+        return StepOutput(loss, {"generator": loss.detach(), "generator_latent": latent.detach()})
 
-    # -- optimization
-    def generator_parameters(self) -> list[nn.Parameter]:
-        extra = list(self.quantizer.parameters()) if self.quantizer is not None else []
-        return list(self.decoder.parameters()) + extra
+    def traversal(self, z: Tensor, latent: int, codes: Tensor, steps: int) -> Tensor:
+        """Latent ``latent`` swept from its smallest to its largest encoding over the
+        evaluation set, as the authors' ``scripts/train_gan.py`` perturbations."""
+        col = codes[:, latent].float()
+        sweep = torch.linspace(col.min().item(), col.max().item(), steps, device=z.device)
+        out = z.unsqueeze(0).repeat(steps, 1, 1)
+        out[:, :, latent] = sweep[:, None].to(z.dtype)
+        return out
 
-    def configure_optimizers(
-        self,
-        lr: float = 2e-4,
-        betas: tuple[float, float] = (0.0, 0.9),
-        weight_decay: float = 1e-4,
-        clip: float | None = 1.0,
-    ) -> dict[str, torch.optim.Optimizer]:
-        """Two optimizers, ``critic`` (trunk and both heads) and ``generator``
-        (decoder and codebook values), each AdamW + element-wise clip on
-        non-bias weights and plain Adam on biases and codebook values."""
-        codebook = {id(p) for p in self.quantizer.parameters()} if self.quantizer is not None else set()
+    @torch.no_grad()
+    def extra_figures(self, images: Tensor) -> dict[str, Tensor]:
+        """``samples``: an 8 x 8 grid of generated images, G(z) for z ~ p(z)."""
+        rows = cols = 8
+        x = self.generate(self.sample_prior(rows * cols)).float().clamp(0, 1)
+        return {"samples": x.view(rows, cols, *x.shape[1:])}
 
-        def make(named):
-            decay, plain = _split_params(named, codebook)
-            groups = [{"params": decay, "weight_decay": weight_decay, "clip": clip},
-                      {"params": plain, "weight_decay": 0.0, "clip": None}]
-            return ClippedAdamW([g for g in groups if g["params"]], lr=lr, betas=betas)
+    # -- optimization -------------------------------------------------------
 
-        gen_named = [(f"decoder.{n}", p) for n, p in self.decoder.named_parameters()]
-        if self.quantizer is not None:
-            gen_named += [(f"quantizer.{n}", p) for n, p in self.quantizer.named_parameters()]
-        return {"critic": make(list(self.critic.named_parameters())), "generator": make(gen_named)}
+    def configure_optimizers(self, lr: float, weight_decay: float, clip: float | None = 1.0,
+                             betas: tuple[float, float] = (0.0, 0.9)) -> dict[str, torch.optim.Optimizer]:
+        """``critic`` (encoder trunk and heads) and ``generator`` (decoder and codebook
+        values), each AdamW with decay and element-wise clipping on non-bias weights
+        and plain Adam on biases and codebook values (``split_parameters``)."""
+        decay, no_decay = self.split_parameters()
 
-    def train_step(self, x: Tensor, optimizers: dict[str, torch.optim.Optimizer], step: int) -> dict[str, Tensor]:
-        """One critic step on ``x``, then a generator step when ``(step + 1) % n_critic == 0``.
+        def optimizer(keep: Callable[[str], bool]) -> torch.optim.Optimizer:
+            groups = [
+                {"params": [p for n, p in decay.items() if keep(n)], "weight_decay": weight_decay,
+                 "clip_value": clip, "group": "decay"},
+                {"params": [p for n, p in no_decay.items() if keep(n)], "weight_decay": 0.0,
+                 "clip_value": None, "group": "no_decay"},
+            ]
+            return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
 
-        Only the stepped network moves: the critic step updates the critic-encoder
-        alone, the generator step the decoder and codebook values alone.
-        """
+        is_critic = lambda name: name.startswith("encoder.")
+        return {"critic": optimizer(is_critic), "generator": optimizer(lambda n: not is_critic(n))}
+
+    def training_step(self, net: Callable[..., StepOutput], x: Tensor,
+                      optimizers: dict[str, torch.optim.Optimizer], step: int,
+                      autocast: Callable[[], Any] = nullcontext) -> dict[str, Tensor]:
+        """One critic step on ``x``; then, when ``(step + 1) % n_critic == 0``, one
+        generator step. Each step moves only its own network: the critic's
+        parameters are frozen while the generator's gradient flows through them."""
+        critic_opt, gen_opt = optimizers["critic"], optimizers["generator"]
         self.zero_grad(set_to_none=True)
-        loss, parts = self.critic_loss(x)
-        loss.backward()
-        optimizers["critic"].step()
+        with autocast():
+            out = net(x, phase="critic")
+        out.loss.backward()
+        clip_gradients(critic_opt)
+        critic_opt.step()
+        self.zero_grad(set_to_none=True)  # the codebook values got a (discarded) gradient too
+        parts = dict(out.parts)
         if (step + 1) % self.n_critic == 0:
-            self.zero_grad(set_to_none=True)
-            critic_params = [p for p in self.critic.parameters() if p.requires_grad]
-            for p in critic_params:  # the critic is only a path for gradients here
+            frozen = [p for p in self.encoder.parameters() if p.requires_grad]
+            for p in frozen:
                 p.requires_grad_(False)
             try:
-                gen_loss, gen_parts = self.generator_loss(x.shape[0])
-                gen_loss.backward()
+                with autocast():
+                    gen = net(x, phase="generator")
+                gen.loss.backward()
             finally:
-                for p in critic_params:
+                for p in frozen:
                     p.requires_grad_(True)
-            optimizers["generator"].step()
-            parts.update(gen_parts)
-        self.zero_grad(set_to_none=True)
+            clip_gradients(gen_opt)
+            gen_opt.step()
+            self.zero_grad(set_to_none=True)
+            parts.update(gen.parts)
         return parts
+
+    def extra_repr(self) -> str:
+        return (super().extra_repr() + f", n_critic={self.n_critic}, lambda_gp={self.lambda_gp}, "
+                f"lambda_latent={self.lambda_latent}")
+
+
+@register_model("qlinfowgan")
+class QLInfoWGAN(InfoWGAN):
+    """QLInfoWGAN-GP: InfoWGAN-GP with a quantized latent head and a codebook prior.
+
+    Parameters (besides those of :class:`InfoWGAN`)
+    ----------
+    values_per_latent : values in each latent's learned scalar codebook (10).
+    quantization_weight, commitment_weight : weights of LatentQuantize's two losses (0.01).
+    """
+
+    discrete_latents = True
+
+    def __init__(self, arch: str, info: DataInfo, num_latents: int, values_per_latent: int = 10,
+                 quantization_weight: float = 0.01, commitment_weight: float = 0.01,
+                 lambda_gp: float = 10.0, lambda_latent: float = 200.0, n_critic: int = 5):
+        from latentquant.quantize import LatentQuantize
+
+        super().__init__(arch, info, num_latents, lambda_gp=lambda_gp, lambda_latent=lambda_latent,
+                         n_critic=n_critic)
+        if isinstance(values_per_latent, bool) or not isinstance(values_per_latent, int) or values_per_latent < 2:
+            raise ValueError(f"values_per_latent must be an int >= 2, got {values_per_latent!r}")
+        self.values_per_latent = values_per_latent
+        self.quantization_weight, self.commitment_weight = float(quantization_weight), float(commitment_weight)
+        self.quantizer = LatentQuantize(
+            levels=[values_per_latent] * num_latents,
+            quantization_loss_weight=quantization_weight,
+            commitment_loss_weight=commitment_weight,
+            flat_indices=False,
+        )
+
+    @classmethod
+    def defaults(cls, dataset: str) -> dict[str, Any]:
+        # params/quantized_info_gan/<dataset>.yaml; train_gan.yaml's sweep (1e-3) elsewhere
+        wd = {"shapes3d": 1e-3, "mpi3d": 1e-3, "falcor3d": 1e-4}.get(dataset_family(dataset), 1e-3)
+        return {"lr": 2e-4, "weight_decay": wd, "batch_size": 64, "values_per_latent": 10}
+
+    @classmethod
+    def default_options(cls, dataset: str) -> dict[str, Any]:
+        return {**super().default_options(dataset), "quantization_weight": 0.01, "commitment_weight": 0.01}
+
+    def codebook_parameters(self) -> list[nn.Parameter]:
+        return list(self.quantizer.parameters())
+
+    def sample_prior(self, batch_size: int) -> Tensor:
+        """Each latent uniformly from its codebook values, ``(batch_size, d)``;
+        differentiable with respect to the values."""
+        return self.quantizer.sample((batch_size,))
+
+    def latent_layer(self, pre_z: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        (z, indices, _), lb = self.quantizer(pre_z, return_loss_breakdown=True)
+        return z, indices, {"quantization": lb.quantization, "commitment": lb.commitment}
+
+    def latent_regularizer(self, parts: dict[str, Tensor]) -> Tensor:
+        return self.quantization_weight * parts["quantization"] + self.commitment_weight * parts["commitment"]
+
+    def traversal(self, z: Tensor, latent: int, codes: Tensor, steps: int) -> Tensor:
+        """Every learned value of latent ``latent`` (``steps`` is ignored: the sweep is the codebook)."""
+        values = self.quantizer.values_per_latent[latent].detach().to(z)
+        out = z.unsqueeze(0).repeat(len(values), 1, 1)
+        out[:, :, latent] = values[:, None]
+        return out

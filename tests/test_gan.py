@@ -1,0 +1,224 @@
+"""InfoWGAN-GP and QLInfoWGAN-GP: gradient penalty, losses, prior, alternating steps."""
+
+import pytest
+import torch
+
+from latentquant.models import DataInfo, build_model
+from latentquant.models.gan import InfoWGAN, QLInfoWGAN, gradient_penalty
+
+INFO = DataInfo("sprites", 1, 2, 1000)  # 2 factors -> 4 latents
+MODELS = ["infowgan", "qlinfowgan"]
+
+
+def make(name, **options):
+    torch.manual_seed(0)
+    kw = {"values_per_latent": 5} if name == "qlinfowgan" else {}
+    return build_model(name, "small", INFO, **{**kw, **options})
+
+
+def images(b=4, seed=1):
+    return torch.rand(b, 1, 64, 64, generator=torch.Generator().manual_seed(seed))
+
+
+def snapshot(params):
+    return [p.detach().clone() for p in params]
+
+
+def moved(params, before):
+    return [not torch.equal(p.detach(), b) for p, b in zip(params, before)]
+
+
+# ------------------------------------------------------------ gradient penalty
+
+def test_gradient_penalty_linear_critic_known_gradient():
+    # D(x) = w . x: grad_x D = w everywhere, so GP = (||w|| - 1)^2 and
+    # dGP/dw = 2 (||w|| - 1) w / ||w||, whatever the images and eps are.
+    torch.manual_seed(1)
+    w = torch.randn(12, dtype=torch.float64, requires_grad=True)
+    critic = lambda x: x.flatten(1) @ w
+    x, fake = torch.rand(5, 3, 2, 2, dtype=torch.float64), torch.rand(5, 3, 2, 2, dtype=torch.float64)
+    gp = gradient_penalty(critic, x, fake)
+    norm = w.detach().norm()
+    torch.testing.assert_close(gp.detach(), (norm - 1) ** 2, rtol=1e-6, atol=1e-9)
+    (g,) = torch.autograd.grad(gp, w)
+    torch.testing.assert_close(g, 2 * (norm - 1) * w.detach() / norm, rtol=1e-6, atol=1e-9)
+
+
+def test_gradient_penalty_quadratic_critic_known_gradient():
+    # D(x) = a/2 ||x||^2: grad_x D(x_hat) = a x_hat, so with r_i = ||x_hat_i|| and a > 0
+    # GP = mean (a r_i - 1)^2 and dGP/da = mean 2 (a r_i - 1) r_i.
+    torch.manual_seed(2)
+    a = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    critic = lambda x: 0.5 * a * x.flatten(1).pow(2).sum(1)
+    x, fake = torch.randn(6, 2, 3, dtype=torch.float64), torch.randn(6, 2, 3, dtype=torch.float64)
+    eps = torch.rand(6, dtype=torch.float64)
+    r = (eps[:, None, None] * x + (1 - eps[:, None, None]) * fake).flatten(1).norm(dim=1)
+    gp = gradient_penalty(critic, x, fake, eps)
+    torch.testing.assert_close(gp.detach(), ((a.detach() * r - 1) ** 2).mean(), rtol=1e-6, atol=1e-9)
+    (g,) = torch.autograd.grad(gp, a)
+    torch.testing.assert_close(g, (2 * (a.detach() * r - 1) * r).mean(), rtol=1e-6, atol=1e-9)
+    # eps = 1 puts x_hat on the real batch
+    gp_real = gradient_penalty(critic, x, fake, torch.ones(6, dtype=torch.float64))
+    torch.testing.assert_close(gp_real.detach(), ((a.detach() * x.flatten(1).norm(dim=1) - 1) ** 2).mean())
+
+
+def test_gradient_penalty_bad_shapes():
+    critic = lambda x: x.flatten(1).sum(1)
+    with pytest.raises(ValueError, match="same shape"):
+        gradient_penalty(critic, torch.rand(4, 3), torch.rand(5, 3))
+    with pytest.raises(ValueError, match=r"eps must have shape \(4,\)"):
+        gradient_penalty(critic, torch.rand(4, 3), torch.rand(4, 3), torch.rand(4, 1))
+
+
+# ---------------------------------------------------------- networks, losses
+
+@pytest.mark.parametrize("name", MODELS)
+def test_heads_and_encoding(name):
+    model = make(name)
+    assert model.encoder.head.out_features == 1 + model.num_latents  # value + latents
+    value, pre_z = model.critic_encode(images())
+    assert value.shape == (4,) and pre_z.shape == (4, 4)
+    enc = model.encode(images())
+    if name == "qlinfowgan":
+        assert model.discrete_latents and enc.code.dtype == torch.int64 and enc.code.shape == (4, 4)
+        assert 0 <= enc.code.min() and enc.code.max() < 5
+    else:
+        assert not model.discrete_latents and torch.allclose(enc.code, pre_z)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_losses_finite_and_match_definition(name):
+    model = make(name)
+    torch.manual_seed(3)
+    out = model(images(), phase="critic")
+    p = out.parts
+    assert torch.isfinite(out.loss) and torch.equal(p["loss"], out.loss.detach())
+    expected = p["wasserstein"] + 10 * p["gradient_penalty"] + 200 * p["latent"]
+    if name == "qlinfowgan":
+        assert p["quantization"] > 0 and p["commitment"] > 0
+        expected = expected + 0.01 * p["quantization"] + 0.01 * p["commitment"]
+    torch.testing.assert_close(out.loss.detach(), expected)
+    gen = model(images(), phase="generator")
+    assert torch.isfinite(gen.loss) and set(gen.parts) == {"generator", "generator_latent"}
+    with pytest.raises(ValueError, match="phase must be one of"):
+        model(images(), phase="encoder")
+
+
+def test_infowgan_prior_is_unit_cube():
+    z = make("infowgan").sample_prior(4000)
+    assert z.shape == (4000, 4) and z.min() >= 0 and z.max() <= 1
+    assert abs(z.mean().item() - 0.5) < 0.02  # ~ 7 standard errors of a U[0, 1] mean
+
+
+def test_ql_prior_samples_lie_in_codebook_and_cover_it():
+    model = make("qlinfowgan")
+    with torch.no_grad():  # move the values off their initial grid
+        for v in model.quantizer.values_per_latent:
+            v.add_(0.01 * torch.randn_like(v))
+    z = model.sample_prior(2000)
+    assert z.shape == (2000, 4)
+    z.sum().backward()  # d(sum z)/d(value k) = how many samples drew value k
+    for j, values in enumerate(model.quantizer.values_per_latent):
+        dist = (z.detach()[:, j, None] - values.detach()[None]).abs()
+        assert dist.min(dim=1).values.max() == 0  # every sample is exactly one of the values
+        counts = torch.bincount(dist.argmin(dim=1), minlength=5)
+        assert counts.min() > 300  # uniform over 5 values: 400 expected each
+        torch.testing.assert_close(values.grad, counts.to(values.grad.dtype))
+
+
+def test_ql_generator_loss_reaches_codebook_values():
+    model = make("qlinfowgan")
+    model(images(), phase="generator").loss.backward()
+    for v in model.quantizer.values_per_latent:
+        assert v.grad is not None and v.grad.abs().sum() > 0
+
+
+# -------------------------------------------------------------- optimization
+
+@pytest.mark.parametrize("name", MODELS)
+def test_steps_move_only_their_network(name):
+    model = make(name)
+    opts = model.configure_optimizers(lr=2e-4, weight_decay=1e-3)
+    # the value head's bias cancels in D(fake) - D(real) and gets no gradient
+    crit = [p for n, p in model.encoder.named_parameters() if n != "head.bias"]
+    gen = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    x = images()
+
+    c0, g0 = snapshot(crit), snapshot(gen)
+    parts = model.training_step(model, x, opts, step=0)  # (0 + 1) % 5 != 0: critic only
+    assert "generator" not in parts and torch.isfinite(parts["loss"])
+    assert all(moved(crit, c0)), "every critic parameter moves in a critic step"
+    assert not any(moved(gen, g0)), "a critic step must not touch the generator"
+    for s in (1, 2, 3):
+        model.training_step(model, x, opts, step=s)
+    assert not any(moved(gen, g0))
+
+    assert len(opts["generator"].state) == 0, "no generator update in the first 4 steps"
+    c1, g1 = snapshot(crit), snapshot(gen)
+    parts = model.training_step(model, x, opts, step=4)  # 5th critic step, then a generator step
+    assert torch.isfinite(parts["generator"])
+    assert all(moved(gen, g1)), "every generator parameter (codebook values included) moves"
+    assert all(moved(crit, c1))
+    # the critic optimizer took exactly one step at step 4 (the generator step did not touch it)
+    assert all(int(s["step"]) == 5 for s in opts["critic"].state.values())
+    assert all(int(s["step"]) == 1 for s in opts["generator"].state.values())
+    assert all(p.requires_grad for p in model.parameters()) and all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_optimizer_split_and_defaults(name):
+    model = make(name)
+    opts = model.configure_optimizers(lr=2e-4, weight_decay=1e-3)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for key, opt in opts.items():
+        decay, plain = opt.param_groups
+        assert decay["weight_decay"] == 1e-3 and decay["clip_value"] == 1.0 and plain["clip_value"] is None
+        assert all(g["lr"] == 2e-4 and g["betas"] == (0.0, 0.9) for g in opt.param_groups)
+        assert all(not names[id(p)].endswith("bias") and "quantizer" not in names[id(p)] for p in decay["params"])
+        assert all(names[id(p)].endswith("bias") or "quantizer" in names[id(p)] for p in plain["params"])
+        owner = (lambda n: n.startswith("encoder.")) if key == "critic" else (lambda n: not n.startswith("encoder."))
+        assert all(owner(names[id(p)]) for g in opt.param_groups for p in g["params"])
+    ids = [id(p) for o in opts.values() for g in o.param_groups for p in g["params"]]
+    assert sorted(ids) == sorted(names)  # every parameter in exactly one optimizer
+    if name == "qlinfowgan":
+        gen_plain = {names[id(p)] for p in opts["generator"].param_groups[1]["params"]}
+        assert sum("quantizer" in n for n in gen_plain) == len(list(model.quantizer.parameters())) > 0
+
+    cls = type(model)
+    d = cls.defaults("shapes3d")
+    assert d["lr"] == 2e-4 and d["batch_size"] == 64
+    assert cls.default_options("shapes3d")["n_critic"] == 5
+    if name == "qlinfowgan":  # configs/params/quantized_info_gan/*.yaml
+        assert (d["weight_decay"], cls.defaults("falcor3d")["weight_decay"]) == (1e-3, 1e-4)
+        assert cls.defaults("shapes")["weight_decay"] == 1e-3  # built-in shapes imitates shapes3d
+    else:  # configs/model_partial/info_gan.yaml
+        assert d["weight_decay"] == 1e-4
+
+
+# ------------------------------------------------------------------ figures
+
+@pytest.mark.parametrize("name", MODELS)
+def test_samples_and_traversals(name):
+    model = make(name)
+    figs = model.extra_figures(images())
+    s = figs["samples"]
+    assert s.shape == (8, 8, 1, 64, 64) and 0 <= s.min() and s.max() <= 1
+    enc = model.encode(images(6))
+    sweep = model.traversal(enc.z[:2], 1, enc.code, 7)
+    others = [0, 2, 3]
+    assert torch.equal(sweep[:, :, others], enc.z[:2].unsqueeze(0).expand(len(sweep), -1, -1)[:, :, others])
+    if name == "qlinfowgan":
+        torch.testing.assert_close(sweep[:, 0, 1], model.quantizer.values_per_latent[1].detach())
+    else:
+        col = enc.code[:, 1]
+        torch.testing.assert_close(sweep[:, 0, 1], torch.linspace(col.min().item(), col.max().item(), 7))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="values_per_latent"):
+        make("qlinfowgan", values_per_latent=1)
+    with pytest.raises(ValueError, match="n_critic"):
+        make("infowgan", n_critic=0)
+    with pytest.raises(ValueError, match="lambda_gp"):
+        make("infowgan", lambda_gp=-1.0)
+    assert isinstance(make("infowgan"), InfoWGAN) and isinstance(make("qlinfowgan"), QLInfoWGAN)
