@@ -1,0 +1,633 @@
+"""Latent quantization: a small learnable scalar codebook per latent.
+
+Hsu, Dorrell, Whittington, Wu, Finn, "Disentanglement via Latent
+Quantization", NeurIPS 2023 (arXiv 2305.18378). Every latent ``i`` owns
+``L_i`` learnable values; each projected latent is replaced by its nearest
+value, so the implicit codebook is the Cartesian product of the per-latent
+value sets (``prod(L_i)`` codes, never materialized here).
+
+einstein notation used in the shape comments
+    b   batch
+    n   positions per example (flattened sequence / spatial / temporal axes)
+    p   all positions, b * n
+    c   codebooks (the values are shared between codebooks)
+    d   latents per codebook (``codebook_dim``)
+    l   values per latent, padded to the largest level with +inf
+    k   kernel batch: b * c (layout "batched") or c (layout "positions")
+
+Design
+------
+The layer keeps one 1-D tensor per latent (``values_per_latent``: an
+``nn.ParameterList``, or buffers when ``optimize_values=False``), so the
+state_dict reads ``values_per_latent.0 ... values_per_latent.{d-1}`` in both
+modes and optimizers see the values themselves. Each forward stacks them into
+a tiny ``(d, l)`` table (one ``stack``, or ``cat`` + index when levels differ)
+and sorts it. Nearest-value assignment then counts, per latent, the sorted
+midpoints below ``z``: a ``searchsorted`` for small inputs, and ``l - 1``
+vectorized comparisons for large ones (cheaper than a binary search on CPU);
+neither makes an ``(N, d, l)`` temporary. The sort permutation maps sorted
+positions back to the value slots, so indices always name a slot of
+``values_per_latent`` even after training has reordered the values.
+
+Training goes through one ``torch.autograd.Function`` that computes the
+quantized values, the indices and the shared squared error in its forward,
+and in its backward both the straight-through gradient for ``z`` plus the
+commitment term, and the values' gradient by a per-latent ``scatter_add``
+over the assigned slots.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["LatentQuantize", "Return", "LossBreakdown"]
+
+_INT64_CODES = 2**63  # flat indices 0 .. 2**63 - 1 fit in int64
+
+
+class Return(NamedTuple):
+    quantized: Tensor
+    indices: Tensor
+    loss: Tensor
+
+
+class LossBreakdown(NamedTuple):
+    quantization: Tensor
+    commitment: Tensor
+
+
+# ----------------------------------------------------------------------------
+# the kernel: tensors laid out as (k, d, n) with latents on axis 1
+
+
+def _searchsorted_max_numel(lmax: int) -> int:
+    """Inputs up to this size use ``torch.searchsorted``; larger ones use
+    ``lmax - 1`` threshold comparisons (each about one cheap pass over memory,
+    where searchsorted costs some 10 ns per element on CPU)."""
+    return 2048 * max(lmax - 1, 1)
+
+
+def _prepare(table: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Sort the (d, l) value table; return sorted values, the permutation back
+    to value slots and the (d, l - 1) midpoints (+inf past each latent's end)."""
+    sorted_values, perm = torch.sort(table, dim=-1, stable=True)
+    mids = (sorted_values[:, 1:] + sorted_values[:, :-1]) * 0.5
+    return sorted_values, perm, mids
+
+
+def _search(z: Tensor, mids: Tensor, last: Tensor | None) -> Tensor:
+    """Position of each z among its latent's sorted values: the number of that
+    latent's midpoints strictly below z. z (k, d, n), mids (d, l-1) -> (k, d, n) int64.
+
+    ``last`` (d, 1), when given, is each latent's largest position: it keeps
+    NaN inputs of latents with fewer levels than ``l`` off the +inf padding.
+    """
+    k, d, n = z.shape
+    m = mids.shape[1]
+    if m == 0:
+        return torch.zeros(z.shape, dtype=torch.int64, device=z.device)
+    if z.numel() <= _searchsorted_max_numel(m + 1):
+        pos = torch.searchsorted(mids.unsqueeze(0).expand(k, d, m).contiguous(), z.contiguous())
+        return pos if last is None else torch.minimum(pos, last)
+    # count the midpoints below z in z's dtype (exact for l < 2**24), comparing
+    # into preallocated float buffers: far cheaper than bool outputs on CPU
+    count = torch.gt(z, mids[:, :1], out=torch.empty_like(z))
+    if m > 1:
+        scratch = torch.empty_like(z)
+        for j in range(1, m):
+            count.add_(torch.gt(z, mids[:, j : j + 1], out=scratch))
+    return count.long()
+
+
+def _lookup(z: Tensor, table: Tensor, code_table: Tensor, last: Tensor | None):
+    """Nearest values and their codes. z (k, d, n); table (d, l) -> q (k, d, n),
+    codes (k, d, n) gathered from code_table (d, l), pos (k, d, n), perm (d, l)."""
+    sorted_values, perm, mids = _prepare(table)
+    pos = _search(z, mids, last)
+    k = z.shape[0]
+    q = torch.gather(sorted_values.unsqueeze(0).expand(k, -1, -1), 2, pos)
+    codes = torch.gather(code_table.gather(1, perm).unsqueeze(0).expand(k, -1, -1), 2, pos)
+    return q, codes, pos, perm
+
+
+class _QuantizeFn(torch.autograd.Function):
+    """Fused latent quantization with both losses of the paper.
+
+    Inputs: ``z`` (k, d, n) in the compute dtype; ``table`` (d, l) of values
+    (+inf padding); ``code_table`` (d, l) int64, what each value slot adds to
+    an index (slot * basis for flat indices, slot otherwise); ``flat``; the
+    two loss weights (``with_loss=False`` skips the losses: eval mode);
+    ``breakdown``; ``last`` (see ``_search``).
+
+    Outputs: ``q`` (k, d, n), the indices, ``loss`` and, with ``breakdown``,
+    ``quantization`` and ``commitment``. With e = z - q and N = z.numel(),
+    quantization = commitment = sum(e^2) / N.
+
+    Gradients: q passes straight through to z. The commitment terms reach z
+    only, as 2 e / N; the quantization terms reach the values only, as
+    -2 e / N summed over the positions assigned to each value.
+    """
+
+    @staticmethod
+    def forward(ctx, z, table, code_table, flat, quant_weight, commit_weight, with_loss, breakdown, last):
+        q, codes, pos, perm = _lookup(z, table, code_table, last)
+        indices = codes.sum(1) if flat else codes
+        ctx.mark_non_differentiable(indices)
+        ctx.with_loss = with_loss
+        if not with_loss:
+            loss = z.new_zeros(())
+            return (q, indices, loss, loss.clone(), loss.clone()) if breakdown else (q, indices, loss)
+        err = z - q
+        flat_err = err.view(-1)
+        mse = torch.dot(flat_err, flat_err) / z.numel()
+        ctx.save_for_backward(err, pos, perm)
+        ctx.weights = (quant_weight, commit_weight)
+        loss = mse * (quant_weight + commit_weight)
+        return (q, indices, loss, mse, mse.clone()) if breakdown else (q, indices, loss)
+
+    @staticmethod
+    def backward(ctx, grad_q, grad_indices, grad_loss, grad_quant=None, grad_commit=None):
+        if not ctx.with_loss:
+            return grad_q, None, None, None, None, None, None, None, None
+        err, pos, perm = ctx.saved_tensors
+        quant_weight, commit_weight = ctx.weights
+        scale = 2.0 / err.numel()
+        grad_z = grad_table = None
+        if ctx.needs_input_grad[0]:
+            w = grad_loss * (commit_weight * scale)
+            if grad_commit is not None:
+                w = w + grad_commit * scale
+            grad_z = torch.addcmul(grad_q, err, w)
+        if ctx.needs_input_grad[1]:
+            w = grad_loss * (-quant_weight * scale)
+            if grad_quant is not None:
+                w = w - grad_quant * scale
+            k, d, _ = err.shape
+            # per (latent, sorted slot): the sum of the errors assigned to it
+            sums = err.new_zeros(k, d, perm.shape[1]).scatter_add_(2, pos, err).sum(0)  # (d, l)
+            # back from sorted order to value slots
+            grad_table = torch.empty_like(sums).scatter_(1, perm, sums * w)
+        return grad_z, grad_table, None, None, None, None, None, None, None
+
+
+def _linear_channel_first(z: Tensor, linear: nn.Linear) -> Tensor:
+    """nn.Linear applied over axis 1 of (b, i, n), giving (b, o, n) without a
+    transpose. One batched GEMM whatever the grad mode (torch.matmul folds
+    differently with and without grad, which would change the rounding)."""
+    b, _, n = z.shape
+    weight = linear.weight.unsqueeze(0).expand(b, -1, -1)
+    if linear.bias is None:
+        return torch.bmm(weight, z)
+    return torch.baddbmm(linear.bias.view(1, -1, 1).expand(b, -1, n), weight, z)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _check_levels(levels, codebook_dim) -> list[int]:
+    if isinstance(levels, Tensor):
+        levels = levels.tolist()
+    if codebook_dim is not None and (not _is_int(codebook_dim) or codebook_dim < 1):
+        raise ValueError(f"codebook_dim must be a positive integer, got {codebook_dim!r}")
+    if isinstance(levels, bool) or isinstance(levels, (str, bytes)):
+        raise TypeError(f"levels must be an int or a list of ints, got {levels!r}")
+    if _is_int(levels):
+        if levels < 2:
+            raise ValueError(f"levels={levels}: every latent needs at least 2 values")
+        if codebook_dim is None:
+            raise ValueError(f"levels={levels} is a single int: also pass codebook_dim, the number of latents")
+        return [int(levels)] * codebook_dim
+    try:
+        levels = list(levels)
+    except TypeError:
+        raise TypeError(f"levels must be an int or a list of ints, got {levels!r}") from None
+    if not levels:
+        raise ValueError("levels is empty: give at least one latent's number of values")
+    for i, level in enumerate(levels):
+        if not _is_int(level):
+            raise TypeError(f"levels[{i}]={level!r} is not an integer")
+        if level < 2:
+            raise ValueError(f"levels[{i}]={level}: every latent needs at least 2 values")
+    if codebook_dim is not None and codebook_dim != len(levels):
+        raise ValueError(f"codebook_dim={codebook_dim} does not match the {len(levels)} levels given ({levels})")
+    return [int(level) for level in levels]
+
+
+class _BufferList(nn.Module):
+    """Frozen values: one buffer per latent, named like ParameterList entries."""
+
+    def __init__(self, tensors: Sequence[Tensor]):
+        super().__init__()
+        for i, t in enumerate(tensors):
+            self.register_buffer(str(i), t)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self._buffers[str(range(len(self))[i])]
+
+    def __len__(self) -> int:
+        return len(self._buffers)
+
+    def __iter__(self):
+        return iter(self._buffers.values())
+
+
+class LatentQuantize(nn.Module):
+    r"""Latent quantization (Hsu et al., NeurIPS 2023).
+
+    Each of the ``codebook_dim`` latents has its own learnable scalar values
+    (``levels[i]`` of them, initialised to ``linspace(-0.5, 0.5, levels[i])``).
+    The projected input ``z = project_in(x)`` is quantized latent by latent
+    to the nearest value, ``q_i = argmin_{v in V_i} |z_i - v|``, and the output
+    is the straight-through estimate ``project_out(z + sg(q - z))`` (its value
+    is exactly ``project_out(q)``). In training mode the loss is
+
+    .. math::
+        \mathcal{L} = w_q \, \mathrm{mean}\big((\mathrm{sg}(z) - q)^2\big)
+                    + w_c \, \mathrm{mean}\big((z - \mathrm{sg}(q))^2\big)
+
+    where ``sg`` stops gradients: the quantization term (weight
+    ``quantization_loss_weight``) trains the values, the commitment term
+    (weight ``commitment_loss_weight``) trains whatever produced ``z``. In eval
+    mode the loss is zero.
+
+    Parameters
+    ----------
+    levels : int or sequence of int
+        Values per latent, each >= 2. An int needs ``codebook_dim``.
+    dim : int, optional
+        Input features. Defaults to ``codebook_dim * num_codebooks``; when it
+        differs, Linear ``project_in`` / ``project_out`` are added.
+    commitment_loss_weight, quantization_loss_weight : float, default 0.1
+    num_codebooks : int, default 1
+        Codebooks side by side on the feature axis; they share the values.
+    codebook_dim : int, optional
+        Latents per codebook; must equal ``len(levels)`` for a list.
+    keep_num_codebooks_dim : bool, optional
+        Keep a codebook axis on the indices; required (default) when
+        ``num_codebooks > 1``.
+    optimize_values : bool, default True
+        Values are parameters; otherwise buffers (still in the state_dict).
+    channel_first : bool, optional
+        Feature axis 1 (True) or last (False). By default inputs with 4 or more
+        dimensions, ``(b, d, h, w)`` and ``(b, d, t, h, w)``, are channel-first
+        and ``(b, d)``, ``(b, n, d)`` channel-last.
+    projection_has_bias : bool, default True
+    flat_indices : bool, default True
+        One exact int64 mixed-radix index per position and codebook,
+        ``sum_i slot_i * prod_{j<i} levels[j]`` (first latent least
+        significant). False gives the value slot of every latent,
+        ``(..., codebook_dim)``; needed when ``prod(levels) > 2**63``.
+
+    Indices always name slots of ``values_per_latent``, whatever order
+    training leaves the values in. ``forward`` returns ``Return(quantized,
+    indices, loss)``, or ``(Return, LossBreakdown(quantization, commitment))``
+    with ``return_loss_breakdown=True``.
+
+    References
+    ----------
+    K. Hsu, W. Dorrell, J. C. R. Whittington, J. Wu, C. Finn. Disentanglement
+    via Latent Quantization. NeurIPS 2023. arXiv:2305.18378.
+    """
+
+    def __init__(
+        self,
+        levels: int | Sequence[int],
+        dim: int | None = None,
+        commitment_loss_weight: float | None = 0.1,
+        quantization_loss_weight: float | None = 0.1,
+        num_codebooks: int = 1,
+        codebook_dim: int | None = None,
+        keep_num_codebooks_dim: bool | None = None,
+        optimize_values: bool = True,
+        channel_first: bool | None = None,
+        projection_has_bias: bool = True,
+        flat_indices: bool = True,
+    ):
+        super().__init__()
+        levels = _check_levels(levels, codebook_dim)
+        if not _is_int(num_codebooks) or num_codebooks < 1:
+            raise ValueError(f"num_codebooks must be a positive integer, got {num_codebooks!r}")
+        if keep_num_codebooks_dim is None:
+            keep_num_codebooks_dim = num_codebooks > 1
+        if num_codebooks > 1 and not keep_num_codebooks_dim:
+            raise ValueError(f"num_codebooks={num_codebooks} needs keep_num_codebooks_dim=True (got False)")
+        weights = {}
+        for name, w in (("commitment_loss_weight", commitment_loss_weight), ("quantization_loss_weight", quantization_loss_weight)):
+            w = 0.0 if w is None else w
+            if not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {w!r}")
+            weights[name] = float(w)
+        if channel_first not in (None, True, False):
+            raise ValueError(f"channel_first must be None, True or False, got {channel_first!r}")
+
+        self.levels = tuple(levels)
+        self.codebook_dim = d = len(levels)
+        self.num_codebooks = num_codebooks
+        self.effective_codebook_dim = d * num_codebooks
+        dim = self.effective_codebook_dim if dim is None else dim
+        if not _is_int(dim) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        self.dim = int(dim)
+        self.keep_num_codebooks_dim = bool(keep_num_codebooks_dim)
+        self.channel_first = channel_first
+        self.commitment_loss_weight = weights["commitment_loss_weight"]
+        self.quantization_loss_weight = weights["quantization_loss_weight"]
+        self.optimize_values = bool(optimize_values)
+        self.codebook_size = math.prod(levels)  # per codebook, an exact Python int
+        if flat_indices and self.codebook_size > _INT64_CODES:
+            raise ValueError(
+                f"levels {list(levels)} give {self.codebook_size} codes, more than int64 flat indices can "
+                f"number (2**63); use flat_indices=False for per-latent indices"
+            )
+        self.flat_indices = bool(flat_indices)
+
+        self.has_projections = self.dim != self.effective_codebook_dim
+        if self.has_projections:
+            self.project_in = nn.Linear(self.dim, self.effective_codebook_dim, bias=projection_has_bias)
+            self.project_out = nn.Linear(self.effective_codebook_dim, self.dim, bias=projection_has_bias)
+        else:
+            self.project_in = self.project_out = nn.Identity()
+
+        init = [torch.linspace(-0.5, 0.5, level) for level in levels]
+        if self.optimize_values:
+            self.values_per_latent = nn.ParameterList([nn.Parameter(v) for v in init])
+        else:
+            self.values_per_latent = _BufferList(init)
+
+        # small constant tables, moved with the module, not saved
+        lmax = max(levels)
+        self._lmax = lmax
+        self._equal_levels = len(set(levels)) == 1
+        basis = [math.prod(levels[:i]) for i in range(d)] if self.codebook_size <= _INT64_CODES else None
+        # what value slot s of latent i adds to an index: s * basis_i (flat) or s
+        slots = [[s if s < level else 0 for s in range(lmax)] for level in levels]
+        flat_codes = None if basis is None else [[s * basis[i] for s in row] for i, row in enumerate(slots)]
+        self.register_buffer("_slot_codes", torch.tensor(slots, dtype=torch.int64), persistent=False)
+        self.register_buffer("_flat_codes", None if basis is None else torch.tensor(flat_codes, dtype=torch.int64), persistent=False)
+        self.register_buffer("_basis", None if basis is None else torch.tensor(basis, dtype=torch.int64), persistent=False)
+        self.register_buffer("_levels", torch.tensor(levels, dtype=torch.int64), persistent=False)
+        self.register_buffer("_offsets", torch.arange(d, dtype=torch.int64) * lmax, persistent=False)
+        if self._equal_levels:
+            self._last = self._pad_index = self._inf = None
+        else:
+            starts = [sum(levels[:i]) for i in range(d)]
+            pad = [[starts[i] + s if s < level else sum(levels) for s in range(lmax)] for i, level in enumerate(levels)]
+            self.register_buffer("_last", torch.tensor(levels, dtype=torch.int64).sub(1).unsqueeze(-1), persistent=False)
+            self.register_buffer("_pad_index", torch.tensor(pad, dtype=torch.int64), persistent=False)
+            self.register_buffer("_inf", torch.full((1,), math.inf), persistent=False)
+
+    # ------------------------------------------------------------------ values
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            for v, level in zip(self.values_per_latent, self.levels):
+                v.copy_(torch.linspace(-0.5, 0.5, level))
+        if self.has_projections:
+            self.project_in.reset_parameters()
+            self.project_out.reset_parameters()
+
+    def _values_table(self) -> Tensor:
+        """The values as one (d, l) table, +inf past each latent's levels."""
+        store = self.values_per_latent
+        values = list(store._parameters.values() if isinstance(store, nn.ParameterList) else store._buffers.values())
+        if self._equal_levels:
+            return torch.stack(values)
+        return torch.cat(values + [self._inf.to(values[0].dtype)])[self._pad_index]
+
+    def _code_table(self) -> Tensor:
+        if self.flat_indices:
+            self._require_flat("flat_indices=True")
+            return self._flat_codes
+        return self._slot_codes
+
+    def _is_channel_first(self, ndim: int) -> bool:
+        return ndim >= 4 if self.channel_first is None else self.channel_first
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, x: Tensor, return_loss_breakdown: bool = False):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"LatentQuantize expects a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"LatentQuantize expects a floating point input, got dtype {x.dtype}")
+        if x.ndim < 2:
+            raise ValueError(f"expected an input with a batch axis and a feature axis (ndim >= 2), got shape {tuple(x.shape)}")
+        channel_first = self._is_channel_first(x.ndim)
+        axis = 1 if channel_first else x.ndim - 1
+        if x.shape[axis] != self.dim:
+            layout = "channel-first" if channel_first else "channel-last"
+            raise ValueError(
+                f"expected {self.dim} features on axis {axis} of the {layout} input of shape {tuple(x.shape)}, "
+                f"got {x.shape[axis]}"
+            )
+        b, c, d = x.shape[0], self.num_codebooks, self.codebook_dim
+
+        # project in: z is (b, (c d), n) for channel-first input, (p, (c d)) otherwise
+        if channel_first:
+            lead = (b,) + tuple(x.shape[2:])
+            z = x.reshape(b, self.dim, -1)
+            if self.has_projections:
+                z = _linear_channel_first(z, self.project_in)
+            n = z.shape[-1]
+        else:
+            lead = tuple(x.shape[:-1])
+            z = self.project_in(x.reshape(-1, self.dim))
+            n = 1
+        table = self._values_table()
+        z_dtype = z.dtype
+        compute_dtype = torch.promote_types(torch.promote_types(z_dtype, table.dtype), torch.float32)
+        z, table = z.to(compute_dtype), table.to(compute_dtype)
+
+        # kernel layout (k, d, n): "batched" keeps channel-first maps in place
+        batched = channel_first and n >= max(64, self._lmax)
+        if batched:
+            zk = z.reshape(b * c, d, n)  # (b, (c d), n) -> ((b c), d, n)
+        elif channel_first:
+            zk = z.reshape(b, c, d, n).permute(1, 2, 0, 3).reshape(c, d, b * n)  # -> (c, d, p)
+        else:
+            zk = z.reshape(-1, c, d).permute(1, 2, 0).contiguous()  # (p, (c d)) -> (c, d, p)
+
+        training = self.training
+        if torch.is_grad_enabled() and (zk.requires_grad or (training and table.requires_grad)):
+            outs = _QuantizeFn.apply(
+                zk,
+                table if training else table.detach(),
+                self._code_table(),
+                self.flat_indices,
+                self.quantization_loss_weight,
+                self.commitment_loss_weight,
+                training,
+                return_loss_breakdown,
+                self._last,
+            )
+            q, codes, loss = outs[:3]
+            parts = outs[3:]
+        else:
+            q, codes, _, _ = _lookup(zk, table.detach(), self._code_table(), self._last)
+            codes = codes.sum(1) if self.flat_indices else codes
+            if training:
+                err = (zk - q).view(-1)
+                mse = torch.dot(err, err) / err.numel()
+                loss = mse * (self.quantization_loss_weight + self.commitment_loss_weight)
+                parts = (mse, mse)
+            else:
+                loss = zk.new_zeros(())
+                parts = (loss, loss)
+
+        # back to the caller's layout, then project out
+        if batched:
+            q = q.view(b, c * d, n)
+        elif channel_first:
+            q = q.view(c, d, b, n).permute(2, 0, 1, 3).reshape(b, c * d, n)
+        else:
+            q = q.permute(2, 0, 1).reshape(-1, c * d).contiguous()  # (c, d, p) -> (p, (c d))
+        if self.has_projections:
+            q = q.to(z_dtype)  # what project_in produced: the projections' own dtype
+            q = _linear_channel_first(q, self.project_out) if channel_first else self.project_out(q)
+        quantized = q.to(x.dtype).reshape(x.shape)
+        indices = self._indices_to_caller(codes, batched, lead, b, n)
+
+        out = Return(quantized, indices, loss)
+        if return_loss_breakdown:
+            return out, LossBreakdown(*parts)
+        return out
+
+    def _indices_to_caller(self, codes: Tensor, batched: bool, lead: tuple, b: int, n: int) -> Tensor:
+        c, d = self.num_codebooks, self.codebook_dim
+        if self.flat_indices:
+            # ((b c), n) or (c, p) -> (p, c)
+            codes = codes.view(b, c, n).transpose(1, 2) if batched else codes.t()
+            tail = (c,)
+        else:
+            # ((b c), d, n) or (c, d, p) -> (p, c, d)
+            codes = codes.view(b, c, d, n).permute(0, 3, 1, 2) if batched else codes.permute(2, 0, 1)
+            tail = (c, d)
+        if not self.keep_num_codebooks_dim:
+            tail = tail[1:]
+        return codes.reshape(lead + tail)
+
+    # ------------------------------------------------------------------ indices
+
+    def _check_index_tensor(self, indices, name: str) -> None:
+        if not isinstance(indices, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(indices).__name__}")
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer tensor, got dtype {indices.dtype}")
+
+    def _check_level_indices(self, digits: Tensor, name: str) -> None:
+        """digits (..., d): each within its latent's levels."""
+        if digits.shape[-1:] != (self.codebook_dim,):
+            raise ValueError(f"{name}: expected {self.codebook_dim} per-latent indices on the last axis, got {digits.shape[-1] if digits.ndim else 0} (shape {tuple(digits.shape)})")
+        if torch.compiler.is_compiling() or digits.numel() == 0:
+            return
+        flat = digits.reshape(-1, self.codebook_dim)
+        lo, hi = flat.min(0).values, flat.max(0).values
+        for i, level in enumerate(self.levels):
+            if int(lo[i]) < 0 or int(hi[i]) >= level:
+                bad = int(lo[i]) if int(lo[i]) < 0 else int(hi[i])
+                raise ValueError(f"{name}: index {bad} for latent {i} is out of range, which has {level} values (0..{level - 1})")
+
+    def _require_flat(self, what: str) -> None:
+        if self._basis is None:
+            raise ValueError(f"{what} needs flat indices, but {self.codebook_size} codes do not fit int64")
+
+    def indices_to_level_indices(self, indices: Tensor) -> Tensor:
+        """Flat indices (...) -> per-latent value slots (..., codebook_dim)."""
+        self._require_flat("indices_to_level_indices")
+        self._check_index_tensor(indices, "indices")
+        indices = indices.long()
+        if not torch.compiler.is_compiling() and indices.numel():
+            lo, hi = int(indices.min()), int(indices.max())
+            if lo < 0 or hi >= self.codebook_size:
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"index {bad} is out of range: flat indices run from 0 to {self.codebook_size - 1}")
+        return torch.div(indices.unsqueeze(-1), self._basis, rounding_mode="floor") % self._levels
+
+    def level_indices_to_indices(self, level_indices: Tensor) -> Tensor:
+        """Per-latent value slots (..., codebook_dim) -> exact int64 flat indices (...)."""
+        self._require_flat("level_indices_to_indices")
+        self._check_index_tensor(level_indices, "level_indices")
+        self._check_level_indices(level_indices, "level_indices")
+        return (level_indices.long() * self._basis).sum(-1)
+
+    def indices_to_codes(self, indices: Tensor, project_out: bool = True) -> Tensor:
+        """Decode indices (as forward returns them) with the current values.
+
+        Returns the codes in forward's output layout: ``(b, dim, ...)`` for
+        channel-first inputs, ``(..., dim)`` otherwise (``c * d`` features
+        instead of ``dim`` with ``project_out=False``). In eval mode this equals
+        forward's ``quantized`` exactly.
+        """
+        self._check_index_tensor(indices, "indices")
+        c, d = self.num_codebooks, self.codebook_dim
+        if self.flat_indices:
+            flat = indices if self.keep_num_codebooks_dim else indices.unsqueeze(-1)
+            if flat.ndim == 0 or flat.shape[-1] != c:
+                raise ValueError(f"expected {c} codebook indices on the last axis, got shape {tuple(indices.shape)}")
+            digits = self.indices_to_level_indices(flat)  # (..., c, d)
+        else:
+            digits = indices if self.keep_num_codebooks_dim else indices.unsqueeze(-2)
+            self._check_level_indices(digits, "indices")
+            if digits.ndim < 2 or digits.shape[-2] != c:
+                raise ValueError(f"expected {c} codebooks on axis -2, got shape {tuple(indices.shape)}")
+        table = self._values_table()
+        codes = table.reshape(-1)[digits.long() + self._offsets]  # (..., c, d)
+        codes = codes.reshape(*codes.shape[:-2], c * d)
+        lead = codes.shape[:-1]
+        channel_first = self._is_channel_first(len(lead) + 1)
+        if channel_first and len(lead) >= 1:
+            b = lead[0]
+            codes = codes.reshape(b, -1, c * d).transpose(1, 2).contiguous()  # (b, (c d), n)
+            if project_out and self.has_projections:
+                codes = _linear_channel_first(codes, self.project_out)
+            return codes.reshape(b, codes.shape[1], *lead[1:])
+        if project_out and self.has_projections:
+            codes = self.project_out(codes.reshape(-1, c * d)).reshape(*lead, self.dim)
+        return codes
+
+    def codes_to_indices(self, codes: Tensor) -> Tensor:
+        """Indices of the nearest codes, ``codes`` channel-last in latent space
+        (``(..., num_codebooks * codebook_dim)``, before ``project_out``)."""
+        if not isinstance(codes, Tensor) or not codes.is_floating_point():
+            raise TypeError(f"codes must be a floating point tensor, got {getattr(codes, 'dtype', type(codes).__name__)}")
+        c, d = self.num_codebooks, self.codebook_dim
+        if codes.ndim == 0 or codes.shape[-1] != c * d:
+            raise ValueError(f"expected {c * d} code features on the last axis, got {codes.shape[-1] if codes.ndim else 0} (shape {tuple(codes.shape)})")
+        lead = tuple(codes.shape[:-1])
+        with torch.no_grad():
+            table = self._values_table()
+            dtype = torch.promote_types(torch.promote_types(codes.dtype, table.dtype), torch.float32)
+            zk = codes.to(dtype).reshape(-1, c, d).permute(1, 2, 0).contiguous()  # (c, d, p)
+            _, idx, _, _ = _lookup(zk, table.to(dtype), self._code_table(), self._last)
+            idx = idx.sum(1) if self.flat_indices else idx
+        p = zk.shape[-1]
+        return self._indices_to_caller(idx, False, lead, 1, p)
+
+    # ------------------------------------------------------------------ sampling
+
+    def sample(self, batch_shape: int | Sequence[int], *, project_out: bool = True, generator: torch.Generator | None = None) -> Tensor:
+        """Codes drawn uniformly from each latent's values, channel-last
+        ``(*batch_shape, dim)`` (``c * d`` features with ``project_out=False``);
+        differentiable with respect to the values, e.g. a generator's prior."""
+        shape = (batch_shape,) if _is_int(batch_shape) else tuple(batch_shape)
+        c, d = self.num_codebooks, self.codebook_dim
+        table = self._values_table()
+        u = torch.rand(*shape, c, d, generator=generator, device=table.device)
+        slots = torch.minimum((u * self._levels).long(), self._levels - 1)
+        codes = table.reshape(-1)[slots + self._offsets].reshape(*shape, c * d)
+        return self.project_out(codes) if project_out else codes
+
+    def extra_repr(self) -> str:
+        return (
+            f"levels={list(self.levels)}, dim={self.dim}, num_codebooks={self.num_codebooks}, "
+            f"codebook_size={self.codebook_size}, flat_indices={self.flat_indices}, "
+            f"optimize_values={self.optimize_values}, quantization_loss_weight={self.quantization_loss_weight}, "
+            f"commitment_loss_weight={self.commitment_loss_weight}"
+        )
