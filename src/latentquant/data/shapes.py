@@ -34,6 +34,7 @@ gather and a (3 x 4) @ (4 x 4096) product per image.
 from __future__ import annotations
 
 import colorsys
+import functools
 
 import numpy as np
 
@@ -146,8 +147,8 @@ def _closest(*hits):
     return np.take_along_axis(ts, k[None], 0)[0], np.take_along_axis(normals, k[None, ..., None], 0)[0]
 
 
-def _object_hits(shape: int, s: np.ndarray, o: np.ndarray, d: np.ndarray):
-    """Exact hit of the object ``shape`` at per-ray scale ``s`` (M,) for rays o, d (M, 3)."""
+def _object_hits(shape: int, s: float, o: np.ndarray, d: np.ndarray):
+    """Exact hit of the object ``shape`` at scale ``s`` for rays o, d (M, 3)."""
     if shape == 0:
         return _box(o, d, s / 2)
     if shape == 1:
@@ -165,34 +166,40 @@ def _object_hits(shape: int, s: np.ndarray, o: np.ndarray, d: np.ndarray):
     raise ValueError(f"shape index must be 0..{len(SHAPES) - 1}, got {shape}")
 
 
-def intersect_object(shape: int, scale, o, d):
+def intersect_object(shape: int, scale: float, o, d):
     """Hit distance ``(...)`` (inf on a miss) and unit normal ``(..., 3)`` of object ``shape``.
 
-    ``scale``, ``o`` and ``d`` broadcast to a common ray batch. Object sizes
-    in world units, with s = scale: cube side s; upright cylinder radius s/2
-    and height s; sphere diameter s; capsule lying along x, radius 0.3 s and
+    ``o`` and ``d`` broadcast to a common ray batch. Object sizes in world
+    units, with s = scale: cube side s; upright cylinder radius s/2 and
+    height s; sphere diameter s; capsule lying along x, radius 0.3 s and
     length 1.5 s. Only rays through the bounding sphere (centre (0, s/2, 0),
     radius 0.95 s) are intersected exactly.
     """
-    o, d = np.broadcast_arrays(o, d)
-    s = np.broadcast_to(np.asarray(scale, dtype=np.float64), o.shape[:-1])
-    shape_out = o.shape[:-1]
-    o, d, s = o.reshape(-1, 3), d.reshape(-1, 3), s.reshape(-1)
-    oc = o - np.stack([np.zeros_like(s), s / 2, np.zeros_like(s)], -1)
+    s = float(scale)
+    batch = np.broadcast_shapes(np.shape(o), np.shape(d))
+    oc = o - np.array([0.0, s / 2, 0.0])
     b = _dot(oc, d)
     disc = b * b - (_dot(oc, oc) - (0.95 * s) ** 2)
-    cand = np.flatnonzero((disc >= 0) & (-b + np.sqrt(np.maximum(disc, 0.0)) > 0))
-    t = np.full(len(s), np.inf)
-    normal = np.zeros((len(s), 3))
-    if len(cand):
-        t[cand], normal[cand] = _object_hits(shape, s[cand], o[cand], d[cand])
-    return t.reshape(shape_out), normal.reshape(*shape_out, 3)
+    cand = np.nonzero((disc >= 0) & (np.sqrt(np.maximum(disc, 0.0)) > b))  # far root -b + sqrt(disc) > 0
+    t = np.full(batch[:-1], np.inf)
+    normal = np.zeros(batch)
+    if len(cand[0]):
+        t[cand], normal[cand] = _object_hits(shape, s, np.broadcast_to(o, batch)[cand],
+                                             np.broadcast_to(d, batch)[cand])
+    return t, normal
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_rays(azimuths: tuple[float, ...]):
+    o, d = camera_rays(np.array(azimuths))
+    o.flags.writeable = d.flags.writeable = False
+    return o, d
 
 
 def render_maps(shape: int, scale: float, azimuths=AZIMUTHS) -> np.ndarray:
     """Weight maps float32 ``(A, 4, 64, 64)`` (floor, wall, object, white) for one shape and scale."""
-    o, d = camera_rays(azimuths)                               # (A, 1, 3), (A, P, 3)
-    t_obj, normal = intersect_object(shape, float(scale), o, d)  # (A, P)
+    o, d = _cached_rays(tuple(float(a) for a in azimuths))     # (A, 1, 3), (A, P, 3)
+    t_obj, normal = intersect_object(shape, scale, o, d)       # (A, P)
     t_floor = np.where(d[..., 1] < 0, -o[..., 1] / np.minimum(d[..., 1], -1e-12), np.inf)
     t_wall = np.where(d[..., 2] > 0, (WALL_Z - o[..., 2]) / np.maximum(d[..., 2], 1e-12), np.inf)
     floor_first = t_floor < t_wall
@@ -201,7 +208,7 @@ def render_maps(shape: int, scale: float, azimuths=AZIMUTHS) -> np.ndarray:
 
     # shadows: does a ray from the floor/wall point toward the light hit the object?
     p = o + np.where(np.isfinite(t_bg), t_bg, 0.0)[..., None] * d
-    t_sh, _ = intersect_object(shape, float(scale), p + 1e-4 * LIGHT, LIGHT)
+    t_sh, _ = intersect_object(shape, scale, p + 1e-4 * LIGHT, LIGHT)
     lit = 1.0 - SHADOW * np.isfinite(t_sh)
 
     lambert = np.clip(_dot(normal, LIGHT), 0.0, None)
@@ -214,7 +221,7 @@ def render_maps(shape: int, scale: float, azimuths=AZIMUTHS) -> np.ndarray:
         np.where(obj, AMBIENT + DIFFUSE * lambert, 0.0),
         np.where(obj, spec, 0.0),
     ], 1)                                                      # (A, 4, P)
-    w = w.reshape(len(azimuths), 4, RES, SS, RES, SS).mean((3, 5))
+    w = w.reshape(len(azimuths), 4, RES, SS, RES, SS).sum(5).sum(3) / SS ** 2
     return w.astype(np.float32)
 
 
