@@ -1,0 +1,197 @@
+"""Image encoders and decoders shared by every model, chosen with ``--arch``.
+
+Two architectures, both for 64 x 64 images with ``C`` channels:
+
+``paper``
+    The backbone of Hsu et al. (2023), as published in their repository
+    (kylehkhsu/latent_quantization: ``configs/encoder_partial/image.yaml``,
+    ``configs/decoder_partial/style_image.yaml``, ``disentangle/blocks/style.py``).
+    Encoder: 12 conv blocks (no bias) -> instance norm (affine) -> LeakyReLU(0.2),
+    widths [32]*3 + [64]*3 + [128]*3 + [256]*3, kernels [3, 3, 4] x 4, strides
+    [1, 1, 2] x 4, padding 1, so 64 -> 4 pixels; then Linear 256, ReLU,
+    Linear 256, ReLU and a linear head. Decoder ("style" decoder): ``z`` -> MLP
+    (256, 256, ReLU) -> ``w``; a learned constant ``0.1 * ones(256, 4, 4)``
+    goes through 12 blocks ConvTranspose (no bias) -> LeakyReLU(0.2) ->
+    instance norm (no affine) -> ``x * scale + bias`` with
+    ``[scale, bias] = ReLU(Linear(w))``; a final 3 x 3 conv (no bias, as in the
+    authors' ``Conv2DBlock``) gives per-channel logits.
+
+``small``
+    A CPU-sized network in the spirit of Burgess et al. (2018, arXiv 1804.03599):
+    4 conv layers (32, 32, 64, 64; kernel 4, stride 2, padding 1) with ReLU,
+    Linear 256, ReLU and a linear head; the decoder mirrors it.
+
+Shapes: b batch, c image channels, h w pixels (64), d features/latents.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+ARCHS = ("paper", "small")
+IMAGE_SIZE = 64
+
+# the authors' conv stacks (encoder; the decoder reverses the widths)
+PAPER_WIDTHS = (32, 32, 32, 64, 64, 64, 128, 128, 128, 256, 256, 256)
+PAPER_KERNELS = (3, 3, 4) * 4
+PAPER_STRIDES = (1, 1, 2) * 4
+PAPER_MLP = (256, 256)
+
+SMALL_WIDTHS = (32, 32, 64, 64)
+SMALL_HIDDEN = 256
+
+
+class Backbone(NamedTuple):
+    encoder: nn.Module
+    decoder: nn.Module
+
+
+def _check_image(x: torch.Tensor, channels: int) -> None:
+    if x.ndim != 4 or x.shape[1] != channels or x.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(
+            f"expected images of shape (b, {channels}, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(x.shape)}"
+        )
+
+
+# ---------------------------------------------------------------------------
+# paper
+
+
+class PaperEncoder(nn.Module):
+    """(b, c, 64, 64) -> (b, out_features): 12 conv blocks, MLP (256, 256), linear head."""
+
+    def __init__(self, in_channels: int, out_features: int):
+        super().__init__()
+        self.in_channels, self.out_features = in_channels, out_features
+        blocks, c_in = [], in_channels
+        for width, k, s in zip(PAPER_WIDTHS, PAPER_KERNELS, PAPER_STRIDES):
+            blocks += [
+                nn.Conv2d(c_in, width, k, s, padding=1, bias=False),
+                nn.InstanceNorm2d(width, affine=True),
+                nn.LeakyReLU(0.2),
+            ]
+            c_in = width
+        self.conv = nn.Sequential(*blocks)
+        side = IMAGE_SIZE // 2 ** PAPER_STRIDES.count(2)
+        self.mlp = nn.Sequential(
+            nn.Linear(c_in * side * side, PAPER_MLP[0]), nn.ReLU(),
+            nn.Linear(PAPER_MLP[0], PAPER_MLP[1]), nn.ReLU(),
+        )
+        self.head = nn.Linear(PAPER_MLP[1], out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_image(x, self.in_channels)
+        h = rearrange(self.conv(x), "b c h w -> b (c h w)")
+        return self.head(self.mlp(h))
+
+
+class StyleBlock(nn.Module):
+    """ConvTranspose -> LeakyReLU(0.2) -> instance norm -> x * scale + bias, [scale, bias] = ReLU(Linear(w))."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, w_dim: int):
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(in_channels, out_channels, kernel, stride, padding=1, bias=False)
+        self.norm = nn.InstanceNorm2d(out_channels, affine=False, eps=1e-6)
+        self.style = nn.Linear(w_dim, 2 * out_channels)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        scale, bias = rearrange(F.relu(self.style(w)), "b (two c) -> two b c 1 1", two=2)
+        x = self.norm(F.leaky_relu(self.conv(x), 0.2))
+        return x * scale + bias
+
+
+class StyleDecoder(nn.Module):
+    """(b, d) -> (b, c, 64, 64) logits: MLP -> w; learned constant modulated by w through 12 style blocks."""
+
+    def __init__(self, in_features: int, out_channels: int):
+        super().__init__()
+        self.in_features, self.out_channels = in_features, out_channels
+        self.mlp = nn.Sequential(
+            nn.Linear(in_features, PAPER_MLP[0]), nn.ReLU(),
+            nn.Linear(PAPER_MLP[0], PAPER_MLP[1]), nn.ReLU(),
+        )
+        widths = PAPER_WIDTHS[::-1]
+        side = IMAGE_SIZE // 2 ** PAPER_STRIDES.count(2)
+        self.constant = nn.Parameter(0.1 * torch.ones(widths[0], side, side))
+        c_in, blocks = widths[0], []
+        for width, k, s in zip(widths, PAPER_KERNELS, PAPER_STRIDES):
+            blocks.append(StyleBlock(c_in, width, k, s, PAPER_MLP[1]))
+            c_in = width
+        self.blocks = nn.ModuleList(blocks)
+        self.out = nn.Conv2d(c_in, out_channels, 3, 1, padding=1, bias=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        w = self.mlp(z)
+        x = self.constant.expand(z.shape[0], *self.constant.shape)
+        for block in self.blocks:
+            x = block(x, w)
+        return self.out(x)
+
+
+# ---------------------------------------------------------------------------
+# small
+
+
+class SmallEncoder(nn.Module):
+    """(b, c, 64, 64) -> (b, out_features): 4 strided convs (32, 32, 64, 64), Linear 256, linear head."""
+
+    def __init__(self, in_channels: int, out_features: int):
+        super().__init__()
+        self.in_channels, self.out_features = in_channels, out_features
+        layers, c_in = [], in_channels
+        for width in SMALL_WIDTHS:
+            layers += [nn.Conv2d(c_in, width, 4, 2, padding=1), nn.ReLU()]
+            c_in = width
+        self.conv = nn.Sequential(*layers)
+        side = IMAGE_SIZE // 2 ** len(SMALL_WIDTHS)
+        self.mlp = nn.Sequential(nn.Linear(c_in * side * side, SMALL_HIDDEN), nn.ReLU())
+        self.head = nn.Linear(SMALL_HIDDEN, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_image(x, self.in_channels)
+        h = rearrange(self.conv(x), "b c h w -> b (c h w)")
+        return self.head(self.mlp(h))
+
+
+class SmallDecoder(nn.Module):
+    """(b, d) -> (b, c, 64, 64) logits: the mirror of :class:`SmallEncoder`."""
+
+    def __init__(self, in_features: int, out_channels: int):
+        super().__init__()
+        self.in_features, self.out_channels = in_features, out_channels
+        self.side = IMAGE_SIZE // 2 ** len(SMALL_WIDTHS)
+        widths = SMALL_WIDTHS[::-1]
+        self.mlp = nn.Sequential(
+            nn.Linear(in_features, SMALL_HIDDEN), nn.ReLU(),
+            nn.Linear(SMALL_HIDDEN, widths[0] * self.side * self.side), nn.ReLU(),
+        )
+        layers = []
+        for c_in, c_out in zip(widths, widths[1:] + (out_channels,)):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, padding=1), nn.ReLU()]
+        self.deconv = nn.Sequential(*layers[:-1])  # no activation on the logits
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = rearrange(self.mlp(z), "b (c h w) -> b c h w", h=self.side, w=self.side)
+        return self.deconv(h)
+
+
+# ---------------------------------------------------------------------------
+
+
+def build_backbone(arch: str, in_channels: int, encoder_features: int, decoder_features: int) -> Backbone:
+    """Encoder ``(b, in_channels, 64, 64) -> (b, encoder_features)`` and decoder
+    ``(b, decoder_features) -> (b, in_channels, 64, 64)`` logits of architecture ``arch``."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; valid choices: {', '.join(ARCHS)}")
+    for name, value in (("in_channels", in_channels), ("encoder_features", encoder_features),
+                        ("decoder_features", decoder_features)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if arch == "paper":
+        return Backbone(PaperEncoder(in_channels, encoder_features), StyleDecoder(decoder_features, in_channels))
+    return Backbone(SmallEncoder(in_channels, encoder_features), SmallDecoder(decoder_features, in_channels))

@@ -1,0 +1,177 @@
+"""The interface every model of ``latentquant train`` implements.
+
+A model is an ``nn.Module`` that owns its losses and its optimizers, so the
+training loop (``latentquant.train.loop``) never needs to know which model it
+runs:
+
+- ``forward(x) -> StepOutput(loss, parts)``: the training objective on a batch
+  of images in [0, 1]; ``parts`` maps names (``"loss"``, ``"bce"``, ...) to
+  detached scalars that the loop logs. Going through ``forward`` keeps
+  DistributedDataParallel's gradient hooks and ``torch.compile`` in play.
+- ``encode(x) -> Encoding(z, code)``: ``z`` is what the decoder reads at
+  evaluation time; ``code`` the representation scored by the metrics (integer
+  value indices when ``discrete_latents``, else floats).
+- ``decode(z) -> logits`` of shape (b, c, 64, 64).
+- ``traversal(z, latent, codes, steps) -> (s, b, ...)`` latents for the
+  traversal figure (sweep of one latent from the base latents ``z``).
+- ``configure_optimizers(lr, weight_decay, clip) -> {name: Optimizer}`` and
+  ``training_step(net, x, optimizers, step, autocast) -> parts``: the default
+  is one optimizer and one update per step; a model with several optimizers
+  and its own schedule (a GAN's 5 critic steps per generator step) overrides
+  these two and nothing else.
+- ``defaults(dataset)`` / ``default_options(dataset)`` (class methods): the
+  published hyperparameters the config resolves to when the user sets none.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Callable, ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+from latentquant.models.backbones import build_backbone
+
+
+class StepOutput(NamedTuple):
+    loss: torch.Tensor  # scalar, with graph
+    parts: dict[str, torch.Tensor]  # detached scalars, "loss" included
+
+
+class Encoding(NamedTuple):
+    z: torch.Tensor  # (b, ...) decoder input at evaluation
+    code: torch.Tensor  # (b, L) representation for the metrics
+
+
+class DataInfo(NamedTuple):
+    """What a model needs to know about its dataset."""
+
+    name: str
+    num_channels: int
+    num_factors: int
+    size: int  # number of images (TC-VAE's minibatch-weighted sampling needs it)
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """Clamp gradients element-wise to ``[-c, c]`` in every param group that has ``clip_value=c``."""
+    for group in optimizer.param_groups:
+        c = group.get("clip_value")
+        if c:
+            grads = [p.grad for p in group["params"] if p.grad is not None]
+            if grads:
+                torch._foreach_clamp_min_(grads, -c)
+                torch._foreach_clamp_max_(grads, c)
+
+
+class LatentModel(nn.Module):
+    """Base class: an encoder/decoder pair around a latent layer (see module docstring)."""
+
+    name: ClassVar[str] = ""
+    discrete_latents: ClassVar[bool] = False
+    #: Passed to DistributedDataParallel; a model whose steps leave some
+    #: parameters out of a backward pass (GAN critic/generator) sets it True.
+    ddp_find_unused_parameters: ClassVar[bool] = False
+
+    def __init__(self, arch: str, info: DataInfo, num_latents: int, encoder_features: int,
+                 decoder_features: int | None = None):
+        super().__init__()
+        if not isinstance(num_latents, int) or isinstance(num_latents, bool) or num_latents < 1:
+            raise ValueError(f"num_latents must be a positive int, got {num_latents!r}")
+        self.arch, self.info, self.num_latents = arch, info, num_latents
+        self.encoder, self.decoder = build_backbone(
+            arch, info.num_channels, encoder_features, decoder_features or num_latents)
+
+    # -- published defaults -------------------------------------------------
+
+    @classmethod
+    def defaults(cls, dataset: str) -> dict[str, Any]:
+        """Top-level config values (``lr``, ``weight_decay``, ...) published for this model on ``dataset``."""
+        return {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 128}
+
+    @classmethod
+    def default_options(cls, dataset: str) -> dict[str, Any]:
+        """Model-specific hyperparameters (``--option KEY=VALUE``) and their published values."""
+        return {}
+
+    # -- the interface ------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> StepOutput:
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> Encoding:
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def traversal(self, z: torch.Tensor, latent: int, codes: torch.Tensor, steps: int) -> torch.Tensor:
+        """``(s, b, L)`` copies of ``z`` with latent ``latent`` swept. Continuous default:
+        ``mean + linspace(-2, 2, steps) * sd`` of that latent's codes over the evaluation set."""
+        col = codes[:, latent].float()
+        sweep = col.mean() + torch.linspace(-2, 2, steps, device=z.device) * col.std()
+        out = z.unsqueeze(0).repeat(steps, 1, 1)
+        out[:, :, latent] = sweep[:, None].to(z.dtype)
+        return out
+
+    def codebook_parameters(self) -> list[nn.Parameter]:
+        """Parameters of learned codebooks: never decayed or clipped."""
+        return []
+
+    def split_parameters(self) -> tuple[dict[str, nn.Parameter], dict[str, nn.Parameter]]:
+        """The rule of the optimizer split, in one place: ``(decay, no_decay)`` by name.
+
+        Decayed and clipped: every encoder/decoder weight that is not a bias,
+        norm scales and the style decoder's learned constant included (as in
+        the authors' ``param_labels``: everything but ``bias`` leaves and the
+        latent layer). Not decayed, not clipped: biases and codebook values.
+        """
+        codebook = {id(p) for p in self.codebook_parameters()}
+        decay, no_decay = {}, {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            if id(p) in codebook or name.endswith("bias"):
+                no_decay[name] = p
+            else:
+                decay[name] = p
+        return decay, no_decay
+
+    def configure_optimizers(self, lr: float, weight_decay: float, clip: float | None = 1.0,
+                             betas: tuple[float, float] = (0.9, 0.999)) -> dict[str, torch.optim.Optimizer]:
+        """AdamW (decoupled ``weight_decay``) with element-wise gradient clipping to
+        ``[-clip, clip]`` on the decayed group; plain Adam (AdamW with zero decay is
+        exactly Adam) without clipping on biases and codebook values.
+
+        Hsu et al. (2023), kylehkhsu/latent_quantization ``disentangle/models/ae.py``
+        ``construct_optimizer``: ``optax.chain(clip(1.), adamw(lr, l2))`` on the
+        regularized labels, ``adam(lr)`` on the rest.
+        """
+        decay, no_decay = self.split_parameters()
+        groups = [
+            {"params": list(decay.values()), "weight_decay": weight_decay, "clip_value": clip, "group": "decay"},
+            {"params": list(no_decay.values()), "weight_decay": 0.0, "clip_value": None, "group": "no_decay"},
+        ]
+        return {"model": torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)}
+
+    def training_step(self, net: Callable[..., StepOutput], x: torch.Tensor,
+                      optimizers: dict[str, torch.optim.Optimizer], step: int,
+                      autocast: Callable[[], Any] = nullcontext) -> dict[str, torch.Tensor]:
+        """One update. ``net`` is this model as the loop runs it (compiled and/or
+        wrapped in DistributedDataParallel): call it, not ``self``, for forward
+        passes that need gradients. Returns the detached loss parts."""
+        opt = optimizers["model"]
+        with autocast():
+            out = net(x)
+        out.loss.backward()
+        clip_gradients(opt)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return out.parts
+
+    def extra_figures(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Model-specific figures, ``{name: (rows, cols, c, h, w) images in [0, 1]}``; none by default."""
+        return {}
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch!r}, num_latents={self.num_latents}, discrete_latents={self.discrete_latents}"

@@ -1,0 +1,232 @@
+"""Checkpoints: one safetensors file per saved step, written atomically.
+
+``OUT/checkpoints/step_00001000.safetensors`` holds every tensor of the run
+
+    model.<name>                   the model's state_dict (load it alone with safetensors)
+    optim.<opt>.<param>.<key>      optimizer state tensors (Adam moments, step counts)
+    rng.torch, rng.cuda.<i>        torch's random generators
+
+and, in the file's string metadata, a JSON document ``state`` with the step,
+the resolved config, the optimizers' param groups and non-tensor state, and
+how the data order is made (a function of seed and step, so nothing else is
+needed to replay it). The file is written to a hidden temp file in the same
+folder, flushed to disk, then renamed over its final name: a crash at any
+moment leaves either the old set of checkpoints or the new one, never a
+half-written file under a checkpoint name. Older checkpoints beyond ``keep``
+are deleted only after the new one is in place, and loading falls back to the
+previous file if the newest cannot be read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "latentquant-checkpoint-1"
+_NAME = re.compile(r"^step_(\d+)\.safetensors$")
+
+
+# -- atomic writes ------------------------------------------------------------
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- listing ------------------------------------------------------------------
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    return Path(folder) / f"step_{step:08d}.safetensors"
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoint files in ``folder``, oldest first (temp files are ignored)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = list_checkpoints(folder)
+    return found[-1] if found else None
+
+
+# -- save ---------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        raise TypeError("tensors go in the tensor table")
+    if isinstance(value, tuple):
+        return {"__tuple__": [_jsonable(v) for v in value]}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _unjson(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__tuple__"}:
+            return tuple(_unjson(v) for v in value["__tuple__"])
+        return {k: _unjson(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unjson(v) for v in value]
+    return value
+
+
+def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer],
+                    state: dict[str, Any] | None = None, keep: int = 2) -> Path:
+    """Write ``checkpoints/step_<step>.safetensors`` atomically; keep the newest ``keep`` files."""
+    from safetensors.torch import save
+
+    tensors: dict[str, torch.Tensor] = {}
+    for name, value in model.state_dict().items():
+        tensors[f"model.{name}"] = value.detach().to("cpu", copy=True).contiguous()
+    optim_meta = {}
+    for opt_name, opt in optimizers.items():
+        sd = opt.state_dict()
+        scalars = {}
+        for pid, entries in sd["state"].items():
+            for key, value in entries.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optim.{opt_name}.{pid}.{key}"] = value.detach().to("cpu", copy=True).contiguous()
+                else:
+                    scalars.setdefault(str(pid), {})[key] = value
+        optim_meta[opt_name] = {"param_groups": _jsonable(sd["param_groups"]), "scalars": _jsonable(scalars)}
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    doc = {"format": FORMAT, "step": int(step), "optimizers": optim_meta, **(state or {})}
+    data = save(tensors, metadata={"state": json.dumps(doc)})
+    path = checkpoint_path(folder, step)
+    atomic_write_bytes(path, data)
+    prune(folder, keep)
+    return path
+
+
+def prune(folder: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints, and stale temp files of this process's kind."""
+    found = list_checkpoints(folder)
+    for old in found[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    for tmp in Path(folder).glob(".step_*.safetensors.tmp*"):
+        pid = tmp.name.rsplit(".tmp", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+# -- load ---------------------------------------------------------------------
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and the state document of a checkpoint file (ValueError when unreadable)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        doc = json.loads(meta["state"])
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"{path}: unknown checkpoint format {doc.get('format')!r}, expected {FORMAT!r}")
+    return tensors, doc
+
+
+def load_model_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Only the model's state_dict and the state document (for evaluation)."""
+    tensors, doc = read_checkpoint(path)
+    return {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, doc
+
+
+def restore(tensors: dict[str, torch.Tensor], doc: dict[str, Any], model: torch.nn.Module,
+            optimizers: dict[str, torch.optim.Optimizer] | None = None, rng: bool = True) -> int:
+    """Load model, optimizers and RNG state from a read checkpoint; returns its step."""
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    for opt_name, opt in (optimizers or {}).items():
+        if opt_name not in doc["optimizers"]:
+            raise ValueError(f"checkpoint has no optimizer {opt_name!r} (it has {', '.join(doc['optimizers'])})")
+        meta = doc["optimizers"][opt_name]
+        state: dict[int, dict[str, Any]] = {}
+        prefix = f"optim.{opt_name}."
+        for key, value in tensors.items():
+            if key.startswith(prefix):
+                pid, name = key[len(prefix):].split(".", 1)
+                state.setdefault(int(pid), {})[name] = value
+        for pid, scalars in _unjson(meta["scalars"]).items():
+            state.setdefault(int(pid), {}).update(scalars)
+        opt.load_state_dict({"state": state, "param_groups": _unjson(meta["param_groups"])})
+    if rng:
+        torch.set_rng_state(tensors["rng.torch"])
+        cuda = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    return int(doc["step"])
+
+
+def load_latest(folder: Path) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The newest readable checkpoint in ``folder`` (falling back to older ones), or None."""
+    for path in reversed(list_checkpoints(folder)):
+        try:
+            tensors, doc = read_checkpoint(path)
+        except ValueError as err:
+            warnings.warn(f"skipping unreadable checkpoint: {err}", stacklevel=2)
+            continue
+        return path, tensors, doc
+    return None

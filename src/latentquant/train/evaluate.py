@@ -1,0 +1,100 @@
+"""Evaluation of a model on held-out samples: disentanglement metrics and PSNR.
+
+The evaluation set is ``eval_samples`` images drawn uniformly (with
+replacement) by a generator seeded from the run's seed alone, so every
+evaluation of a run, during training or by ``latentquant evaluate``, scores
+the same images. Each image is encoded (the model's ``code``: per-latent value
+indices for quantized models, the mean/encoding otherwise) and reconstructed.
+
+``eval.json`` keys:
+    infom, infoe, infoc   InfoMEC (Hsu et al. 2023), discrete estimator for discrete codes, kNN otherwise
+    dci_d, dci_c, dci_i   DCI disentanglement, completeness, informativeness (test accuracy)
+    mig                   mutual information gap
+    psnr                  mean over images of 10 log10(1 / MSE(sigmoid(logits), x)), pixels in [0, 1]
+    step                  the training step of the weights
+plus ``dci_model`` (the DCI classifier), ``dci_i_train``, ``eval_samples``,
+``active_latents``, ``model``, ``dataset``, ``arch``. NaN scores are written as null.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import torch
+
+from latentquant.train.checkpoint import atomic_write_text
+
+EVAL_KEYS = ("infom", "infoe", "infoc", "dci_d", "dci_c", "dci_i", "mig", "psnr", "step")
+_EVAL_STREAM = 0x5EED_E7A1  # second word of the evaluation generator's seed
+
+
+class EvalResult(NamedTuple):
+    scores: dict[str, Any]  # what eval.json holds
+    nmi: np.ndarray  # (K, L)
+    active: np.ndarray  # (L,) bool
+    codes: torch.Tensor  # (N, L) on CPU
+    images: torch.Tensor  # (n, c, 64, 64) a few evaluation images, CPU
+    z: torch.Tensor  # (n, ...) their decoder inputs, CPU
+
+
+def eval_indices(dataset, num_samples: int, seed: int) -> np.ndarray:
+    """The run's fixed evaluation positions."""
+    return dataset.sample_indices(num_samples, np.random.default_rng([seed, _EVAL_STREAM]))
+
+
+@torch.no_grad()
+def encode_all(model, dataset, indices: np.ndarray, device: torch.device, batch_size: int = 256,
+               autocast: Callable[[], Any] = nullcontext) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """Codes ``(N, L)`` (CPU), mean PSNR in dB, and the decoder inputs of the first 16 images."""
+    was_training = model.training
+    model.eval()
+    codes, psnr_sum, z_first = [], 0.0, None
+    try:
+        for start in range(0, len(indices), batch_size):
+            x = dataset.get_images(indices[start:start + batch_size]).to(device)
+            with autocast():
+                enc = model.encode(x)
+                logits = model.decode(enc.z)
+            mse = (torch.sigmoid(logits.float()) - x).square().flatten(1).mean(1).clamp_min(1e-10)
+            psnr_sum += float((-10 * torch.log10(mse)).sum())
+            codes.append(enc.code.detach().cpu())
+            if z_first is None:
+                z_first = enc.z.detach().float().cpu()[:16]
+    finally:
+        model.train(was_training)
+    return torch.cat(codes), psnr_sum / len(indices), z_first
+
+
+def evaluate(model, dataset, *, num_samples: int, seed: int, step: int, device: torch.device,
+             dci_model: str = "fast", autocast: Callable[[], Any] = nullcontext) -> EvalResult:
+    """Score ``model`` on the run's evaluation set (see the module docstring)."""
+    from latentquant.metrics import dci, infomec, mig
+
+    idx = eval_indices(dataset, num_samples, seed)
+    factors = dataset.get_factors(idx).numpy()
+    codes, psnr, z_first = encode_all(model, dataset, idx, device, autocast=autocast)
+    latents = codes.numpy().astype(np.int64 if model.discrete_latents else np.float64)
+    info = infomec(factors, latents, discrete_latents=model.discrete_latents, seed=0)
+    d = dci(factors, latents, seed=0, model=dci_model)
+    scores = {
+        "infom": info.infom, "infoe": info.infoe, "infoc": info.infoc,
+        "dci_d": d.disentanglement, "dci_c": d.completeness, "dci_i": d.informativeness_test,
+        "mig": mig(factors, latents, discrete_latents=model.discrete_latents),
+        "psnr": psnr, "step": int(step),
+        "dci_i_train": d.informativeness_train, "dci_model": dci_model, "eval_samples": int(num_samples),
+        "active_latents": int(np.sum(info.active)), "num_latents": int(latents.shape[1]),
+    }
+    scores = {k: (None if isinstance(v, float) and not math.isfinite(v) else
+                  float(v) if isinstance(v, (float, np.floating)) else v) for k, v in scores.items()}
+    images = dataset.get_images(idx[:16])
+    return EvalResult(scores, np.asarray(info.nmi), np.asarray(info.active, dtype=bool), codes, images, z_first)
+
+
+def write_eval(path: Path, scores: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    """Write ``eval.json`` atomically."""
+    atomic_write_text(Path(path), json.dumps({**scores, **(extra or {})}, indent=2) + "\n")

@@ -1,0 +1,140 @@
+"""Figures of a run, written to ``OUT/figures/``:
+
+``reconstructions.png``  evaluation images (top) and their reconstructions (bottom)
+``traversals.png``       one row per latent: decode the latent's sweep (its learned values when
+                         quantized, mean -2..2 sd when continuous) from a few base images
+``nmi.png``              the normalized mutual information heatmap, sources x latents
+plus any ``model.extra_figures`` (e.g. a generator's samples).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from latentquant.train.checkpoint import atomic_write_bytes
+
+NUM_BASES = 3
+CONTINUOUS_STEPS = 9
+
+
+def _matplotlib():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    _matplotlib().close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def tile(images: torch.Tensor, gap: int = 2, group: int | None = None, group_gap: int = 8) -> np.ndarray:
+    """``(rows, cols, c, h, w)`` in [0, 1] -> one ``(H, W, 3)`` array; a wider gap every ``group`` columns."""
+    rows, cols, c, h, w = images.shape
+    img = images.float().clamp(0, 1).cpu().numpy()
+    if c == 1:
+        img = np.repeat(img, 3, axis=2)
+    col_x = [j * (w + gap) + (j // group) * group_gap if group else j * (w + gap) for j in range(cols)]
+    width = col_x[-1] + w
+    canvas = np.ones((rows * (h + gap) - gap, width, 3), dtype=np.float32)
+    for i in range(rows):
+        for j in range(cols):
+            canvas[i * (h + gap): i * (h + gap) + h, col_x[j]: col_x[j] + w] = img[i, j].transpose(1, 2, 0)
+    return canvas
+
+
+def _grid_figure(canvas: np.ndarray, row_labels: Sequence[str], row_height: float, title: str, path: Path,
+                 label_colors: Sequence[str] | None = None) -> None:
+    plt = _matplotlib()
+    h, w = canvas.shape[:2]
+    left = 60
+    fig = plt.figure(figsize=((w + left + 10) / 100, (h + 40) / 100))
+    ax = fig.add_axes([left / (w + left + 10), 5 / (h + 40), w / (w + left + 10), h / (h + 40)])
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([(i + 0.5) * row_height for i in range(len(row_labels))])
+    ax.set_yticklabels(row_labels, fontsize=8)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if label_colors:
+        for label, color in zip(ax.get_yticklabels(), label_colors):
+            label.set_color(color)
+    fig.suptitle(title, fontsize=9, y=1 - 4 / (h + 40), va="top")
+    _save(fig, path)
+
+
+@torch.no_grad()
+def _decode(model, z: torch.Tensor, device, autocast, batch_size: int = 256) -> torch.Tensor:
+    out = []
+    for start in range(0, len(z), batch_size):
+        with autocast():
+            out.append(torch.sigmoid(model.decode(z[start:start + batch_size].to(device)).float()).cpu())
+    return torch.cat(out)
+
+
+def reconstructions(model, images: torch.Tensor, z: torch.Tensor, path: Path, device, autocast) -> None:
+    recon = _decode(model, z, device, autocast)
+    canvas = tile(torch.stack([images, recon]))
+    _grid_figure(canvas, ["data", "recon."], images.shape[-2] + 2, "reconstructions", path)
+
+
+def traversals(model, z: torch.Tensor, codes: torch.Tensor, active: np.ndarray, path: Path, device,
+               autocast) -> None:
+    base = z[:NUM_BASES].to(device)
+    rows, steps = [], None
+    for i in range(model.num_latents):
+        swept = model.traversal(base, i, codes.to(device), CONTINUOUS_STEPS)  # (s, b, ...)
+        s, b = swept.shape[:2]
+        imgs = _decode(model, swept.flatten(0, 1), device, autocast).unflatten(0, (s, b))  # (s, b, c, h, w)
+        imgs = imgs.transpose(0, 1).flatten(0, 1)  # (b * s, c, h, w): base-major
+        steps = max(steps or 0, s)
+        rows.append(imgs)
+    width = max(r.shape[0] for r in rows)
+    padded = torch.ones(len(rows), width, *rows[0].shape[1:])
+    for i, r in enumerate(rows):
+        padded[i, : r.shape[0]] = r
+    canvas = tile(padded, group=width // NUM_BASES if width % NUM_BASES == 0 else None)
+    labels = [f"z{i}" + ("" if active[i] else " (off)") for i in range(len(rows))]
+    colors = ["black" if active[i] else "red" for i in range(len(rows))]
+    kind = "learned values" if model.discrete_latents else "mean -2..2 sd"
+    _grid_figure(canvas, labels, rows[0].shape[-2] + 2,
+                 f"traversals ({kind}) from {min(NUM_BASES, len(base))} images", path, colors)
+
+
+def nmi_heatmap(nmi: np.ndarray, active: np.ndarray, factor_names: Sequence[str], path: Path,
+                title: str = "normalized mutual information I(s; z) / H(s)") -> None:
+    from latentquant.metrics.plots import plot_nmi
+
+    plot_nmi(nmi, path, source_names=list(factor_names), active=active, title=title)
+
+
+def write_figures(model, result, factor_names: Sequence[str], folder: Path, device,
+                  autocast: Callable[[], Any]) -> list[Path]:
+    """All figures of an :class:`~latentquant.train.evaluate.EvalResult`; returns their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    try:
+        paths = [folder / "reconstructions.png", folder / "traversals.png", folder / "nmi.png"]
+        reconstructions(model, result.images, result.z, paths[0], device, autocast)
+        traversals(model, result.z, result.codes, result.active, paths[1], device, autocast)
+        nmi_heatmap(result.nmi, result.active, factor_names, paths[2])
+        with torch.no_grad():
+            for name, grid in model.extra_figures(result.images.to(device)).items():
+                p = folder / f"{name}.png"
+                _grid_figure(tile(grid), [""] * grid.shape[0], grid.shape[-2] + 2, name, p)
+                paths.append(p)
+    finally:
+        model.train(was_training)
+    return paths

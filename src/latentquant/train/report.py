@@ -1,0 +1,65 @@
+"""``OUT/report.md``: one page linking everything a run wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from latentquant.train.checkpoint import atomic_write_text, list_checkpoints
+
+_ROWS = (
+    ("infom", "InfoM (modularity)"), ("infoe", "InfoE (explicitness)"), ("infoc", "InfoC (compactness)"),
+    ("dci_d", "DCI disentanglement"), ("dci_c", "DCI completeness"), ("dci_i", "DCI informativeness (test)"),
+    ("mig", "MIG"), ("psnr", "PSNR (dB)"),
+)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def write_report(out: Path, config: dict[str, Any], scores: dict[str, Any], figures: list[Path],
+                 train_seconds: float | None = None) -> Path:
+    out = Path(out)
+    lines = [
+        f"# {config['model']} on {config['dataset']} ({config['arch']} arch, seed {config['seed']})",
+        "",
+        f"Evaluated at step {scores['step']:,} of {config['steps']:,} on {scores.get('eval_samples', '?'):,} "
+        f"held-out images; DCI classifier: `{scores.get('dci_model', '?')}`; "
+        f"active latents: {scores.get('active_latents', '?')} of {scores.get('num_latents', '?')}."
+        + (f" Training time: {train_seconds / 60:.1f} min." if train_seconds else ""),
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {label} | {_fmt(scores.get(key))} |" for key, label in _ROWS],
+        "",
+        "## Figures",
+        "",
+    ]
+    for p in figures:
+        rel = Path(p).relative_to(out) if Path(p).is_relative_to(out) else Path(p)
+        lines += [f"### {rel.stem}", "", f"![{rel.stem}]({rel.as_posix()})", ""]
+    ckpts = list_checkpoints(out / "checkpoints")
+    lines += [
+        "## Files",
+        "",
+        "- [config.yaml](config.yaml): the resolved config (`latentquant train --config config.yaml`)",
+        "- [metrics.jsonl](metrics.jsonl): training losses, one JSON line per logged step",
+        "- [eval.json](eval.json): these scores; [evals.jsonl](evals.jsonl): every evaluation",
+        "- checkpoints: " + (", ".join(f"[{p.name}](checkpoints/{p.name})" for p in ckpts) or "none"),
+        "",
+        f"Resume with `latentquant train --resume {out}`; recompute this page with `latentquant evaluate {out}`.",
+        "",
+        "<details><summary>config</summary>",
+        "",
+        "```yaml",
+        *[f"{k}: {v}" for k, v in config.items()],
+        "```",
+        "</details>",
+        "",
+    ]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
