@@ -584,3 +584,18 @@ def test_zip_member_offsets_with_extra_fields(tmp_path):
         dst.writestr(info, src.read("images.npy"))
     ds = get_dataset("mpi3d", path=file, factor_sizes=(2, 1, 1, 1, 1, 1, 1))
     assert np.array_equal(ds.get_images([0, 1]).numpy(), images.transpose(0, 3, 1, 2) / np.float32(255))
+
+
+def test_png_folder_cache(tmp_path):
+    rng = np.random.default_rng(16)
+    expected, _ = _write_png_folder(tmp_path / "Isaac3D_down128", "labels.npy", (3, 8, 5, 4, 4, 4, 6, 4, 4), rng, n=5)
+    with pytest.warns(UserWarning, match="decoding 5 images once"):
+        ds = get_dataset("isaac3d", root=tmp_path, cache=True)
+    files = list((tmp_path / "extracted").iterdir())
+    assert len(files) == 1 and files[0].name.startswith("isaac3d_64_") and files[0].suffix == ".npy"
+    (tmp_path / "Isaac3D_down128" / "images" / "000004.png").unlink()  # served from the cache now
+    idx = np.array([4, 0, 2])
+    assert np.array_equal(ds.get_images(idx).numpy(), expected[idx].transpose(0, 3, 1, 2) / np.float32(255))
+    again = get_dataset("isaac3d", root=tmp_path, cache=True)  # reuses the cache, no decoding
+    clone = pickle.loads(pickle.dumps(again))
+    assert torch.equal(clone.get_images(idx), ds.get_images(idx))

@@ -30,7 +30,8 @@ File layouts (checked on load; a wrong one raises ValueError naming the file):
 * Falcor3D / Isaac3D (Nie et al. 2020): ``images/{i:06d}.png`` (128 px) and
   a NumPy ``.npy`` label array (N, K) of factor values normalised to [0, 1],
   value = class / (size - 1); image i has label row i. Images are resized to
-  64 px with a box filter (exact 2 x 2 averaging from 128 px).
+  64 px with a box filter (exact 2 x 2 averaging from 128 px); ``cache=True``
+  decodes them once into a memory-mapped uint8 .npy under ``<root>/extracted``.
 
 Files with per-image labels (dsprites, shapes3d, falcor3d, isaac3d) may hold
 any subset of the factor grid.
@@ -38,6 +39,7 @@ any subset of the factor grid.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -383,14 +385,24 @@ class MPI3D(FactorDataset):
 
 # --------------------------------------------------------- Falcor3D, Isaac3D
 class _PngFolder(FactorDataset):
-    """A folder ``images/{i:06d}.png`` plus a label array of values in [0, 1]."""
+    """A folder ``images/{i:06d}.png`` plus a label array of values in [0, 1].
+
+    Decoding a 128 px PNG costs about a millisecond. With ``cache=True`` all
+    images are decoded and resized once into ``<root>/extracted/<name>_64_<tag>.npy``
+    (uint8 (N, 64, 64, 3): 2.9 GB for Falcor3D, 9.1 GB for Isaac3D; written
+    to a temp file, then os.replace) and memory-mapped from there.
+    """
 
     folder: str = ""
     labels_file: str = ""
     num_channels = 3
+    CACHE_CHUNK = 1024
 
-    def __init__(self, root=None, path=None):
+    def __init__(self, root=None, path=None, cache: bool = False):
         self.path = _find(self.name, root, path, [self.folder])
+        tag = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:8]  # one cache per source folder
+        self._cache_file = ((Path(root).expanduser() if root is not None else default_root())
+                            / "extracted" / f"{self.name}_64_{tag}.npy")
         if not self.path.is_dir():
             raise ValueError(f"{self.name}: {self.path} must be a folder holding images/ and {self.labels_file}")
         labels_path = self.path / self.labels_file
@@ -412,6 +424,42 @@ class _PngFolder(FactorDataset):
         classes = values_to_classes(values.astype(np.float64), grids, self.factor_names,
                                     f"{self.name}: {labels_path}")
         self._set_labels(classes, source=f"{self.name}: {labels_path}")
+        self._mm = None
+        if cache:
+            self._mm = self._build_cache()
+
+    def _build_cache(self) -> np.ndarray:
+        shape = (len(self), 64, 64, 3)
+        target = self._cache_file
+        if target.exists():
+            try:
+                mm = np.load(target, mmap_mode="r")
+                if mm.shape == shape and mm.dtype == np.uint8:
+                    return mm
+            except (ValueError, OSError):
+                pass
+        warnings.warn(f"{self.name}: decoding {len(self):,} images once into {target}", stacklevel=3)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            for start in range(0, len(self), self.CACHE_CHUNK):
+                stop = min(start + self.CACHE_CHUNK, len(self))
+                out[start:stop] = np.stack([self._load_png(i) for i in range(start, stop)])
+            out.flush()
+            del out
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return np.load(target, mmap_mode="r")
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_mm"] = None if self._mm is None else "reopen"
+        return state
 
     def image_path(self, i: int) -> Path:
         return self.path / "images" / f"{i:06d}.png"
@@ -435,6 +483,10 @@ class _PngFolder(FactorDataset):
             raise ValueError(f"{self.name}: {file} is not a readable image ({err})") from None
 
     def _images(self, idx):
+        if isinstance(self._mm, str):  # unpickled in a worker: map the cache again
+            self._mm = np.load(self._cache_file, mmap_mode="r")
+        if self._mm is not None:
+            return _nhwc_to_nchw(self._mm[idx])
         return _nhwc_to_nchw(np.stack([self._load_png(int(i)) for i in idx]))
 
 
