@@ -166,7 +166,7 @@ def dci(
     num_latents, num_sources = x.shape[1], s_codes.shape[1]
 
     varying = s_values > 1
-    if not varying.all():
+    if varying.any() and not varying.all():
         _mi.warn(
             f"constant source(s) {np.flatnonzero(~varying).tolist()} are excluded from DCI"
         )

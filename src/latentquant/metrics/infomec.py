@@ -249,7 +249,7 @@ def infomec(
     nmi = _nmi(s_codes, s_values, latents, z_codes, estimator, num_bins, seed)
 
     varying = s_values > 1
-    if not varying.all():
+    if varying.any() and not varying.all():
         _mi.warn(
             f"constant source(s) {np.flatnonzero(~varying).tolist()} have zero entropy; "
             f"their NMI rows are 0 and they are excluded from InfoM/InfoC/InfoE"

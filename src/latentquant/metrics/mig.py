@@ -46,7 +46,7 @@ def mig(sources, latents, *, num_bins: int = 20, discrete_latents: bool = False)
     mi = _mi.mutual_info_matrix(s_codes, s_values, z_codes, z_values)  # (K, L)
     h = _mi.entropy(s_codes, s_values)
     varying = h > 0
-    if not varying.all():
+    if varying.any() and not varying.all():
         _mi.warn(f"constant source(s) {np.flatnonzero(~varying).tolist()} are excluded from MIG")
     if not varying.any():
         _mi.warn("no source varies: MIG is undefined (NaN)")
