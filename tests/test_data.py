@@ -599,3 +599,11 @@ def test_png_folder_cache(tmp_path):
     again = get_dataset("isaac3d", root=tmp_path, cache=True)  # reuses the cache, no decoding
     clone = pickle.loads(pickle.dumps(again))
     assert torch.equal(clone.get_images(idx), ds.get_images(idx))
+
+
+def test_empty_requests(sprites, tmp_path):
+    assert sprites.get_images([]).shape == (0, 1, 64, 64)
+    assert sprites.get_factors([]).shape == (0, 5)
+    assert sprites.factors_to_index(np.zeros((0, 5), np.int64)).shape == (0,)
+    _write_shapes3d(tmp_path / "3dshapes.h5", np.random.default_rng(17), n=3)
+    assert get_dataset("shapes3d", root=tmp_path).get_images(np.array([], np.int64)).shape == (0, 3, 64, 64)

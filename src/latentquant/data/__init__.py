@@ -15,6 +15,7 @@ from latentquant.data.base import (
     list_datasets,
     register,
 )
+from latentquant.data import files, shapes, sprites  # noqa: F401,E402  (fill the registry)
 
 __all__ = ["DATASETS", "FactorDataset", "FactorIndexError", "default_root",
            "get_dataset", "list_datasets", "register"]

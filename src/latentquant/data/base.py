@@ -188,6 +188,8 @@ class FactorDataset(torch.utils.data.Dataset):
     def get_images(self, indices) -> torch.Tensor:
         """Images at positions ``indices``: float32 tensor ``(n, C, 64, 64)`` in [0, 1]."""
         idx = _as_index_array(indices, len(self))
+        if len(idx) == 0:
+            return torch.zeros((0, self.num_channels, self.image_size, self.image_size))
         arr = self._images(idx)
         expected = (len(idx), self.num_channels, self.image_size, self.image_size)
         if arr.shape != expected:  # a loader bug, never a user error

@@ -27,7 +27,7 @@ four weight maps (floor, wall, object, white highlight) and an image is
     image[c, p] = sum_m  weight[m, p] * colour[m, c],    colour = hsv(hue, 1, 1)
 
 The 480 map sets (31 MB float32) are rendered lazily, one (shape, scale)
-group of 15 orientations at a time (about 0.1 s each), then a batch costs a
+group of 15 orientations at a time (0.1 to 0.2 s each), then a batch costs a
 gather and a (3 x 4) @ (4 x 4096) product per image.
 """
 
@@ -54,7 +54,6 @@ LIGHT = np.array([-0.55, 1.0, -0.65]) / np.linalg.norm([-0.55, 1.0, -0.65])  # t
 AMBIENT, DIFFUSE, SPECULAR, SHININESS = 0.30, 0.70, 0.35, 24.0
 FLOOR_LIGHT, WALL_LIGHT, SHADOW = 0.92, 0.68, 0.45
 EPS = 1e-6
-MAPS = ("floor", "wall", "object", "white")
 
 
 def _dot(a, b):
