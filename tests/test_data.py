@@ -607,3 +607,18 @@ def test_empty_requests(sprites, tmp_path):
     assert sprites.factors_to_index(np.zeros((0, 5), np.int64)).shape == (0,)
     _write_shapes3d(tmp_path / "3dshapes.h5", np.random.default_rng(17), n=3)
     assert get_dataset("shapes3d", root=tmp_path).get_images(np.array([], np.int64)).shape == (0, 3, 64, 64)
+
+
+def test_shapes_concurrent_first_use_from_threads(shapes):
+    import concurrent.futures
+
+    f = shapes.sample_factors(4 * 32, np.random.default_rng(18))
+    f[:, 3], f[:, 4] = 3, np.arange(len(f)) % 2           # two (scale, shape) groups
+    idx = shapes.factors_to_index(f).reshape(4, 32)
+    expected = [shapes.get_images(i) for i in idx]
+    type(shapes)._maps = type(shapes)._ready = None        # force lazy rendering again
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(type(shapes)().get_images, idx))
+    for g, e in zip(got, expected):
+        assert torch.equal(g, e)
+    assert type(shapes)._ready.sum() == 2

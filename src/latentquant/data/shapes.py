@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import colorsys
 import functools
+import threading
 
 import numpy as np
 
@@ -250,14 +251,18 @@ class Shapes(FactorDataset):
                              "use 'shapes3d' to read the public file")
         self._colours = hue_colours()
 
+    _lock = threading.Lock()  # e.g. a prefetch thread and an evaluation in the main thread
+
     @classmethod
     def _ensure(cls, shape: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        if cls._maps is None:
-            cls._maps = np.zeros((len(SHAPES), len(SCALES), len(AZIMUTHS), 4, RES * RES), np.float32)
-            cls._ready = np.zeros((len(SHAPES), len(SCALES)), bool)
-        need = ~cls._ready[shape, scale]
-        if need.any():
-            for sh, sc in {(int(a), int(b)) for a, b in zip(shape[need], scale[need])}:
+        if cls._ready is not None and cls._ready[shape, scale].all():
+            return cls._maps
+        with cls._lock:
+            if cls._maps is None:
+                cls._maps = np.zeros((len(SHAPES), len(SCALES), len(AZIMUTHS), 4, RES * RES), np.float32)
+                cls._ready = np.zeros((len(SHAPES), len(SCALES)), bool)
+            need = ~cls._ready[shape, scale]
+            for sh, sc in sorted({(int(a), int(b)) for a, b in zip(shape[need], scale[need])}):
                 cls._maps[sh, sc] = render_maps(sh, SCALES[sc]).reshape(len(AZIMUTHS), 4, -1)
                 cls._ready[sh, sc] = True
         return cls._maps
