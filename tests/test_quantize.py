@@ -79,8 +79,8 @@ def perturb_values(lq: LatentQuantize, seed: int = 0, shuffle: bool = True) -> N
 
 
 def big_input_numel(levels) -> int:
-    """An input size that surely takes the large-input (threshold) path."""
-    return 4 * lqmod._searchsorted_max_numel(max(levels))
+    """A channel-last input size that takes the transposed ("positions") kernel layout."""
+    return 4 * lqmod._ROWS_MAX_NUMEL
 
 
 # ----------------------------------------------------------------------------
@@ -94,9 +94,10 @@ def test_quantization_loss_trains_values_only():
     (_, _, _), bd = lq(x, return_loss_breakdown=True)
     bd.quantization.backward()
     assert x.grad is None or torch.count_nonzero(x.grad) == 0
-    grads = [v.grad for v in lq.values_per_latent]
-    assert all(g is not None for g in grads)
-    assert sum(int(torch.count_nonzero(g)) for g in grads) > 0
+    grad = lq.values.grad
+    for i, level in enumerate([5, 7, 4]):
+        assert torch.count_nonzero(grad[i, :level]) > 0
+        assert torch.count_nonzero(grad[i, level:]) == 0  # padding of the packed table
 
 
 def test_commitment_loss_trains_input_only():
@@ -106,7 +107,7 @@ def test_commitment_loss_trains_input_only():
     _, bd = lq(x, return_loss_breakdown=True)
     bd.commitment.backward()
     assert torch.count_nonzero(x.grad) > 0
-    assert all(v.grad is None or torch.count_nonzero(v.grad) == 0 for v in lq.values_per_latent)
+    assert lq.values.grad is None or torch.count_nonzero(lq.values.grad) == 0
 
 
 def test_quantized_output_is_straight_through_to_input_only():
@@ -117,7 +118,7 @@ def test_quantized_output_is_straight_through_to_input_only():
     g = torch.randn_like(out.quantized)
     out.quantized.backward(g)
     torch.testing.assert_close(x.grad, g, rtol=0, atol=0)
-    assert all(v.grad is None or torch.count_nonzero(v.grad) == 0 for v in lq.values_per_latent)
+    assert lq.values.grad is None or torch.count_nonzero(lq.values.grad) == 0
 
 
 def test_values_learn_towards_their_cells():
@@ -220,14 +221,19 @@ def test_state_dict_round_trip(optimize_values):
     lq = LatentQuantize(levels=[3, 5, 8], dim=6, optimize_values=optimize_values)
     perturb_values(lq)
     sd = lq.state_dict()
-    assert {f"values_per_latent.{i}" for i in range(3)} <= set(sd)
-    n_params = sum(1 for name, _ in lq.named_parameters() if name.startswith("values_per_latent"))
-    assert n_params == (3 if optimize_values else 0)
+    assert sd["values"].shape == (3, 8)
+    assert ("values" in dict(lq.named_parameters())) == optimize_values
     fresh = LatentQuantize(levels=[3, 5, 8], dim=6, optimize_values=optimize_values)
     fresh.load_state_dict(sd)
     x = torch.randn(20, 6)
     a, b = lq.eval()(x), fresh.eval()(x)
     assert torch.equal(a.quantized, b.quantized) and torch.equal(a.indices, b.indices)
+    # per-latent entries, as a ParameterList-based layer saves them, load too
+    legacy = {k: v for k, v in sd.items() if k != "values"}
+    legacy.update({f"values_per_latent.{i}": v.detach().clone() for i, v in enumerate(lq.values_per_latent)})
+    other = LatentQuantize(levels=[3, 5, 8], dim=6, optimize_values=optimize_values)
+    other.load_state_dict(legacy)
+    assert torch.equal(other.eval()(x).indices, a.indices)
 
 
 @pytest.mark.parametrize("optimize_values", [True, False])
@@ -298,7 +304,7 @@ def test_round_trips_with_perturbed_unsorted_values(levels, large):
     assert torch.equal(lq.codes_to_indices(out.quantized), digits)
 
 
-def test_both_search_paths_agree_on_feature_maps():
+def test_small_and_large_feature_maps_agree_with_reference():
     torch.manual_seed(3)
     levels = [8, 3, 8, 5]
     lq = LatentQuantize(levels=levels).eval()
@@ -429,7 +435,7 @@ def test_gradcheck_float64(levels):
     x = torch.randn(9, d, 4, dtype=torch.float64) * 0.6
 
     def fn(z, t, quant_weight, commit_weight):
-        return lqmod._QuantizeFn.apply(z, t, lq._slot_codes, False, quant_weight, commit_weight, True, False, lq._last)[2]
+        return lqmod._QuantizeFn.apply(z, t, lq._slot_codes, False, quant_weight, commit_weight, True, False)[2]
 
     def commit_only(z):
         return fn(z, table, 0.0, 1.0)
@@ -484,10 +490,10 @@ def test_deterministic():
         x.grad = None
         out = lq(x)
         (out.quantized.square().mean() + out.loss).backward()
-        runs.append((out.quantized, out.indices, out.loss, x.grad, [v.grad.clone() for v in lq.values_per_latent]))
+        runs.append((out.quantized, out.indices, out.loss, x.grad, lq.values.grad.clone()))
     a, b = runs
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2]) and torch.equal(a[3], b[3])
-    assert all(torch.equal(u, v) for u, v in zip(a[4], b[4]))
+    assert torch.equal(a[4], b[4])
 
 
 # ----------------------------------------------------------------------------
@@ -536,7 +542,7 @@ def test_sample_draws_each_latents_values_uniformly_and_is_differentiable():
     out = lq.sample(4)
     assert out.shape == (4, 7)
     lq.sample((10, 2), project_out=False).sum().backward()
-    assert sum(float(v.grad.sum()) for v in lq.values_per_latent) == pytest.approx(20 * 3)
+    assert float(lq.values.grad.sum()) == pytest.approx(20 * 3)
 
 
 def test_autocast_bfloat16_quantizes_in_float32_and_returns_input_dtype():
@@ -575,12 +581,11 @@ def test_compile_fullgraph_matches_eager():
         out = module(x)
         (out.quantized.square().sum() + out.loss).backward()
         if module is compiled:
-            got = (out.quantized.detach(), out.indices, x.grad.clone(), [v.grad.clone() for v in lq.values_per_latent])
+            got = (out.quantized.detach(), out.indices, x.grad.clone(), lq.values.grad.clone())
     torch.testing.assert_close(got[0], out.quantized.detach())
     assert torch.equal(got[1], out.indices)
     torch.testing.assert_close(got[2], x.grad)
-    for a, b in zip(got[3], lq.values_per_latent):
-        torch.testing.assert_close(a, b.grad)
+    torch.testing.assert_close(got[3], lq.values.grad)
 
 
 def test_demo_configuration():

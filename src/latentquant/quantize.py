@@ -13,21 +13,26 @@ einstein notation used in the shape comments
     c   codebooks (the values are shared between codebooks)
     d   latents per codebook (``codebook_dim``)
     l   values per latent, padded to the largest level with +inf
-    k   kernel batch: b * c (layout "batched") or c (layout "positions")
+    k   kernel batch: b * c, p * c or c, by layout (see LatentQuantize.forward)
 
 Design
 ------
-The layer keeps one 1-D tensor per latent (``values_per_latent``: an
-``nn.ParameterList``, or buffers when ``optimize_values=False``), so the
-state_dict reads ``values_per_latent.0 ... values_per_latent.{d-1}`` in both
-modes and optimizers see the values themselves. Each forward stacks them into
-a tiny ``(d, l)`` table (one ``stack``, or ``cat`` + index when levels differ)
-and sorts it. Nearest-value assignment then counts, per latent, the sorted
-midpoints below ``z``: a ``searchsorted`` for small inputs, and ``l - 1``
-vectorized comparisons for large ones (cheaper than a binary search on CPU);
-neither makes an ``(N, d, l)`` temporary. The sort permutation maps sorted
-positions back to the value slots, so indices always name a slot of
-``values_per_latent`` even after training has reordered the values.
+All values live in one ``(d, l)`` tensor ``values`` (an ``nn.Parameter``, or
+a persistent buffer when ``optimize_values=False``): row i holds latent i's
+``L_i`` values, the rest of the row is unused padding. ``values_per_latent[i]``
+is the 1-D view ``values[i, :L_i]``. One tensor means one leaf for autograd
+and optimizers (the per-latent ``ParameterList`` of other implementations
+costs a stack in forward and one gradient accumulation per latent in
+backward, a third of the layer's time on small inputs), and a state_dict
+entry ``values`` that follows ``.to()`` / ``.double()`` in both modes; state
+dicts with per-latent ``values_per_latent.{i}`` entries still load. Each
+forward uses that table directly (equal levels) or with +inf added on the
+padding, and sorts it. Nearest-value assignment then counts, per latent, the sorted
+midpoints below ``z`` with ``l - 1`` vectorized comparisons: no ``(N, d, l)``
+temporary, and on CPU cheaper than a binary search for so few values. The
+sort permutation maps sorted positions back to the value slots, so indices
+always name a slot of ``values_per_latent`` even after training has
+reordered the values.
 
 Training goes through one ``torch.autograd.Function`` that computes the
 quantized values, the indices and the shared squared error in its forward,
@@ -40,7 +45,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +55,10 @@ from torch import Tensor, nn
 __all__ = ["LatentQuantize", "Return", "LossBreakdown"]
 
 _INT64_CODES = 2**63  # flat indices 0 .. 2**63 - 1 fit in int64
+# channel-last inputs up to this many latent elements are quantized in place
+# as ((p c), d, 1); larger ones are transposed once to (c, d, p), since passes
+# over rows of only d elements run several times slower
+_ROWS_MAX_NUMEL = 32768
 
 
 class Return(NamedTuple):
@@ -66,13 +76,6 @@ class LossBreakdown(NamedTuple):
 # the kernel: tensors laid out as (k, d, n) with latents on axis 1
 
 
-def _searchsorted_max_numel(lmax: int) -> int:
-    """Inputs up to this size use ``torch.searchsorted``; larger ones use
-    ``lmax - 1`` threshold comparisons (each about one cheap pass over memory,
-    where searchsorted costs some 10 ns per element on CPU)."""
-    return 2048 * max(lmax - 1, 1)
-
-
 def _prepare(table: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Sort the (d, l) value table; return sorted values, the permutation back
     to value slots and the (d, l - 1) midpoints (+inf past each latent's end)."""
@@ -81,22 +84,20 @@ def _prepare(table: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return sorted_values, perm, mids
 
 
-def _search(z: Tensor, mids: Tensor, last: Tensor | None) -> Tensor:
-    """Position of each z among its latent's sorted values: the number of that
+def _search(z: Tensor, mids: Tensor) -> Tensor:
+    """Sorted position of each z among its latent's values: the number of that
     latent's midpoints strictly below z. z (k, d, n), mids (d, l-1) -> (k, d, n) int64.
 
-    ``last`` (d, 1), when given, is each latent's largest position: it keeps
-    NaN inputs of latents with fewer levels than ``l`` off the +inf padding.
+    One comparison pass per midpoint, written into preallocated buffers of z's
+    dtype (float comparisons into bool outputs are several times slower on
+    CPU). For the few values a latent has this beats a binary search, which
+    costs some 10 ns per element, and unlike ``torch.searchsorted`` it never
+    starts a thread pool for small inputs. NaN counts no midpoint: slot 0.
+    Exact while l < 2**24.
     """
-    k, d, n = z.shape
     m = mids.shape[1]
     if m == 0:
         return torch.zeros(z.shape, dtype=torch.int64, device=z.device)
-    if z.numel() <= _searchsorted_max_numel(m + 1):
-        pos = torch.searchsorted(mids.unsqueeze(0).expand(k, d, m).contiguous(), z.contiguous())
-        return pos if last is None else torch.minimum(pos, last)
-    # count the midpoints below z in z's dtype (exact for l < 2**24), comparing
-    # into preallocated float buffers: far cheaper than bool outputs on CPU
     count = torch.gt(z, mids[:, :1], out=torch.empty_like(z))
     if m > 1:
         scratch = torch.empty_like(z)
@@ -105,14 +106,14 @@ def _search(z: Tensor, mids: Tensor, last: Tensor | None) -> Tensor:
     return count.long()
 
 
-def _lookup(z: Tensor, table: Tensor, code_table: Tensor, last: Tensor | None):
+def _lookup(z: Tensor, table: Tensor, code_table: Tensor):
     """Nearest values and their codes. z (k, d, n); table (d, l) -> q (k, d, n),
     codes (k, d, n) gathered from code_table (d, l), pos (k, d, n), perm (d, l)."""
     sorted_values, perm, mids = _prepare(table)
-    pos = _search(z, mids, last)
-    k = z.shape[0]
-    q = torch.gather(sorted_values.unsqueeze(0).expand(k, -1, -1), 2, pos)
-    codes = torch.gather(code_table.gather(1, perm).unsqueeze(0).expand(k, -1, -1), 2, pos)
+    pos = _search(z, mids)
+    shape = (z.shape[0],) + table.shape
+    q = torch.gather(sorted_values.expand(shape), 2, pos)
+    codes = torch.gather(code_table.gather(1, perm).expand(shape), 2, pos)
     return q, codes, pos, perm
 
 
@@ -123,7 +124,7 @@ class _QuantizeFn(torch.autograd.Function):
     (+inf padding); ``code_table`` (d, l) int64, what each value slot adds to
     an index (slot * basis for flat indices, slot otherwise); ``flat``; the
     two loss weights (``with_loss=False`` skips the losses: eval mode);
-    ``breakdown``; ``last`` (see ``_search``).
+    ``breakdown``.
 
     Outputs: ``q`` (k, d, n), the indices, ``loss`` and, with ``breakdown``,
     ``quantization`` and ``commitment``. With e = z - q and N = z.numel(),
@@ -135,8 +136,8 @@ class _QuantizeFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, table, code_table, flat, quant_weight, commit_weight, with_loss, breakdown, last):
-        q, codes, pos, perm = _lookup(z, table, code_table, last)
+    def forward(ctx, z, table, code_table, flat, quant_weight, commit_weight, with_loss, breakdown):
+        q, codes, pos, perm = _lookup(z, table, code_table)
         indices = codes.sum(1) if flat else codes
         ctx.mark_non_differentiable(indices)
         ctx.with_loss = with_loss
@@ -145,16 +146,19 @@ class _QuantizeFn(torch.autograd.Function):
             return (q, indices, loss, loss.clone(), loss.clone()) if breakdown else (q, indices, loss)
         err = z - q
         flat_err = err.view(-1)
-        mse = torch.dot(flat_err, flat_err) / z.numel()
+        sse = torch.dot(flat_err, flat_err)
         ctx.save_for_backward(err, pos, perm)
         ctx.weights = (quant_weight, commit_weight)
-        loss = mse * (quant_weight + commit_weight)
-        return (q, indices, loss, mse, mse.clone()) if breakdown else (q, indices, loss)
+        loss = sse * ((quant_weight + commit_weight) / z.numel())
+        if breakdown:
+            mse = sse / z.numel()
+            return q, indices, loss, mse, mse.clone()
+        return q, indices, loss
 
     @staticmethod
     def backward(ctx, grad_q, grad_indices, grad_loss, grad_quant=None, grad_commit=None):
         if not ctx.with_loss:
-            return grad_q, None, None, None, None, None, None, None, None
+            return grad_q, None, None, None, None, None, None, None
         err, pos, perm = ctx.saved_tensors
         quant_weight, commit_weight = ctx.weights
         scale = 2.0 / err.numel()
@@ -168,12 +172,17 @@ class _QuantizeFn(torch.autograd.Function):
             w = grad_loss * (-quant_weight * scale)
             if grad_quant is not None:
                 w = w - grad_quant * scale
-            k, d, _ = err.shape
-            # per (latent, sorted slot): the sum of the errors assigned to it
-            sums = err.new_zeros(k, d, perm.shape[1]).scatter_add_(2, pos, err).sum(0)  # (d, l)
+            k, d, n = err.shape
+            l = perm.shape[1]
+            # per (latent, sorted slot): the sum of the errors assigned to it,
+            # with an O(k d l) buffer only where l <= n
+            if n == 1:
+                sums = err.new_zeros(l, d).scatter_add_(0, pos.view(k, d), err.view(k, d)).t()
+            else:
+                sums = err.new_zeros(k, d, l).scatter_add_(2, pos, err).sum(0)  # (d, l)
             # back from sorted order to value slots
-            grad_table = torch.empty_like(sums).scatter_(1, perm, sums * w)
-        return grad_z, grad_table, None, None, None, None, None, None, None
+            grad_table = torch.empty_like(sums).scatter_(1, perm, sums.mul_(w))
+        return grad_z, grad_table, None, None, None, None, None, None
 
 
 def _linear_channel_first(z: Tensor, linear: nn.Linear) -> Tensor:
@@ -220,22 +229,21 @@ def _check_levels(levels, codebook_dim) -> list[int]:
     return [int(level) for level in levels]
 
 
-class _BufferList(nn.Module):
-    """Frozen values: one buffer per latent, named like ParameterList entries."""
+class _LatentValues(Sequence):
+    """``values_per_latent``: latent i's values as a 1-D view of the packed table."""
 
-    def __init__(self, tensors: Sequence[Tensor]):
-        super().__init__()
-        for i, t in enumerate(tensors):
-            self.register_buffer(str(i), t)
-
-    def __getitem__(self, i: int) -> Tensor:
-        return self._buffers[str(range(len(self))[i])]
+    def __init__(self, module: "LatentQuantize"):
+        self._module = module
 
     def __len__(self) -> int:
-        return len(self._buffers)
+        return self._module.codebook_dim
 
-    def __iter__(self):
-        return iter(self._buffers.values())
+    def __getitem__(self, i: int) -> Tensor:
+        i = range(len(self))[i]
+        return self._module.values[i, : self._module.levels[i]]
+
+    def __repr__(self) -> str:
+        return f"values_per_latent({', '.join(str(len(v)) for v in self)} values)"
 
 
 class LatentQuantize(nn.Module):
@@ -355,16 +363,19 @@ class LatentQuantize(nn.Module):
         else:
             self.project_in = self.project_out = nn.Identity()
 
-        init = [torch.linspace(-0.5, 0.5, level) for level in levels]
-        if self.optimize_values:
-            self.values_per_latent = nn.ParameterList([nn.Parameter(v) for v in init])
-        else:
-            self.values_per_latent = _BufferList(init)
-
-        # small constant tables, moved with the module, not saved
+        # the values, packed: row i holds latent i's values in its first
+        # levels[i] slots (the rest, padding, is stored as 0 and never used)
         lmax = max(levels)
         self._lmax = lmax
         self._equal_levels = len(set(levels)) == 1
+        values = torch.zeros(d, lmax)
+        if self.optimize_values:
+            self.values = nn.Parameter(values)
+        else:
+            self.register_buffer("values", values)
+        self._reset_values()
+
+        # small constant tables, moved with the module, not saved
         basis = [math.prod(levels[:i]) for i in range(d)] if self.codebook_size <= _INT64_CODES else None
         # what value slot s of latent i adds to an index: s * basis_i (flat) or s
         slots = [[s if s < level else 0 for s in range(lmax)] for level in levels]
@@ -374,32 +385,43 @@ class LatentQuantize(nn.Module):
         self.register_buffer("_basis", None if basis is None else torch.tensor(basis, dtype=torch.int64), persistent=False)
         self.register_buffer("_levels", torch.tensor(levels, dtype=torch.int64), persistent=False)
         self.register_buffer("_offsets", torch.arange(d, dtype=torch.int64) * lmax, persistent=False)
-        if self._equal_levels:
-            self._last = self._pad_index = self._inf = None
-        else:
-            starts = [sum(levels[:i]) for i in range(d)]
-            pad = [[starts[i] + s if s < level else sum(levels) for s in range(lmax)] for i, level in enumerate(levels)]
-            self.register_buffer("_last", torch.tensor(levels, dtype=torch.int64).sub(1).unsqueeze(-1), persistent=False)
-            self.register_buffer("_pad_index", torch.tensor(pad, dtype=torch.int64), persistent=False)
-            self.register_buffer("_inf", torch.full((1,), math.inf), persistent=False)
+        pad = [[0.0 if s < level else math.inf for s in range(lmax)] for level in levels]
+        self.register_buffer("_pad", None if self._equal_levels else torch.tensor(pad), persistent=False)
 
     # ------------------------------------------------------------------ values
 
-    def reset_parameters(self) -> None:
+    @property
+    def values_per_latent(self) -> _LatentValues:
+        """Indexable: ``values_per_latent[i]`` is latent i's 1-D tensor of values
+        (a view of ``values``; in-place edits under ``no_grad`` change them)."""
+        return _LatentValues(self)
+
+    def _reset_values(self) -> None:
         with torch.no_grad():
-            for v, level in zip(self.values_per_latent, self.levels):
-                v.copy_(torch.linspace(-0.5, 0.5, level))
+            self.values.zero_()
+            for i, level in enumerate(self.levels):
+                self.values[i, :level] = torch.linspace(-0.5, 0.5, level)
+
+    def reset_parameters(self) -> None:
+        self._reset_values()
         if self.has_projections:
             self.project_in.reset_parameters()
             self.project_out.reset_parameters()
 
     def _values_table(self) -> Tensor:
         """The values as one (d, l) table, +inf past each latent's levels."""
-        store = self.values_per_latent
-        values = list(store._parameters.values() if isinstance(store, nn.ParameterList) else store._buffers.values())
-        if self._equal_levels:
-            return torch.stack(values)
-        return torch.cat(values + [self._inf.to(values[0].dtype)])[self._pad_index]
+        return self.values if self._pad is None else self.values + self._pad.to(self.values.dtype)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # accept per-latent entries (values_per_latent.0, ...), as written by
+        # ParameterList-based implementations, and pack them
+        key = prefix + "values"
+        if key not in state_dict and prefix + "values_per_latent.0" in state_dict:
+            packed = torch.zeros_like(self.values)
+            for i in range(self.codebook_dim):
+                packed[i, : self.levels[i]] = state_dict.pop(f"{prefix}values_per_latent.{i}")
+            state_dict[key] = packed
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _code_table(self) -> Tensor:
         if self.flat_indices:
@@ -438,21 +460,31 @@ class LatentQuantize(nn.Module):
             n = z.shape[-1]
         else:
             lead = tuple(x.shape[:-1])
-            z = self.project_in(x.reshape(-1, self.dim))
+            z = x.reshape(-1, self.dim)
+            if self.has_projections:
+                z = self.project_in(z)
             n = 1
         table = self._values_table()
         z_dtype = z.dtype
         compute_dtype = torch.promote_types(torch.promote_types(z_dtype, table.dtype), torch.float32)
-        z, table = z.to(compute_dtype), table.to(compute_dtype)
+        if z_dtype != compute_dtype:
+            z = z.to(compute_dtype)
+        if table.dtype != compute_dtype:
+            table = table.to(compute_dtype)
 
-        # kernel layout (k, d, n): "batched" keeps channel-first maps in place
-        batched = channel_first and n >= max(64, self._lmax)
-        if batched:
-            zk = z.reshape(b * c, d, n)  # (b, (c d), n) -> ((b c), d, n)
+        # kernel layout (k, d, n), latents on axis 1, chosen to avoid copies:
+        #   "batched"   ((b c), d, n)  channel-first maps with n >= max(64, l), in place
+        #   "rows"      ((p c), d, 1)  small channel-last inputs, in place
+        #   "positions" (c, d, p)      the rest, transposed once so that each
+        #                              comparison pass runs over long rows
+        if channel_first and n >= max(64, self._lmax):
+            layout, zk = "batched", z.reshape(b * c, d, n)
+        elif not channel_first and z.numel() <= _ROWS_MAX_NUMEL:
+            layout, zk = "rows", z.reshape(-1, d, 1)
         elif channel_first:
-            zk = z.reshape(b, c, d, n).permute(1, 2, 0, 3).reshape(c, d, b * n)  # -> (c, d, p)
+            layout, zk = "positions", z.reshape(b, c, d, n).permute(1, 2, 0, 3).reshape(c, d, b * n)
         else:
-            zk = z.reshape(-1, c, d).permute(1, 2, 0).contiguous()  # (p, (c d)) -> (c, d, p)
+            layout, zk = "positions", z.reshape(-1, c, d).permute(1, 2, 0).contiguous()
 
         training = self.training
         if torch.is_grad_enabled() and (zk.requires_grad or (training and table.requires_grad)):
@@ -465,25 +497,26 @@ class LatentQuantize(nn.Module):
                 self.commitment_loss_weight,
                 training,
                 return_loss_breakdown,
-                self._last,
             )
             q, codes, loss = outs[:3]
             parts = outs[3:]
         else:
-            q, codes, _, _ = _lookup(zk, table.detach(), self._code_table(), self._last)
+            q, codes, _, _ = _lookup(zk, table.detach(), self._code_table())
             codes = codes.sum(1) if self.flat_indices else codes
             if training:
                 err = (zk - q).view(-1)
                 mse = torch.dot(err, err) / err.numel()
                 loss = mse * (self.quantization_loss_weight + self.commitment_loss_weight)
-                parts = (mse, mse)
+                parts = (mse, mse.clone())
             else:
                 loss = zk.new_zeros(())
                 parts = (loss, loss)
 
         # back to the caller's layout, then project out
-        if batched:
+        if layout == "batched":
             q = q.view(b, c * d, n)
+        elif layout == "rows":
+            q = q.view(-1, c * d)
         elif channel_first:
             q = q.view(c, d, b, n).permute(2, 0, 1, 3).reshape(b, c * d, n)
         else:
@@ -491,23 +524,30 @@ class LatentQuantize(nn.Module):
         if self.has_projections:
             q = q.to(z_dtype)  # what project_in produced: the projections' own dtype
             q = _linear_channel_first(q, self.project_out) if channel_first else self.project_out(q)
-        quantized = q.to(x.dtype).reshape(x.shape)
-        indices = self._indices_to_caller(codes, batched, lead, b, n)
+        quantized = (q if q.dtype == x.dtype else q.to(x.dtype)).reshape(x.shape)
+        indices = self._indices_to_caller(codes, layout, lead, b, n)
 
         out = Return(quantized, indices, loss)
         if return_loss_breakdown:
             return out, LossBreakdown(*parts)
         return out
 
-    def _indices_to_caller(self, codes: Tensor, batched: bool, lead: tuple, b: int, n: int) -> Tensor:
+    def _indices_to_caller(self, codes: Tensor, layout: str, lead: tuple, b: int, n: int) -> Tensor:
+        """Kernel-layout indices -> (*lead, c[, d]), without c unless kept."""
         c, d = self.num_codebooks, self.codebook_dim
         if self.flat_indices:
-            # ((b c), n) or (c, p) -> (p, c)
-            codes = codes.view(b, c, n).transpose(1, 2) if batched else codes.t()
+            # ((b c), n), ((p c), 1) or (c, p) -> (p, c)
+            if layout == "batched":
+                codes = codes.view(b, c, n).transpose(1, 2)
+            elif layout == "positions":
+                codes = codes.t()
             tail = (c,)
         else:
-            # ((b c), d, n) or (c, d, p) -> (p, c, d)
-            codes = codes.view(b, c, d, n).permute(0, 3, 1, 2) if batched else codes.permute(2, 0, 1)
+            # ((b c), d, n), ((p c), d, 1) or (c, d, p) -> (p, c, d)
+            if layout == "batched":
+                codes = codes.view(b, c, d, n).permute(0, 3, 1, 2)
+            elif layout == "positions":
+                codes = codes.permute(2, 0, 1)
             tail = (c, d)
         if not self.keep_num_codebooks_dim:
             tail = tail[1:]
@@ -605,10 +645,9 @@ class LatentQuantize(nn.Module):
             table = self._values_table()
             dtype = torch.promote_types(torch.promote_types(codes.dtype, table.dtype), torch.float32)
             zk = codes.to(dtype).reshape(-1, c, d).permute(1, 2, 0).contiguous()  # (c, d, p)
-            _, idx, _, _ = _lookup(zk, table.to(dtype), self._code_table(), self._last)
+            _, idx, _, _ = _lookup(zk, table.to(dtype), self._code_table())
             idx = idx.sum(1) if self.flat_indices else idx
-        p = zk.shape[-1]
-        return self._indices_to_caller(idx, False, lead, 1, p)
+        return self._indices_to_caller(idx, "positions", lead, 1, zk.shape[-1])
 
     # ------------------------------------------------------------------ sampling
 
