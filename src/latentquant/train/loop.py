@@ -198,23 +198,27 @@ class StopFlag:
 
 
 class LossMeter:
-    """Sums of the loss parts on the device; read back (one sync) at the logging cadence."""
+    """Sums of the loss parts on the device; read back (one sync) at the logging cadence.
+
+    Each part is averaged over the steps that reported it: a part a step leaves
+    out (a GAN's generator loss on critic-only steps) is not diluted."""
 
     def __init__(self):
         self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
+        self.counts: dict[str, int] = {}
 
     def add(self, parts: dict[str, torch.Tensor]) -> None:
         for k, v in parts.items():
             v = v.detach().float()
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
-        self.count += 1
+            self.counts[k] = self.counts.get(k, 0) + 1
 
     def read(self, dist: Dist, stop: bool = False) -> tuple[dict[str, float], bool]:
         """Window means (averaged over ranks) and whether any rank asked to stop; resets the window."""
         keys = sorted(self.sums)
         if keys:
-            vec = torch.stack([self.sums[k] for k in keys] + [self.sums[keys[0]].new_tensor(float(self.count))])
+            vec = torch.stack([self.sums[k] for k in keys]
+                              + [self.sums[keys[0]].new_tensor(float(self.counts[k])) for k in keys])
         else:
             vec = torch.zeros(1, device=dist.device)
         flag = torch.tensor([1.0 if stop else 0.0], device=vec.device)
@@ -223,10 +227,9 @@ class LossMeter:
 
             tdist.all_reduce(vec)
             tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
-        values = vec.tolist()
-        count = max(values[-1], 1.0)
-        self.sums, self.count = {}, 0
-        return {k: v / count for k, v in zip(keys, values)}, bool(flag.item())
+        values, n = vec.tolist(), len(keys)
+        self.sums, self.counts = {}, {}
+        return {k: values[i] / max(values[n + i], 1.0) for i, k in enumerate(keys)}, bool(flag.item())
 
 
 def _tensorboard(out: Path):
