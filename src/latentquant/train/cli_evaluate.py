@@ -47,6 +47,8 @@ def evaluate_dir(run_dir: str | Path, checkpoint: str | Path | None = None, **ov
                                 else f"checkpoint not found: {path}")
     dataset = get_dataset(cfg.dataset, root=cfg.data_root, path=cfg.data_path)
     cfg = cfg.resolve(dataset.num_factors)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     info = DataInfo(cfg.dataset, dataset.num_channels, dataset.num_factors, len(dataset))
     state, doc = load_model_state(path)

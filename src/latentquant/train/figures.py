@@ -22,22 +22,6 @@ NUM_BASES = 3
 CONTINUOUS_STEPS = 9
 
 
-def _matplotlib():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    _matplotlib().close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
-
-
 def tile(images: torch.Tensor, gap: int = 2, group: int | None = None, group_gap: int = 8) -> np.ndarray:
     """``(rows, cols, c, h, w)`` in [0, 1] -> one ``(H, W, 3)`` array; a wider gap every ``group`` columns."""
     rows, cols, c, h, w = images.shape
@@ -55,22 +39,21 @@ def tile(images: torch.Tensor, gap: int = 2, group: int | None = None, group_gap
 
 def _grid_figure(canvas: np.ndarray, row_labels: Sequence[str], row_height: float, title: str, path: Path,
                  label_colors: Sequence[str] | None = None) -> None:
-    plt = _matplotlib()
+    """Write ``canvas`` (H, W, 3) in [0, 1] as a PNG with a title and row labels (PIL: fast, no matplotlib)."""
+    from PIL import Image, ImageDraw
+
+    left, top = 64, 20
     h, w = canvas.shape[:2]
-    left = 60
-    fig = plt.figure(figsize=((w + left + 10) / 100, (h + 40) / 100))
-    ax = fig.add_axes([left / (w + left + 10), 5 / (h + 40), w / (w + left + 10), h / (h + 40)])
-    ax.imshow(canvas, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([(i + 0.5) * row_height for i in range(len(row_labels))])
-    ax.set_yticklabels(row_labels, fontsize=8)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    if label_colors:
-        for label, color in zip(ax.get_yticklabels(), label_colors):
-            label.set_color(color)
-    fig.suptitle(title, fontsize=9, y=1 - 4 / (h + 40), va="top")
-    _save(fig, path)
+    image = Image.new("RGB", (w + left + 4, h + top + 4), "white")
+    image.paste(Image.fromarray((canvas * 255).round().astype(np.uint8)), (left, top))
+    draw = ImageDraw.Draw(image)
+    draw.text((left, 4), title, fill="black")
+    colors = label_colors or ["black"] * len(row_labels)
+    for i, (label, color) in enumerate(zip(row_labels, colors)):
+        draw.text((4, top + (i + 0.5) * row_height - 6), label, fill=color)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    atomic_write_bytes(Path(path), buf.getvalue())
 
 
 @torch.no_grad()

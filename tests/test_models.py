@@ -1,0 +1,215 @@
+"""Models: backbone shapes, every model's loss, the optimizer split and clipping."""
+
+import math
+
+import pytest
+import torch
+
+from latentquant.models import (
+    ARCHS, DataInfo, LatentModel, available_models, build_backbone, build_model, clip_gradients, get_model_class,
+)
+from latentquant.models.backbones import PaperEncoder, StyleDecoder
+
+AE_MODELS = ("qlae", "ae", "vae", "tcvae", "bioae", "vqvae")
+SPRITES = DataInfo("sprites", 1, 5, 737_280)
+SHAPES = DataInfo("shapes", 3, 6, 480_000)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _batch(n=8, c=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, c, 64, 64, generator=g) > 0.8).float()
+
+
+def test_registry_lists_the_paper_models_and_rejects_unknown_names():
+    assert set(AE_MODELS) <= set(available_models())
+    with pytest.raises(ValueError, match="valid choices: .*qlae"):
+        get_model_class("qlae2")
+    with pytest.raises(ValueError, match="valid choices: paper, small"):
+        build_model("qlae", "large", SPRITES)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_backbone_shapes(arch):
+    x = torch.rand(2, 3, 64, 64)
+    enc, dec = build_backbone(arch, 3, 12, 7)
+    h = enc(x)
+    assert h.shape == (2, 12)
+    assert dec(torch.randn(2, 7)).shape == (2, 3, 64, 64)
+    with pytest.raises(ValueError, match=r"\(b, 3, 64, 64\)"):
+        enc(torch.rand(2, 1, 64, 64))
+
+
+def test_paper_arch_is_the_published_one():
+    enc, dec = PaperEncoder(1, 10), StyleDecoder(10, 1)
+    convs = [m for m in enc.conv if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32] * 3 + [64] * 3 + [128] * 3 + [256] * 3
+    assert [c.kernel_size[0] for c in convs] == [3, 3, 4] * 4
+    assert [c.stride[0] for c in convs] == [1, 1, 2] * 4
+    assert all(c.bias is None and c.padding == (1, 1) for c in convs)
+    norms = [m for m in enc.conv if isinstance(m, torch.nn.InstanceNorm2d)]
+    assert len(norms) == 12 and all(n.affine for n in norms)
+    assert [m.out_features for m in enc.mlp if isinstance(m, torch.nn.Linear)] == [256, 256]
+    assert torch.equal(dec.constant, torch.full((256, 4, 4), 0.1))
+    assert [b.conv.out_channels for b in dec.blocks] == [256] * 3 + [128] * 3 + [64] * 3 + [32] * 3
+    assert all(b.conv.bias is None and not b.norm.affine for b in dec.blocks)
+    assert [b.style.out_features for b in dec.blocks] == [2 * b.conv.out_channels for b in dec.blocks]
+    assert dec.out.kernel_size == (3, 3) and dec.out.out_channels == 1
+
+
+@pytest.mark.parametrize("name", AE_MODELS)
+def test_loss_is_finite_and_decreases_on_a_fixed_batch(name):
+    torch.manual_seed(0)
+    model = build_model(name, "small", SPRITES)
+    assert model.num_latents == 10
+    opts = model.configure_optimizers(lr=1e-3, weight_decay=0.0)
+    x = _batch()
+    parts = [model.training_step(model, x, opts, step) for step in range(16)]
+    losses, bce = [float(p["loss"]) for p in parts], [float(p["bce"]) for p in parts]
+    assert all(math.isfinite(v) for v in losses)
+    assert min(losses[-4:]) < losses[0], losses  # VQ-VAE's codebook terms may spike on the way
+    assert bce[-1] < bce[0] - 0.03, bce
+
+
+@pytest.mark.parametrize("name", AE_MODELS)
+def test_encode_decode_and_traversal_shapes(name):
+    torch.manual_seed(0)
+    model = build_model(name, "small", SHAPES).eval()
+    x = torch.rand(4, 3, 64, 64)
+    enc = model.encode(x)
+    assert enc.code.shape == (4, 12)
+    assert (enc.code.dtype == torch.int64) == model.discrete_latents
+    assert model.decode(enc.z).shape == (4, 3, 64, 64)
+    sweep = model.traversal(enc.z, 3, enc.code, 5)
+    assert sweep.shape[1:] == enc.z.shape
+    if name == "qlae":  # the sweep is the codebook of latent 3; the other latents keep their values
+        assert sweep.shape[0] == 10
+        torch.testing.assert_close(sweep[:, 0, 3], model.quantizer.values_per_latent[3].detach())
+        assert torch.equal(sweep[:, :, 2], enc.z[None, :, 2].expand(10, -1))
+
+
+def test_qlae_metrics_read_value_indices():
+    torch.manual_seed(0)
+    model = build_model("qlae", "small", SPRITES, values_per_latent=6).eval()
+    enc = model.encode(torch.rand(5, 1, 64, 64))
+    assert enc.code.dtype == torch.int64 and int(enc.code.min()) >= 0 and int(enc.code.max()) < 6
+    values = torch.stack([model.quantizer.values_per_latent[i] for i in range(10)])  # (l, v)
+    torch.testing.assert_close(enc.z, values.gather(1, enc.code.T).T)
+
+
+def test_qlae_optimizer_split_by_rule():
+    model = build_model("qlae", "paper", SPRITES)
+    decay, no_decay = model.split_parameters()
+    assert set(decay) | set(no_decay) == {n for n, _ in model.named_parameters()}
+    assert not set(decay) & set(no_decay)
+    assert {n for n in no_decay if n.startswith("quantizer.")} == {
+        f"quantizer.{n}" for n, _ in model.quantizer.named_parameters()}
+    assert all(n.endswith("bias") or n.startswith("quantizer.") for n in no_decay)
+    assert any(n.startswith("encoder.conv") and n.endswith("weight") for n in decay)  # instance-norm scales
+    assert "decoder.constant" in decay and "decoder.blocks.0.style.weight" in decay
+    assert "decoder.blocks.0.style.bias" in no_decay
+    (opt,) = model.configure_optimizers(lr=1e-3, weight_decay=0.1).values()
+    groups = {g["group"]: g for g in opt.param_groups}
+    assert groups["decay"]["weight_decay"] == 0.1 and groups["decay"]["clip_value"] == 1.0
+    assert groups["no_decay"]["weight_decay"] == 0.0 and groups["no_decay"]["clip_value"] is None
+    assert {id(p) for p in groups["no_decay"]["params"]} == {id(p) for p in no_decay.values()}
+
+
+def test_clipping_is_elementwise_and_only_on_the_decayed_group():
+    torch.manual_seed(0)
+    model = build_model("qlae", "small", SPRITES)
+    (opt,) = model.configure_optimizers(lr=1e-3, weight_decay=0.1).values()
+    grads = {}
+    for name, p in model.named_parameters():
+        p.grad = torch.randn_like(p) * 3
+        grads[name] = p.grad.clone()
+    clip_gradients(opt)
+    decay, no_decay = model.split_parameters()
+    for name, p in decay.items():
+        torch.testing.assert_close(p.grad, grads[name].clamp(-1, 1), rtol=0, atol=0)
+    for name, p in no_decay.items():
+        assert torch.equal(p.grad, grads[name])
+    assert any((g.abs() > 1).any() for n, g in grads.items() if n in no_decay)
+
+
+def test_weight_decay_moves_only_the_decayed_group():
+    model = build_model("vqvae", "small", SPRITES, num_embeddings=8, embedding_dim=4)
+    (opt,) = model.configure_optimizers(lr=0.1, weight_decay=0.5).values()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()  # zero gradients: Adam's update is 0, only decoupled decay acts
+    decay, no_decay = model.split_parameters()
+    assert "codebook" in no_decay
+    for n, p in decay.items():
+        torch.testing.assert_close(p.detach(), before[n] * (1 - 0.1 * 0.5))
+    for n, p in no_decay.items():
+        assert torch.equal(p.detach(), before[n])
+
+
+def test_vae_loss_matches_its_formula():
+    torch.manual_seed(0)
+    model = build_model("vae", "small", SPRITES, beta=4.0)
+    x = _batch(4)
+    torch.manual_seed(1)
+    out = model(x)
+    mu, sigma = model.posterior(x)
+    torch.manual_seed(1)
+    z = mu + sigma * torch.randn_like(mu)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(model.decoder(z), x)
+    kl = (-torch.log(sigma) + 0.5 * (mu**2 + sigma**2 - 1)).mean()
+    torch.testing.assert_close(out.loss, bce + (10 / 4096) * 4.0 * kl)
+
+
+def test_tcvae_terms_sum_to_the_sampled_kl():
+    torch.manual_seed(0)
+    model = build_model("tcvae", "small", SPRITES, beta=5.0)
+    x = _batch(6)
+    torch.manual_seed(1)
+    out = model(x)
+    mu, sigma = model.posterior(x)
+    torch.manual_seed(1)
+    z = mu + sigma * torch.randn_like(mu)
+    normal = torch.distributions.Normal
+    # MI + TC + dwKL telescopes to log q(z|x) - log p(z), whatever the estimate of q(z)
+    kl = (normal(mu, sigma).log_prob(z) - normal(0.0, 1.0).log_prob(z)).sum(-1).mean()
+    p = out.parts
+    torch.testing.assert_close(p["mutual_information"] + p["total_correlation"] + p["dimension_wise_kl"], kl,
+                               rtol=1e-4, atol=1e-4)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(model.decoder(z), x)
+    expected = bce + (p["mutual_information"] + 5.0 * p["total_correlation"] + p["dimension_wise_kl"]) / 4096
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="num_embeddings"):
+        build_model("vqvae", "small", SPRITES, num_embeddings=1)
+
+
+def test_vqvae_quantizes_each_slot_to_its_own_codebook():
+    torch.manual_seed(0)
+    model = build_model("vqvae", "small", SPRITES, num_embeddings=16, embedding_dim=4).eval()
+    enc = model.encode(torch.rand(3, 1, 64, 64))
+    assert enc.code.shape == (3, 10) and enc.z.shape == (3, 40)
+    z = enc.z.view(3, 10, 4)
+    for slot in range(10):
+        torch.testing.assert_close(z[:, slot], model.codebook[slot, enc.code[:, slot]].detach())
+
+
+def test_published_defaults():
+    cls = get_model_class
+    assert cls("qlae").defaults("sprites")["weight_decay"] == 0.1
+    assert cls("qlae").default_options("shapes") == {"quantization_weight": 0.01, "commitment_weight": 0.01}
+    assert cls("ae").defaults("shapes")["weight_decay"] == 1e-3
+    assert cls("vqvae").defaults("shapes")["weight_decay"] == 0.01
+    assert cls("vqvae").default_options("shapes")["commitment_weight"] == 0.25
+    assert cls("vae").default_options("shapes")["beta"] == 3.0
+    assert cls("vae").default_options("mpi3d")["beta"] == 0.1
+    assert cls("tcvae").default_options("shapes3d")["beta"] == 3.0
+    assert cls("bioae").default_options("shapes")["activity"] == 0.01
+    assert cls("bioae").defaults("shapes")["weight_decay"] == 1e-4
+    assert issubclass(cls("qlae"), LatentModel)

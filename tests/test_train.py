@@ -1,0 +1,306 @@
+"""The training command: outputs, resume, checkpoints, NaN stop, interrupts, bad input, evaluate, DDP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from latentquant.cli import main
+from latentquant.train import checkpoint as ckpt
+from latentquant.train.config import TrainConfig
+
+TINY = ["--dataset", "sprites", "--arch", "small", "--batch-size", "8", "--eval-samples", "100",
+        "--eval-every", "0", "--log-every", "1", "--threads", "1"]
+ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _train(*args):
+    return main(["train", *TINY, *map(str, args)])
+
+
+def _losses(run: Path) -> dict[int, dict]:
+    return {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+
+
+def _stderr_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qlae_run(tmp_path_factory):
+    """One short QLAE run shared by the tests that only read it."""
+    threads = torch.get_num_threads()
+    run = tmp_path_factory.mktemp("qlae") / "run"
+    assert _train("--model", "qlae", "--steps", "6", "--checkpoint-every", "3", "--out", run) == 0
+    torch.set_num_threads(threads)
+    return run
+
+
+def test_run_directory_is_complete(qlae_run):
+    run = qlae_run
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["weight_decay"] == 0.1 and cfg["lr"] == 1e-3 and cfg["num_latents"] == 10
+    assert cfg["values_per_latent"] == 10 and cfg["options"] == {"quantization_weight": 0.01,
+                                                                 "commitment_weight": 0.01}
+    lines = _losses(run)
+    assert sorted(lines) == [1, 2, 3, 4, 5, 6]
+    assert {"loss", "bce", "quantization", "commitment"} <= set(lines[6])
+    scores = json.loads((run / "eval.json").read_text())
+    assert {"infom", "infoe", "infoc", "dci_d", "dci_c", "dci_i", "mig", "psnr", "step"} <= set(scores)
+    assert scores["step"] == 6 and scores["dci_model"] == "fast" and 0 < scores["psnr"] < 60
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000003.safetensors",
+                                                                          "step_00000006.safetensors"]
+    for name in ("reconstructions", "traversals", "nmi"):
+        assert (run / "figures" / f"{name}.png").stat().st_size > 1000
+    report = (run / "report.md").read_text()
+    assert "figures/traversals.png" in report and "eval.json" in report
+
+
+def test_config_file_then_flags_override(tmp_path):
+    from latentquant.cli import build_parser
+    from latentquant.train.cli_train import build_config
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"model": "vae", "dataset": "shapes", "steps": 2,
+                                                      "options": {"beta": 7}, "lr": 0.002}))
+    args = build_parser().parse_args(["train", "--config", str(tmp_path / "c.yaml"), "--lr", "0.003"])
+    cfg = build_config(args).resolve(num_factors=6)
+    assert (cfg.model, cfg.lr, cfg.options["beta"], cfg.num_latents, cfg.steps) == ("vae", 0.003, 7.0, 12, 2)
+    assert cfg.weight_decay == 0.0 and cfg.batch_size == 128
+    path = tmp_path / "resolved.yaml"
+    from latentquant.train.config import load_config, save_config
+
+    save_config(cfg, path)
+    assert load_config(path) == cfg
+    published = TrainConfig(model="vae", dataset="shapes").resolve(6)
+    assert published.options["beta"] == 3.0  # configs/params/vae/vae_shapes3d.yaml
+    assert TrainConfig(model="tcvae", dataset="sprites").resolve(5).options["beta"] == 1.0
+
+
+@pytest.mark.parametrize("model", ["qlae", "vae"])
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, model):
+    full, part = tmp_path / "full", tmp_path / "part"
+    common = ["--model", model, "--checkpoint-every", "20", "--seed", "3"]
+    assert _train(*common, "--steps", "60", "--out", full) == 0
+    assert _train(*common, "--steps", "40", "--out", part) == 0
+    assert main(["train", "--resume", str(part), "--steps", "60"]) == 0
+    a, b = _losses(full), _losses(part)
+    assert sorted(a) == sorted(b) == list(range(1, 61))
+    for step in range(1, 61):
+        for key in a[step]:
+            if key not in ("seconds",):
+                assert b[step][key] == pytest.approx(a[step][key], abs=1e-6, rel=0), (step, key)
+    wa, _ = ckpt.load_model_state(ckpt.latest_checkpoint(full / "checkpoints"))
+    wb, _ = ckpt.load_model_state(ckpt.latest_checkpoint(part / "checkpoints"))
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], rtol=0, atol=1e-6)
+    assert json.loads((part / "eval.json").read_text())["step"] == 60
+
+
+def test_fresh_run_refuses_a_directory_with_checkpoints(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "step_00000002.safetensors").write_bytes(b"x")
+    assert _train("--steps", "2", "--out", run) == 2
+    (line,) = _stderr_lines(capsys)
+    assert "--resume" in line
+
+
+# ---------------------------------------------------------------------------
+# checkpoints
+
+
+def _tiny_model():
+    from latentquant.models import DataInfo, build_model
+
+    torch.manual_seed(0)
+    model = build_model("qlae", "small", DataInfo("sprites", 1, 5, 100))
+    return model, model.configure_optimizers(lr=1e-3, weight_decay=0.1)
+
+
+def test_checkpoint_round_trip_and_atomic_write_survives_a_crash(tmp_path, monkeypatch):
+    model, opts = _tiny_model()
+    x = torch.rand(4, 1, 64, 64)
+    model.training_step(model, x, opts, 0)
+    folder = tmp_path / "checkpoints"
+    good = ckpt.save_checkpoint(folder, 10, model, opts, {"note": "good"})
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    model.training_step(model, x, opts, 1)
+
+    # a crash in the middle of writing the next checkpoint: half the bytes, then the process dies
+    real_open = open
+
+    class Dying:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[: len(data) // 2])
+            raise KeyboardInterrupt("simulated crash")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    monkeypatch.setattr("builtins.open", lambda p, mode="r", *a, **k: Dying(real_open(p, mode, *a, **k))
+                        if "step_00000020" in str(p) else real_open(p, mode, *a, **k))
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(folder, 20, model, opts)
+    monkeypatch.undo()
+    # and a temp file left by a process killed outright, plus a truncated file under a final name
+    (folder / ".step_00000030.safetensors.tmp999999").write_bytes(b"\0" * 100)
+    assert ckpt.list_checkpoints(folder) == [good]
+
+    (folder / "step_00000040.safetensors").write_bytes(good.read_bytes()[:500])
+    with pytest.warns(UserWarning, match="unreadable"):
+        path, tensors, doc = ckpt.load_latest(folder)
+    assert path == good and doc["note"] == "good" and doc["step"] == 10
+    fresh, fresh_opts = _tiny_model()
+    assert ckpt.restore(tensors, doc, fresh, fresh_opts) == 10
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, saved[k])
+    state = fresh_opts["model"].state_dict()["state"]
+    assert len(state) == sum(len(g["params"]) for g in fresh_opts["model"].param_groups)
+
+    # keep=2 prunes the oldest only after the new file is in place
+    (folder / "step_00000040.safetensors").unlink()
+    for step in (11, 12):
+        ckpt.save_checkpoint(folder, step, model, opts, keep=2)
+    assert [p.name for p in ckpt.list_checkpoints(folder)] == ["step_00000011.safetensors",
+                                                             "step_00000012.safetensors"]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    from latentquant.models.qlae import QLAE
+
+    calls = {"n": 0}
+    forward = QLAE.forward
+
+    def poisoned(self, x):
+        calls["n"] += 1
+        out = forward(self, x)
+        if calls["n"] >= 7:  # the 7th step's loss (and its gradients) are NaN
+            return type(out)(out.loss * float("nan"), {k: v * float("nan") for k, v in out.parts.items()})
+        return out
+
+    monkeypatch.setattr(QLAE, "forward", poisoned)
+    run = tmp_path / "run"
+    assert _train("--steps", "20", "--checkpoint-every", "5", "--out", run) == 1
+    lines = _stderr_lines(capsys)
+    assert any("non-finite loss at step 7" in line and "step_00000005" in line for line in lines)
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000005.safetensors"]
+    weights, _ = ckpt.load_model_state(run / "checkpoints" / "step_00000005.safetensors")
+    assert all(torch.isfinite(v).all() for v in weights.values())
+    assert not (run / "eval.json").exists()
+
+
+def test_sigint_writes_a_checkpoint_and_the_run_resumes(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "latentquant", "train", *TINY, "--steps", "100000",
+                             "--out", str(run)], env=ENV, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            metrics = run / "metrics.jsonl"
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "--resume" in err
+    (path,) = ckpt.list_checkpoints(run / "checkpoints")
+    step = int(path.stem.split("_")[1])
+    assert step >= 3
+    assert main(["train", "--resume", str(run), "--steps", str(step + 2)]) == 0
+    assert json.loads((run / "eval.json").read_text())["step"] == step + 2
+
+
+# ---------------------------------------------------------------------------
+# bad input: one line naming the valid choices, exit 2
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--model", "qlae3"], "valid choices: qlae, ae"),
+    (["--dataset", "mnist"], "valid"),
+    (["--arch", "large"], "valid choices: paper, small"),
+    (["--precision", "fp8"], "valid choices: auto, fp32, bf16"),
+    (["--steps", "0"], "steps must be an integer >= 1"),
+    (["--steps", "ten"], "invalid int value: 'ten'"),
+    (["--lr", "-1"], "lr must be a finite number"),
+    (["--device", "tpu"], "valid choices: auto, cpu"),
+    (["--option", "gamma=2"], "valid options: quantization_weight, commitment_weight"),
+    (["--model", "vae", "--option", "beta=big"], "expected a float"),
+    (["--model", "ae", "--values-per-latent", "5"], "quantized-latent models only"),
+    (["--resume", "/nonexistent/run"], "no config.yaml"),
+])
+def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, flags, expected):
+    try:
+        code = main(["train", "--out", str(tmp_path / "r"), "--steps", "1", *flags])
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
+    (line,) = _stderr_lines(capsys)
+    assert expected in line and "Traceback" not in line
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+# ---------------------------------------------------------------------------
+
+
+def test_evaluate_reproduces_eval_json(qlae_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(qlae_run, run)
+    before = json.loads((run / "eval.json").read_text())
+    (run / "eval.json").unlink()
+    for png in (run / "figures").iterdir():
+        png.unlink()
+    assert main(["evaluate", str(run)]) == 0
+    after = json.loads((run / "eval.json").read_text())
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        if isinstance(value, float):
+            assert after[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        else:
+            assert after[key] == value, key
+    assert sorted(p.name for p in (run / "figures").iterdir()) == ["nmi.png", "reconstructions.png",
+                                                                  "traversals.png"]
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "latentquant",
+           "train", *TINY, "--model", "qlae", "--steps", "4", "--out", str(run)]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]  # rank 0 alone writes
+    assert json.loads((run / "eval.json").read_text())["step"] == 4
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000004.safetensors"]
+    assert proc.stdout.count("step 4:") == 1
