@@ -413,6 +413,10 @@ def test_bad_options_raise():
     s, z = grid(3, 3, repeat=2), np.random.default_rng(0).standard_normal((18, 2))
     with pytest.raises(ValueError, match="estimator"):
         infomec(s, z, discrete_latents=False, estimator="kde")
+    with pytest.raises(TypeError, match="discrete_latents must be True or False, got 'yes'"):
+        infomec(s, z, discrete_latents="yes")
+    with pytest.raises(TypeError, match="explicitness must be True or False"):
+        infomec(s, z, discrete_latents=False, explicitness=None)
     with pytest.raises(ValueError, match="num_bins"):
         mig(s, z, num_bins=1)
     with pytest.raises(ValueError, match="at least 2 latents"):

@@ -83,6 +83,13 @@ def check_2d(x, name: str, *, numeric: bool) -> np.ndarray:
     return x
 
 
+def check_flag(value, name: str) -> bool:
+    """A boolean option, given as a bool (numpy bools too), nothing else."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_inputs(sources, latents, *, numeric_latents: bool) -> tuple[np.ndarray, np.ndarray]:
     """Validate ``sources`` (N, K) and ``latents`` (N, L) together."""
     sources = check_2d(sources, "sources", numeric=False)
@@ -237,7 +244,7 @@ def mutual_info_matrix(
         lz = z_values[cols]
         start = np.concatenate([[0], np.cumsum(lz)[:-1]])
         total = int(lz.sum())
-        g = z_codes[:, cols] + start  # (N, B) global codes
+        g = z_codes[:, cols[0] : cols[-1] + 1] + start  # (N, B) global codes, C order
         log_nz = np.log(np.maximum(np.bincount(g.ravel(), minlength=total), 1))
         for i in range(num_sources):
             ks = int(s_values[i])

@@ -59,13 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bins per continuous latent for MIG and --estimator histogram (default 20)")
     parser.add_argument("--no-explicitness", dest="explicitness", action="store_false",
                         help="skip InfoE (K logistic-regression fits)")
-    parser.add_argument("--no-dci", dest="dci", action="store_true", default=False,
+    parser.add_argument("--no-dci", dest="dci", action="store_false",
                         help="skip DCI (the slowest metric)")
     parser.add_argument("--dci-model", choices=("gbt", "fast"), default="gbt",
                         help="DCI classifier: gbt = sklearn GradientBoostingClassifier defaults "
                         "(as disentanglement_lib), fast = 20 stages, learning rate 0.5 (default gbt)")
-    parser.add_argument("--no-mig", dest="mig", action="store_true", default=False, help="skip MIG")
-    parser.add_argument("--no-sap", dest="sap", action="store_true", default=False, help="skip SAP")
+    parser.add_argument("--no-mig", dest="mig", action="store_false", help="skip MIG")
+    parser.add_argument("--no-sap", dest="sap", action="store_false", help="skip SAP")
     parser.add_argument("--test-fraction", type=_fraction, default=1 / 3,
                         help="held-out fraction for DCI and SAP (default 1/3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits and estimators (default 0)")
@@ -105,7 +105,9 @@ def load(path: str | os.PathLike) -> dict:
             out["discrete_latents"] = bool(flag.reshape(-1)[0])
         for key in ("sources", "latents"):
             if out[key].ndim != 2:
-                raise ValueError(f"'{key}' in {path} must be 2-D (n_samples, n_columns), got shape {out[key].shape}")
+                raise ValueError(
+                    f"'{key}' in {path} must be 2-D (n_samples, n_columns), got shape {out[key].shape}"
+                )
         out["source_names"] = _names(data, "source_names", out["sources"].shape[1])
         out["latent_names"] = _names(data, "latent_names", out["latents"].shape[1])
     return out
@@ -185,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
             "nmi": info.nmi, "active": info.active,
         }
         rows += [("InfoM", info.infom), ("InfoE", info.infoe), ("InfoC", info.infoc)]
-        if not args.dci:
+        if args.dci:
             d = dci(sources, latents, test_fraction=args.test_fraction, seed=args.seed, model=args.dci_model)
             results["dci"] = {
                 "disentanglement": d.disentanglement, "completeness": d.completeness,
@@ -196,10 +198,10 @@ def run(args: argparse.Namespace) -> int:
             rows += [("DCI disentanglement", d.disentanglement), ("DCI completeness", d.completeness),
                      ("DCI informativeness (train)", d.informativeness_train),
                      ("DCI informativeness (test)", d.informativeness_test)]
-        if not args.mig:
+        if args.mig:
             results["mig"] = mig(sources, latents, num_bins=args.num_bins, discrete_latents=discrete)
             rows.append(("MIG", results["mig"]))
-        if not args.sap:
+        if args.sap:
             results["sap"] = sap(sources, latents, test_fraction=args.test_fraction, seed=args.seed)
             rows.append(("SAP", results["sap"]))
     results["warnings"] = sorted({str(w.message) for w in caught if issubclass(w.category, MetricWarning)})

@@ -26,6 +26,7 @@ class InfoMEC(NamedTuple):
 def active_latents(latents, *, discrete_latents: bool) -> np.ndarray:
     """(L,) bool: range > 0 (discrete: 2+ distinct values, any labels) or
     range > (largest range) / 20 (continuous)."""
+    discrete_latents = _mi.check_flag(discrete_latents, "discrete_latents")
     latents = _mi.check_2d(latents, "latents", numeric=not discrete_latents)
     if discrete_latents:
         return _mi.label_encode(latents)[1] > 1
@@ -50,7 +51,9 @@ def normalized_mutual_info(
 
     Rows of constant sources (``H(s_i) = 0``) are 0.
     """
-    sources, latents = _mi.check_inputs(sources, latents, numeric_latents=not discrete_latents)
+    sources, latents = _mi.check_inputs(
+        sources, latents, numeric_latents=not _mi.check_flag(discrete_latents, "discrete_latents")
+    )
     s_codes, s_values = _mi.label_encode(sources)
     z_codes = _mi.label_encode(latents) if discrete_latents else None
     return _nmi(s_codes, s_values, latents, z_codes, estimator, num_bins, seed)
@@ -138,7 +141,9 @@ def explicitness(
     With ``return_per_source`` also returns the (K,) per-source values (NaN
     for constant sources).
     """
-    sources, latents = _mi.check_inputs(sources, latents, numeric_latents=not discrete_latents)
+    sources, latents = _mi.check_inputs(
+        sources, latents, numeric_latents=not _mi.check_flag(discrete_latents, "discrete_latents")
+    )
     s_codes, s_values = _mi.label_encode(sources)
     z_codes = _mi.label_encode(latents) if discrete_latents else None
     per_source = _explicitness(s_codes, s_values, latents, z_codes)
@@ -237,7 +242,10 @@ def infomec(
     Kraskov, Stoegbauer, Grassberger, "Estimating mutual information", 2004;
     Ross, "Mutual information between discrete and continuous data sets", 2014.
     """
-    sources, latents = _mi.check_inputs(sources, latents, numeric_latents=not discrete_latents)
+    sources, latents = _mi.check_inputs(
+        sources, latents, numeric_latents=not _mi.check_flag(discrete_latents, "discrete_latents")
+    )
+    explicitness = _mi.check_flag(explicitness, "explicitness")
     if estimator not in ("knn", "histogram"):
         raise ValueError(f"estimator must be 'knn' or 'histogram', got {estimator!r}")
     s_codes, s_values = _mi.label_encode(sources)

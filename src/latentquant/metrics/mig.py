@@ -35,7 +35,9 @@ def mig(sources, latents, *, num_bins: int = 20, discrete_latents: bool = False)
     ----------
     Chen et al., NeurIPS 2018; Locatello et al., ICML 2019.
     """
-    sources, latents = _mi.check_inputs(sources, latents, numeric_latents=not discrete_latents)
+    sources, latents = _mi.check_inputs(
+        sources, latents, numeric_latents=not _mi.check_flag(discrete_latents, "discrete_latents")
+    )
     if latents.shape[1] < 2:
         raise ValueError(f"MIG needs at least 2 latents, got latents of shape {latents.shape}")
     s_codes, s_values = _mi.label_encode(sources)

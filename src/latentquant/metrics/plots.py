@@ -67,7 +67,8 @@ def plot_nmi(
                     color="black" if np.isfinite(value) and value > 0.6 else "white",
                 )
     for j in np.flatnonzero(~active):
-        ax.add_patch(Rectangle((j - 0.5, -0.5), 1, num_sources, fill=False, hatch="//", edgecolor="grey", lw=0))
+        hatch = Rectangle((j - 0.5, -0.5), 1, num_sources, fill=False, hatch="//", edgecolor="grey", lw=0)
+        ax.add_patch(hatch)
     ax.set_xticks(range(num_latents), latent_names, rotation=90 if num_latents > 12 else 0)
     ax.set_yticks(range(num_sources), source_names)
     for j, label in enumerate(ax.get_xticklabels()):
