@@ -79,8 +79,9 @@ def perturb_values(lq: LatentQuantize, seed: int = 0, shuffle: bool = True) -> N
 
 
 def big_input_numel(levels) -> int:
-    """A channel-last input size that takes the transposed ("positions") kernel layout."""
-    return 4 * lqmod._ROWS_MAX_NUMEL
+    """A latent count above which the layer leaves the small-input ("rows")
+    argmin search for the sorted-midpoint one."""
+    return 2 * (lqmod._ROWS_MAX_DISTANCES // max(levels) + 1)
 
 
 # ----------------------------------------------------------------------------
@@ -309,10 +310,11 @@ def test_small_and_large_feature_maps_agree_with_reference():
     levels = [8, 3, 8, 5]
     lq = LatentQuantize(levels=levels).eval()
     perturb_values(lq, seed=3)
-    small = torch.randn(2, 4, 3, 3)
+    small = torch.randn(2, 4, 3, 3)  # rows
     side = int(math.sqrt(big_input_numel(levels) / 8)) + 1
-    large = torch.randn(2, 4, side, side)
-    for x in (small, large):
+    large = torch.randn(2, 4, side, side)  # batched planes, in place
+    many = torch.randn(big_input_numel(levels) // 36 + 1, 4, 3, 3)  # planes after a transpose
+    for x in (small, large, many):
         out = lq(x)
         z = x.movedim(1, -1)
         digits = ref_assign(z, value_table(lq))
@@ -426,16 +428,18 @@ def test_num_codebooks_without_codebook_dim_is_refused():
 
 
 @pytest.mark.parametrize("levels", [[4, 6, 3], [5] * 3])
-def test_gradcheck_float64(levels):
+@pytest.mark.parametrize("layout", ["rows", "planes"])
+def test_gradcheck_float64(levels, layout):
     torch.manual_seed(0)
     d = len(levels)
     lq = LatentQuantize(levels=levels).double()
     perturb_values(lq)
     table = lq._values_table().detach()
-    x = torch.randn(9, d, 4, dtype=torch.float64) * 0.6
+    shape = (13, d) if layout == "rows" else (9, d, 4)
+    x = torch.randn(shape, dtype=torch.float64) * 0.6
 
     def fn(z, t, quant_weight, commit_weight):
-        return lqmod._QuantizeFn.apply(z, t, lq._slot_codes, False, quant_weight, commit_weight, True, False)[2]
+        return lqmod._QuantizeFn.apply(z, t, lq._basis, quant_weight, commit_weight, True, False, lq._last)[2]
 
     def commit_only(z):
         return fn(z, table, 0.0, 1.0)
@@ -456,28 +460,33 @@ def test_gradcheck_float64(levels):
 
 
 @pytest.mark.parametrize("levels", [[5, 3, 8], [4] * 6])
-@pytest.mark.parametrize("large", [False, True])
-def test_gradients_match_plain_reference(levels, large):
+@pytest.mark.parametrize("layout", ["rows", "planes", "cf-batched", "cf-planes"])
+def test_gradients_match_plain_reference(levels, layout):
     torch.manual_seed(1)
     d = len(levels)
-    lq = LatentQuantize(levels=levels, dim=d + 2, quantization_loss_weight=0.3, commitment_loss_weight=0.7).train()
+    lq = LatentQuantize(levels=levels, dim=d + 2, quantization_loss_weight=0.3, commitment_loss_weight=0.7)
     perturb_values(lq)
-    n = big_input_numel(levels) // d + 1 if large else 23
-    x = torch.randn(n, d + 2, requires_grad=True)
-    g = torch.randn(n, d + 2)
+    lq = lq.double().train()  # float64: summation order may differ from the reference
+    big = big_input_numel(levels) // d + 1
+    shape = {"rows": (23, d + 2), "planes": (big, d + 2), "cf-batched": (2, d + 2, 8, big // 16 + 8),
+             "cf-planes": (big // 4 + 1, d + 2, 2, 2)}[layout]
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(shape, dtype=torch.float64)
 
     out, bd = lq(x, return_loss_breakdown=True)
     total = (out.quantized * g).sum() + 3 * out.loss + 2 * bd.quantization - bd.commitment
     params = [x] + list(lq.parameters())
     ours = torch.autograd.grad(total, params)
 
-    ref_out, _, quant, commit = ref_forward(lq, x)
+    xl = x.movedim(1, -1) if x.ndim == 4 else x
+    ref_out, _, quant, commit = ref_forward(lq, xl)
+    ref_out = ref_out.movedim(-1, 1) if x.ndim == 4 else ref_out
     ref_loss = 0.3 * quant + 0.7 * commit
     ref_total = (ref_out * g).sum() + 3 * ref_loss + 2 * quant - commit
     theirs = torch.autograd.grad(ref_total, params, allow_unused=True)
     for a, b in zip(ours, theirs):
         b = torch.zeros_like(a) if b is None else b
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
 def test_deterministic():

@@ -55,10 +55,6 @@ from torch import Tensor, nn
 __all__ = ["LatentQuantize", "Return", "LossBreakdown"]
 
 _INT64_CODES = 2**63  # flat indices 0 .. 2**63 - 1 fit in int64
-# channel-last inputs up to this many latent elements are quantized in place
-# as ((p c), d, 1); larger ones are transposed once to (c, d, p), since passes
-# over rows of only d elements run several times slower
-_ROWS_MAX_NUMEL = 32768
 
 
 class Return(NamedTuple):
@@ -73,26 +69,40 @@ class LossBreakdown(NamedTuple):
 
 
 # ----------------------------------------------------------------------------
-# the kernel: tensors laid out as (k, d, n) with latents on axis 1
+# the kernel. Two layouts of the projected latents z:
+#   rows    (r, d)     r = p * c rows of d latents; small inputs only
+#   planes  (k, d, n)  latents on axis 1, long rows n; everything else
+# and two nearest-value searches, both exact:
+#   rows:   argmin over the (r, d, l) distances. Three ops and no sort: the
+#           cheapest for small inputs, where each op's fixed cost dominates.
+#           The temporary is capped at _ROWS_MAX_DISTANCES elements.
+#   planes: count the sorted midpoints below z, one comparison pass per
+#           midpoint; no (N, d, l) temporary, and on CPU cheaper than a binary
+#           search (``torch.searchsorted`` costs ~10 ns per element).
+
+_ROWS_MAX_DISTANCES = 65536
 
 
-def _prepare(table: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Sort the (d, l) value table; return sorted values, the permutation back
-    to value slots and the (d, l - 1) midpoints (+inf past each latent's end)."""
-    sorted_values, perm = torch.sort(table, dim=-1, stable=True)
-    mids = (sorted_values[:, 1:] + sorted_values[:, :-1]) * 0.5
-    return sorted_values, perm, mids
+def _lookup_rows(z: Tensor, table: Tensor, basis: Tensor | None, last: Tensor | None):
+    """z (r, d), table (d, l) -> q (r, d), indices (r,) or (r, d), slots (r, d).
+
+    Ties go to the lowest slot (argmin). ``last`` (d,) clamps slots onto each
+    latent's own values, where +inf padding and an infinite z would give NaN.
+    """
+    slots = (z.unsqueeze(-1) - table).abs_().argmin(-1)  # (r, d, l) -> (r, d)
+    if last is not None:
+        slots = torch.minimum(slots, last)
+    q = torch.gather(table.t(), 0, slots)
+    indices = slots if basis is None else (slots * basis).sum(-1)
+    return q, indices, slots
 
 
 def _search(z: Tensor, mids: Tensor) -> Tensor:
     """Sorted position of each z among its latent's values: the number of that
     latent's midpoints strictly below z. z (k, d, n), mids (d, l-1) -> (k, d, n) int64.
 
-    One comparison pass per midpoint, written into preallocated buffers of z's
-    dtype (float comparisons into bool outputs are several times slower on
-    CPU). For the few values a latent has this beats a binary search, which
-    costs some 10 ns per element, and unlike ``torch.searchsorted`` it never
-    starts a thread pool for small inputs. NaN counts no midpoint: slot 0.
+    Comparisons are written into preallocated buffers of z's dtype (bool
+    outputs are several times slower on CPU). NaN counts no midpoint.
     Exact while l < 2**24.
     """
     m = mids.shape[1]
@@ -106,27 +116,40 @@ def _search(z: Tensor, mids: Tensor) -> Tensor:
     return count.long()
 
 
-def _lookup(z: Tensor, table: Tensor, code_table: Tensor):
-    """Nearest values and their codes. z (k, d, n); table (d, l) -> q (k, d, n),
-    codes (k, d, n) gathered from code_table (d, l), pos (k, d, n), perm (d, l)."""
-    sorted_values, perm, mids = _prepare(table)
+def _lookup_planes(z: Tensor, table: Tensor, basis: Tensor | None):
+    """z (k, d, n), table (d, l) -> q (k, d, n), indices (k, n) or (k, d, n),
+    sorted positions (k, d, n), perm (d, l) from sorted positions to slots.
+
+    The table is sorted first, so values left unsorted by training are fine;
+    ``perm`` maps positions back to slots of ``values_per_latent``. Ties (z on
+    a midpoint) go to the lower value.
+    """
+    sorted_values, perm = torch.sort(table, dim=-1, stable=True)
+    mids = (sorted_values[:, 1:] + sorted_values[:, :-1]) * 0.5  # +inf on padding
     pos = _search(z, mids)
     shape = (z.shape[0],) + table.shape
     q = torch.gather(sorted_values.expand(shape), 2, pos)
-    codes = torch.gather(code_table.gather(1, perm).expand(shape), 2, pos)
-    return q, codes, pos, perm
+    codes = perm if basis is None else perm * basis.unsqueeze(-1)
+    codes = torch.gather(codes.expand(shape), 2, pos)
+    return q, (codes if basis is None else codes.sum(1)), pos, perm
+
+
+def _lookup(z: Tensor, table: Tensor, basis: Tensor | None, last: Tensor | None):
+    if z.ndim == 2:
+        return _lookup_rows(z, table, basis, last) + (None,)
+    return _lookup_planes(z, table, basis)
 
 
 class _QuantizeFn(torch.autograd.Function):
     """Fused latent quantization with both losses of the paper.
 
-    Inputs: ``z`` (k, d, n) in the compute dtype; ``table`` (d, l) of values
-    (+inf padding); ``code_table`` (d, l) int64, what each value slot adds to
-    an index (slot * basis for flat indices, slot otherwise); ``flat``; the
-    two loss weights (``with_loss=False`` skips the losses: eval mode);
-    ``breakdown``.
+    Inputs: ``z`` in a kernel layout (rows or planes) and the compute dtype;
+    ``table`` (d, l) of values (+inf padding); ``basis`` (d,) int64 for flat
+    indices or None for per-latent slots; the two loss weights
+    (``with_loss=False`` skips the losses: eval mode with gradients);
+    ``breakdown``; ``last`` (see ``_lookup_rows``).
 
-    Outputs: ``q`` (k, d, n), the indices, ``loss`` and, with ``breakdown``,
+    Outputs: ``q`` (like z), the indices, ``loss`` and, with ``breakdown``,
     ``quantization`` and ``commitment``. With e = z - q and N = z.numel(),
     quantization = commitment = sum(e^2) / N.
 
@@ -136,9 +159,8 @@ class _QuantizeFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, table, code_table, flat, quant_weight, commit_weight, with_loss, breakdown):
-        q, codes, pos, perm = _lookup(z, table, code_table)
-        indices = codes.sum(1) if flat else codes
+    def forward(ctx, z, table, basis, quant_weight, commit_weight, with_loss, breakdown, last):
+        q, indices, pos, perm = _lookup(z, table, basis, last)
         ctx.mark_non_differentiable(indices)
         ctx.with_loss = with_loss
         if not with_loss:
@@ -149,6 +171,7 @@ class _QuantizeFn(torch.autograd.Function):
         sse = torch.dot(flat_err, flat_err)
         ctx.save_for_backward(err, pos, perm)
         ctx.weights = (quant_weight, commit_weight)
+        ctx.table_width = table.shape[1]
         loss = sse * ((quant_weight + commit_weight) / z.numel())
         if breakdown:
             mse = sse / z.numel()
@@ -172,16 +195,16 @@ class _QuantizeFn(torch.autograd.Function):
             w = grad_loss * (-quant_weight * scale)
             if grad_quant is not None:
                 w = w - grad_quant * scale
-            k, d, n = err.shape
-            l = perm.shape[1]
-            # per (latent, sorted slot): the sum of the errors assigned to it,
-            # with an O(k d l) buffer only where l <= n
-            if n == 1:
-                sums = err.new_zeros(l, d).scatter_add_(0, pos.view(k, d), err.view(k, d)).t()
+            d = err.shape[1]
+            if perm is None:
+                # rows: pos are the slots already; an (l, d) buffer
+                sums = err.new_zeros(ctx.table_width, d).scatter_add_(0, pos, err)
+                grad_table = sums.t().mul_(w)
             else:
-                sums = err.new_zeros(k, d, l).scatter_add_(2, pos, err).sum(0)  # (d, l)
-            # back from sorted order to value slots
-            grad_table = torch.empty_like(sums).scatter_(1, perm, sums.mul_(w))
+                # planes: per (latent, sorted position) sums of the errors,
+                # a (k, d, l) buffer with l <= n; then back to value slots
+                sums = err.new_zeros(err.shape[0], d, perm.shape[1]).scatter_add_(2, pos, err).sum(0)
+                grad_table = torch.empty_like(sums).scatter_(1, perm, sums.mul_(w))
         return grad_z, grad_table, None, None, None, None, None, None
 
 
@@ -377,16 +400,13 @@ class LatentQuantize(nn.Module):
 
         # small constant tables, moved with the module, not saved
         basis = [math.prod(levels[:i]) for i in range(d)] if self.codebook_size <= _INT64_CODES else None
-        # what value slot s of latent i adds to an index: s * basis_i (flat) or s
-        slots = [[s if s < level else 0 for s in range(lmax)] for level in levels]
-        flat_codes = None if basis is None else [[s * basis[i] for s in row] for i, row in enumerate(slots)]
-        self.register_buffer("_slot_codes", torch.tensor(slots, dtype=torch.int64), persistent=False)
-        self.register_buffer("_flat_codes", None if basis is None else torch.tensor(flat_codes, dtype=torch.int64), persistent=False)
         self.register_buffer("_basis", None if basis is None else torch.tensor(basis, dtype=torch.int64), persistent=False)
         self.register_buffer("_levels", torch.tensor(levels, dtype=torch.int64), persistent=False)
         self.register_buffer("_offsets", torch.arange(d, dtype=torch.int64) * lmax, persistent=False)
         pad = [[0.0 if s < level else math.inf for s in range(lmax)] for level in levels]
         self.register_buffer("_pad", None if self._equal_levels else torch.tensor(pad), persistent=False)
+        last = None if self._equal_levels else torch.tensor(levels, dtype=torch.int64) - 1
+        self.register_buffer("_last", last, persistent=False)
 
     # ------------------------------------------------------------------ values
 
@@ -410,7 +430,7 @@ class LatentQuantize(nn.Module):
 
     def _values_table(self) -> Tensor:
         """The values as one (d, l) table, +inf past each latent's levels."""
-        return self.values if self._pad is None else self.values + self._pad.to(self.values.dtype)
+        return self.values if self._pad is None else self.values + self._pad
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # accept per-latent entries (values_per_latent.0, ...), as written by
@@ -423,11 +443,12 @@ class LatentQuantize(nn.Module):
             state_dict[key] = packed
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _code_table(self) -> Tensor:
+    def _index_basis(self) -> Tensor | None:
+        """The mixed-radix basis for flat indices, None for per-latent ones."""
         if self.flat_indices:
             self._require_flat("flat_indices=True")
-            return self._flat_codes
-        return self._slot_codes
+            return self._basis
+        return None
 
     def _is_channel_first(self, ndim: int) -> bool:
         return ndim >= 4 if self.channel_first is None else self.channel_first
@@ -472,37 +493,38 @@ class LatentQuantize(nn.Module):
         if table.dtype != compute_dtype:
             table = table.to(compute_dtype)
 
-        # kernel layout (k, d, n), latents on axis 1, chosen to avoid copies:
-        #   "batched"   ((b c), d, n)  channel-first maps with n >= max(64, l), in place
-        #   "rows"      ((p c), d, 1)  small channel-last inputs, in place
-        #   "positions" (c, d, p)      the rest, transposed once so that each
-        #                              comparison pass runs over long rows
-        if channel_first and n >= max(64, self._lmax):
+        # kernel layout, chosen to avoid copies where possible:
+        #   "rows"    ((p c), d)     small inputs (channel-first ones transposed)
+        #   "batched" ((b c), d, n)  channel-first maps with n >= max(64, l), in place
+        #   "planes"  (c, d, p)      the rest, transposed once so that every
+        #                            comparison pass runs over long rows
+        if z.numel() * self._lmax <= _ROWS_MAX_DISTANCES:
+            layout = "rows"
+            zk = z.reshape(b, c, d, n).permute(0, 3, 1, 2).reshape(-1, d) if channel_first else z.reshape(-1, d)
+        elif channel_first and n >= max(64, self._lmax):
             layout, zk = "batched", z.reshape(b * c, d, n)
-        elif not channel_first and z.numel() <= _ROWS_MAX_NUMEL:
-            layout, zk = "rows", z.reshape(-1, d, 1)
         elif channel_first:
-            layout, zk = "positions", z.reshape(b, c, d, n).permute(1, 2, 0, 3).reshape(c, d, b * n)
+            layout, zk = "planes", z.reshape(b, c, d, n).permute(1, 2, 0, 3).reshape(c, d, b * n)
         else:
-            layout, zk = "positions", z.reshape(-1, c, d).permute(1, 2, 0).contiguous()
+            layout, zk = "planes", z.reshape(-1, c, d).permute(1, 2, 0).contiguous()
 
         training = self.training
+        basis = self._index_basis()
         if torch.is_grad_enabled() and (zk.requires_grad or (training and table.requires_grad)):
             outs = _QuantizeFn.apply(
                 zk,
                 table if training else table.detach(),
-                self._code_table(),
-                self.flat_indices,
+                basis,
                 self.quantization_loss_weight,
                 self.commitment_loss_weight,
                 training,
                 return_loss_breakdown,
+                self._last,
             )
-            q, codes, loss = outs[:3]
+            q, indices, loss = outs[:3]
             parts = outs[3:]
         else:
-            q, codes, _, _ = _lookup(zk, table.detach(), self._code_table())
-            codes = codes.sum(1) if self.flat_indices else codes
+            q, indices, _, _ = _lookup(zk, table.detach(), basis, self._last)
             if training:
                 err = (zk - q).view(-1)
                 mse = torch.dot(err, err) / err.numel()
@@ -513,45 +535,47 @@ class LatentQuantize(nn.Module):
                 parts = (loss, loss)
 
         # back to the caller's layout, then project out
-        if layout == "batched":
+        if layout == "rows":
+            q = q.view(b, n, c * d).transpose(1, 2) if channel_first else q.view(-1, c * d)
+        elif layout == "batched":
             q = q.view(b, c * d, n)
-        elif layout == "rows":
-            q = q.view(-1, c * d)
         elif channel_first:
-            q = q.view(c, d, b, n).permute(2, 0, 1, 3).reshape(b, c * d, n)
+            q = q.view(c, d, b, n).permute(2, 0, 1, 3)
         else:
-            q = q.permute(2, 0, 1).reshape(-1, c * d).contiguous()  # (c, d, p) -> (p, (c d))
+            q = q.permute(2, 0, 1).reshape(-1, c * d)  # (c, d, p) -> (p, (c d))
+        if channel_first:
+            q = q.reshape(b, c * d, n)
         if self.has_projections:
-            q = q.to(z_dtype)  # what project_in produced: the projections' own dtype
+            q = q.to(z_dtype).contiguous()  # what project_in produced: the projections' dtype
             q = _linear_channel_first(q, self.project_out) if channel_first else self.project_out(q)
         quantized = (q if q.dtype == x.dtype else q.to(x.dtype)).reshape(x.shape)
-        indices = self._indices_to_caller(codes, layout, lead, b, n)
+        indices = self._indices_to_caller(indices, layout, lead, b, n)
 
         out = Return(quantized, indices, loss)
         if return_loss_breakdown:
             return out, LossBreakdown(*parts)
         return out
 
-    def _indices_to_caller(self, codes: Tensor, layout: str, lead: tuple, b: int, n: int) -> Tensor:
+    def _indices_to_caller(self, indices: Tensor, layout: str, lead: tuple, b: int, n: int) -> Tensor:
         """Kernel-layout indices -> (*lead, c[, d]), without c unless kept."""
         c, d = self.num_codebooks, self.codebook_dim
         if self.flat_indices:
-            # ((b c), n), ((p c), 1) or (c, p) -> (p, c)
+            # ((p c),), ((b c), n) or (c, p) -> (p, c)
             if layout == "batched":
-                codes = codes.view(b, c, n).transpose(1, 2)
-            elif layout == "positions":
-                codes = codes.t()
+                indices = indices.view(b, c, n).transpose(1, 2)
+            elif layout == "planes":
+                indices = indices.t()
             tail = (c,)
         else:
-            # ((b c), d, n), ((p c), d, 1) or (c, d, p) -> (p, c, d)
+            # ((p c), d), ((b c), d, n) or (c, d, p) -> (p, c, d)
             if layout == "batched":
-                codes = codes.view(b, c, d, n).permute(0, 3, 1, 2)
-            elif layout == "positions":
-                codes = codes.permute(2, 0, 1)
+                indices = indices.view(b, c, d, n).permute(0, 3, 1, 2)
+            elif layout == "planes":
+                indices = indices.permute(2, 0, 1)
             tail = (c, d)
         if not self.keep_num_codebooks_dim:
             tail = tail[1:]
-        return codes.reshape(lead + tail)
+        return indices.reshape(lead + tail)
 
     # ------------------------------------------------------------------ indices
 
@@ -644,10 +668,12 @@ class LatentQuantize(nn.Module):
         with torch.no_grad():
             table = self._values_table()
             dtype = torch.promote_types(torch.promote_types(codes.dtype, table.dtype), torch.float32)
-            zk = codes.to(dtype).reshape(-1, c, d).permute(1, 2, 0).contiguous()  # (c, d, p)
-            _, idx, _, _ = _lookup(zk, table.to(dtype), self._code_table())
-            idx = idx.sum(1) if self.flat_indices else idx
-        return self._indices_to_caller(idx, "positions", lead, 1, zk.shape[-1])
+            zk = codes.to(dtype).reshape(-1, d)  # ((p c), d)
+            if zk.numel() * self._lmax > _ROWS_MAX_DISTANCES:
+                zk = zk.t().unsqueeze(0).contiguous()  # (1, d, (p c)): planes
+            _, idx, _, _ = _lookup(zk, table.to(dtype), self._index_basis(), self._last)
+        idx = idx.view(-1) if self.flat_indices else idx.view(-1, d) if idx.ndim == 2 else idx[0].t()
+        return idx.reshape(lead + (((c,) if self.keep_num_codebooks_dim else ()) + (() if self.flat_indices else (d,))))
 
     # ------------------------------------------------------------------ sampling
 
