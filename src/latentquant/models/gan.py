@@ -97,6 +97,11 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], x_real: Tensor, x_fake:
     return ((norm - 1) ** 2).mean()
 
 
+# torch.compile (AOTAutograd) cannot differentiate its graphs twice; the
+# penalty's critic pass therefore always runs eagerly, the rest may be compiled.
+_eager_gradient_penalty = torch.compiler.disable(gradient_penalty)
+
+
 @register_model("infowgan")
 class InfoWGAN(LatentModel):
     """InfoWGAN-GP: continuous latents, prior U[0, 1]^d (see module docstring).
@@ -186,7 +191,7 @@ class InfoWGAN(LatentModel):
         value, pre_z = self.critic_encode(torch.cat([x, x_fake]))   # (2b,), (2b, d)
         z_hat, _, lq = self.latent_layer(pre_z[b:])
         wasserstein = value[b:].mean() - value[:b].mean()
-        gp = gradient_penalty(self.critic_value, x, x_fake)
+        gp = _eager_gradient_penalty(self.critic_value, x, x_fake)
         latent = F.mse_loss(z_hat.float(), z.float())
         loss = wasserstein + self.lambda_gp * gp + self.lambda_latent * latent + self.latent_regularizer(lq)
         parts = {"loss": loss, "wasserstein": wasserstein, "gradient_penalty": gp, "latent": latent, **lq}
@@ -199,15 +204,6 @@ class InfoWGAN(LatentModel):
         latent = F.mse_loss(z_hat.float(), z.float())
         loss = -value.mean() + self.lambda_latent * latent + self.latent_regularizer(lq)
         return StepOutput(loss, {"generator": loss.detach(), "generator_latent": latent.detach()})
-
-    def traversal(self, z: Tensor, latent: int, codes: Tensor, steps: int) -> Tensor:
-        """Latent ``latent`` swept from its smallest to its largest encoding over the
-        evaluation set, as the authors' ``scripts/train_gan.py`` perturbations."""
-        col = codes[:, latent].float()
-        sweep = torch.linspace(col.min().item(), col.max().item(), steps, device=z.device)
-        out = z.unsqueeze(0).repeat(steps, 1, 1)
-        out[:, :, latent] = sweep[:, None].to(z.dtype)
-        return out
 
     @torch.no_grad()
     def extra_figures(self, images: Tensor) -> dict[str, Tensor]:
