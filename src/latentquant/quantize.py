@@ -140,6 +140,13 @@ def _lookup(z: Tensor, table: Tensor, basis: Tensor | None, last: Tensor | None)
     return _lookup_planes(z, table, basis)
 
 
+def _scalar_sum(a: Tensor | None, wa: float, b: Tensor | None, wb: float) -> Tensor | None:
+    """a * wa + b * wb for optional 0-d gradients (None is zero)."""
+    if a is None:
+        return None if b is None else b * wb
+    return a * wa if b is None else a * wa + b * wb
+
+
 class _QuantizeFn(torch.autograd.Function):
     """Fused latent quantization with both losses of the paper.
 
@@ -162,6 +169,7 @@ class _QuantizeFn(torch.autograd.Function):
     def forward(ctx, z, table, basis, quant_weight, commit_weight, with_loss, breakdown, last):
         q, indices, pos, perm = _lookup(z, table, basis, last)
         ctx.mark_non_differentiable(indices)
+        ctx.set_materialize_grads(False)
         ctx.with_loss = with_loss
         if not with_loss:
             loss = z.new_zeros(())
@@ -180,6 +188,7 @@ class _QuantizeFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_q, grad_indices, grad_loss, grad_quant=None, grad_commit=None):
+        # gradients are not materialized: None stands for zero
         if not ctx.with_loss:
             return grad_q, None, None, None, None, None, None, None
         err, pos, perm = ctx.saved_tensors
@@ -187,14 +196,17 @@ class _QuantizeFn(torch.autograd.Function):
         scale = 2.0 / err.numel()
         grad_z = grad_table = None
         if ctx.needs_input_grad[0]:
-            w = grad_loss * (commit_weight * scale)
-            if grad_commit is not None:
-                w = w + grad_commit * scale
-            grad_z = torch.addcmul(grad_q, err, w)
+            w = _scalar_sum(grad_loss, commit_weight * scale, grad_commit, scale)
+            if w is None:
+                grad_z = grad_q
+            elif grad_q is None:
+                grad_z = err * w
+            else:
+                grad_z = torch.addcmul(grad_q, err, w)
         if ctx.needs_input_grad[1]:
-            w = grad_loss * (-quant_weight * scale)
-            if grad_quant is not None:
-                w = w - grad_quant * scale
+            w = _scalar_sum(grad_loss, -quant_weight * scale, grad_quant, -scale)
+            if w is None:
+                return grad_z, None, None, None, None, None, None, None
             d = err.shape[1]
             if perm is None:
                 # rows: pos are the slots already; an (l, d) buffer
@@ -481,7 +493,7 @@ class LatentQuantize(nn.Module):
             n = z.shape[-1]
         else:
             lead = tuple(x.shape[:-1])
-            z = x.reshape(-1, self.dim)
+            z = x if x.ndim == 2 else x.reshape(-1, self.dim)
             if self.has_projections:
                 z = self.project_in(z)
             n = 1
@@ -500,7 +512,10 @@ class LatentQuantize(nn.Module):
         #                            comparison pass runs over long rows
         if z.numel() * self._lmax <= _ROWS_MAX_DISTANCES:
             layout = "rows"
-            zk = z.reshape(b, c, d, n).permute(0, 3, 1, 2).reshape(-1, d) if channel_first else z.reshape(-1, d)
+            if channel_first:
+                zk = z.reshape(b, c, d, n).permute(0, 3, 1, 2).reshape(-1, d)
+            else:
+                zk = z if c == 1 else z.reshape(-1, d)
         elif channel_first and n >= max(64, self._lmax):
             layout, zk = "batched", z.reshape(b * c, d, n)
         elif channel_first:
@@ -536,7 +551,10 @@ class LatentQuantize(nn.Module):
 
         # back to the caller's layout, then project out
         if layout == "rows":
-            q = q.view(b, n, c * d).transpose(1, 2) if channel_first else q.view(-1, c * d)
+            if channel_first:
+                q = q.view(b, n, c * d).transpose(1, 2)
+            elif c > 1:
+                q = q.view(-1, c * d)
         elif layout == "batched":
             q = q.view(b, c * d, n)
         elif channel_first:
@@ -548,7 +566,9 @@ class LatentQuantize(nn.Module):
         if self.has_projections:
             q = q.to(z_dtype).contiguous()  # what project_in produced: the projections' dtype
             q = _linear_channel_first(q, self.project_out) if channel_first else self.project_out(q)
-        quantized = (q if q.dtype == x.dtype else q.to(x.dtype)).reshape(x.shape)
+        if q.dtype != x.dtype:
+            q = q.to(x.dtype)
+        quantized = q if q.shape == x.shape else q.reshape(x.shape)
         indices = self._indices_to_caller(indices, layout, lead, b, n)
 
         out = Return(quantized, indices, loss)
@@ -575,7 +595,8 @@ class LatentQuantize(nn.Module):
             tail = (c, d)
         if not self.keep_num_codebooks_dim:
             tail = tail[1:]
-        return indices.reshape(lead + tail)
+        shape = lead + tail
+        return indices if indices.shape == shape else indices.reshape(shape)
 
     # ------------------------------------------------------------------ indices
 

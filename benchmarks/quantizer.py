@@ -1,0 +1,230 @@
+"""Speed and memory of latentquant.LatentQuantize against vector-quantize-pytorch.
+
+Peers (the ``bench`` extra; never imported by the package itself):
+vector-quantize-pytorch's ``LatentQuantize`` and ``FSQ`` (which only rounds,
+so it is the floor a scalar quantizer can hope for), on identical inputs, in
+one process. Runs are interleaved (one of each per round, the order rotating)
+and each figure is the median over the rounds, so load from other processes
+on a shared machine hits every implementation alike.
+
+Regimes
+    feature  (256, 6, 32, 32) channel-first feature map, levels [8] * 6
+    vectors  (128, 12) QLAE-sized latents, levels [4] * 12 (theirs cannot
+             build the paper's 10 values x 12 latents: it materializes all
+             10**12 codes); ours is also timed alone at [10] * 12.
+
+Modes
+    train  forward + backward, gradients flowing into the quantized output
+           (a fixed random upstream gradient) and into the loss (1.0)
+    eval   forward in eval mode under torch.no_grad()
+
+Memory (CPU): "peak" is the largest total size of tensor storages created
+during one training step and alive at the same time, sampled after every aten
+op (a TorchDispatchMode tracks each fresh output until its tensor dies;
+temporaries internal to a single op are not seen, for any implementation);
+"saved" is what autograd keeps between forward and backward
+(saved_tensors_hooks, distinct storages). On CUDA, peak is
+torch.cuda.max_memory_allocated above the starting level.
+
+Usage:  python benchmarks/quantizer.py [--regime feature|vectors|all]
+        [--rounds N] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+import weakref
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from latentquant import LatentQuantize
+
+try:
+    from vector_quantize_pytorch import FSQ
+    from vector_quantize_pytorch import LatentQuantize as TheirLatentQuantize
+except ImportError as err:  # pragma: no cover
+    raise SystemExit("benchmarks/quantizer.py needs vector-quantize-pytorch: pip install -e '.[bench]'") from err
+
+warnings.filterwarnings("ignore", module="vector_quantize_pytorch")
+
+REGIMES = {
+    "feature": dict(shape=(256, 6, 32, 32), levels=[8] * 6, rounds=30),
+    "vectors": dict(shape=(128, 12), levels=[4] * 12, rounds=400),
+}
+
+
+# ----------------------------------------------------------------------------
+# memory
+
+
+class _LiveStorage(TorchDispatchMode):
+    """Peak bytes of storages created inside the region and alive together."""
+
+    def __init__(self):
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = self.peak = 0
+
+    def _release(self, key: int) -> None:
+        self.current -= self.live.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor) or t._is_view():
+                continue
+            storage = t.untyped_storage()
+            key, size = storage.data_ptr(), storage.nbytes()
+            if size == 0 or key in inputs or key in self.live:
+                continue  # in-place / out= results, or already counted
+            self.live[key] = size
+            self.current += size
+            weakref.finalize(t, self._release, key)
+        self.peak = max(self.peak, self.current)
+        return out
+
+
+def saved_bytes(step) -> int:
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step(backward=False)
+    return sum(seen.values())
+
+
+def peak_bytes(step, device: torch.device) -> int:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        start = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - start
+    with _LiveStorage() as mode:
+        step()
+    return mode.peak
+
+
+class _AsSequence(torch.nn.Module):
+    """FSQ takes (b, n, d), not (b, d): hand it the view x[:, None]."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        out = self.inner(x.unsqueeze(1))
+        return (out[0].squeeze(1),) + tuple(out[1:])
+
+
+# ----------------------------------------------------------------------------
+# timing
+
+
+def make_steps(module, x, grad, train: bool):
+    """Closures running one training step (forward + backward) or one eval forward."""
+    one = torch.ones((), device=x.device)
+
+    def train_step(backward: bool = True):
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        out = module(x)
+        if not backward:
+            return out
+        quantized = out[0]
+        loss = out[2] if len(out) > 2 and torch.is_tensor(out[2]) and out[2].requires_grad else None
+        if loss is None:
+            quantized.backward(grad)
+        else:
+            torch.autograd.backward([quantized, loss], [grad, one])
+
+    def eval_step(backward: bool = False):
+        with torch.no_grad():
+            return module(x)
+
+    return train_step if train else eval_step
+
+
+def interleaved_medians(steps: dict, rounds: int, device: torch.device) -> dict[str, float]:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for step in steps.values():  # warm up
+        for _ in range(3):
+            step()
+    names = list(steps)
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            sync()
+            start = time.perf_counter()
+            steps[name]()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def run_regime(name: str, rounds: int, device: torch.device) -> list[str]:
+    spec = REGIMES[name]
+    shape, levels = spec["shape"], spec["levels"]
+    d = shape[1]
+    torch.manual_seed(0)
+    x = (torch.randn(shape, device=device) * 0.5).requires_grad_()
+    grad = torch.randn(shape, device=device)
+    modules = {
+        "ours": LatentQuantize(levels=levels),
+        "vqp LatentQuantize": TheirLatentQuantize(levels=levels, dim=d),
+        "vqp FSQ": FSQ(levels=levels, dim=d) if len(shape) > 2 else _AsSequence(FSQ(levels=levels, dim=d)),
+    }
+    if name == "vectors":
+        modules["ours [10]*12"] = LatentQuantize(levels=[10] * 12)
+    modules = {k: m.to(device) for k, m in modules.items()}
+
+    lines = []
+    for mode in ("train", "eval"):
+        train = mode == "train"
+        for m in modules.values():
+            m.train(train)
+        steps = {k: make_steps(m, x, grad, train) for k, m in modules.items()}
+        med = interleaved_medians(steps, rounds, device)
+        ours = med["ours"]
+        for k in modules:
+            ratio = med[k] / ours
+            mem = ""
+            if train:
+                mem = f"  peak {peak_bytes(steps[k], device) / 2**20:8.2f} MiB  saved {saved_bytes(steps[k]) / 2**20:8.2f} MiB"
+            lines.append(
+                f"{name:8s} {mode:5s} {k:20s} {med[k] * 1e3:9.3f} ms   {ratio:6.2f}x ours{mem}"
+            )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--regime", choices=[*REGIMES, "all"], default="all")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default: 30 feature, 400 vectors)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    regimes = list(REGIMES) if args.regime == "all" else [args.regime]
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}")
+    print("time: median over interleaved rounds; 'Nx ours' = that time / ours (above 1: ours is faster)")
+    for name in regimes:
+        rounds = args.rounds or REGIMES[name]["rounds"]
+        print(f"-- {name}: shape {REGIMES[name]['shape']}, levels {REGIMES[name]['levels']}, {rounds} rounds")
+        for line in run_regime(name, rounds, device):
+            print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
