@@ -137,7 +137,7 @@ def test_ql_generator_loss_reaches_codebook_values():
 
 @pytest.mark.parametrize("name", MODELS)
 def test_steps_move_only_their_network(name):
-    model = make(name)
+    model = make(name, n_critic=3)
     opts = model.configure_optimizers(lr=2e-4, weight_decay=1e-3)
     # the value head's bias cancels in D(fake) - D(real) and gets no gradient
     crit = [p for n, p in model.encoder.named_parameters() if n != "head.bias"]
@@ -145,22 +145,19 @@ def test_steps_move_only_their_network(name):
     x = images()
 
     c0, g0 = snapshot(crit), snapshot(gen)
-    parts = model.training_step(model, x, opts, step=0)  # (0 + 1) % 5 != 0: critic only
-    assert "generator" not in parts and torch.isfinite(parts["loss"])
-    assert all(moved(crit, c0)), "every critic parameter moves in a critic step"
-    assert not any(moved(gen, g0)), "a critic step must not touch the generator"
-    for s in (1, 2, 3):
-        model.training_step(model, x, opts, step=s)
-    assert not any(moved(gen, g0))
+    for step in (0, 1):  # (step + 1) % 3 != 0: critic only
+        parts = model.training_step(model, x, opts, step=step)
+        assert "generator" not in parts and torch.isfinite(parts["loss"])
+        assert all(moved(crit, c0)), "every critic parameter moves in a critic step"
+        assert not any(moved(gen, g0)), "a critic step must not touch the generator"
+        c0 = snapshot(crit)
+    assert len(opts["generator"].state) == 0
 
-    assert len(opts["generator"].state) == 0, "no generator update in the first 4 steps"
-    c1, g1 = snapshot(crit), snapshot(gen)
-    parts = model.training_step(model, x, opts, step=4)  # 5th critic step, then a generator step
+    parts = model.training_step(model, x, opts, step=2)  # 3rd critic step, then a generator step
     assert torch.isfinite(parts["generator"])
-    assert all(moved(gen, g1)), "every generator parameter (codebook values included) moves"
-    assert all(moved(crit, c1))
-    # the critic optimizer took exactly one step at step 4 (the generator step did not touch it)
-    assert all(int(s["step"]) == 5 for s in opts["critic"].state.values())
+    assert all(moved(gen, g0)), "every generator parameter (codebook values included) moves"
+    # the generator step took no critic optimizer step, and only the critic optimizer holds critic weights
+    assert all(int(s["step"]) == 3 for s in opts["critic"].state.values())
     assert all(int(s["step"]) == 1 for s in opts["generator"].state.values())
     assert all(p.requires_grad for p in model.parameters()) and all(p.grad is None for p in model.parameters())
 
@@ -222,3 +219,127 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="lambda_gp"):
         make("infowgan", lambda_gp=-1.0)
     assert isinstance(make("infowgan"), InfoWGAN) and isinstance(make("qlinfowgan"), QLInfoWGAN)
+
+
+# --------------------------------------------- through the shared training loop
+
+import json  # noqa: E402
+
+from latentquant.cli import main  # noqa: E402
+from latentquant.train import checkpoint as ckpt  # noqa: E402
+from latentquant.train.config import TrainConfig  # noqa: E402
+
+TINY = ["--dataset", "sprites", "--arch", "small", "--batch-size", "8", "--eval-samples", "100",
+        "--eval-every", "0", "--log-every", "1", "--threads", "1"]
+EVAL_KEYS = {"infom", "infoe", "infoc", "dci_d", "dci_c", "dci_i", "mig", "psnr", "step"}
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _records(run):
+    return {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+
+
+def test_published_defaults_resolve_through_the_config():
+    c = TrainConfig(model="qlinfowgan", dataset="shapes").resolve(6)
+    assert (c.lr, c.batch_size, c.weight_decay, c.values_per_latent, c.num_latents) == (2e-4, 64, 1e-3, 10, 12)
+    assert c.options == {"lambda_gp": 10.0, "lambda_latent": 200.0, "n_critic": 5,
+                         "quantization_weight": 0.01, "commitment_weight": 0.01}
+    c = TrainConfig(model="infowgan", dataset="sprites").resolve(5)
+    assert (c.lr, c.batch_size, c.weight_decay, c.values_per_latent) == (2e-4, 64, 1e-4, None)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_train_command_and_evaluate(name, tmp_path):
+    run = tmp_path / name
+    assert main(["train", *TINY, "--model", name, "--steps", "5", "--out", str(run)]) == 0
+    rec = _records(run)
+    assert sorted(rec) == [1, 2, 3, 4, 5]
+    assert all("generator" not in rec[s] for s in (1, 2, 3, 4)) and "generator" in rec[5]  # 5 critic : 1
+    assert all(r["lr"] == 2e-4 for r in rec.values())
+    scores = json.loads((run / "eval.json").read_text())
+    assert EVAL_KEYS <= set(scores) and scores["step"] == 5 and scores["model"] == name
+    figures = {p.name for p in (run / "figures").iterdir()}
+    assert {"samples.png", "traversals.png", "reconstructions.png", "nmi.png"} <= figures
+    assert "samples.png" in (run / "report.md").read_text()
+    if name == "infowgan":
+        return
+    # the evaluate command rebuilds the model from the checkpoint and gets the same numbers
+    (run / "eval.json").unlink()
+    assert main(["evaluate", str(run)]) == 0
+    again = json.loads((run / "eval.json").read_text())
+    for key, value in scores.items():
+        assert again[key] == (pytest.approx(value, rel=1e-9, abs=1e-12) if isinstance(value, float) else value), key
+
+
+def test_resume_of_a_gan_run_reproduces_the_uninterrupted_run(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    common = ["--model", "qlinfowgan", "--checkpoint-every", "3", "--seed", "3", "--values-per-latent", "4",
+              "-o", "n_critic=2"]
+    assert main(["train", *TINY, *common, "--steps", "6", "--out", str(full)]) == 0
+    assert main(["train", *TINY, *common, "--steps", "3", "--out", str(part)]) == 0
+    # both optimizers' states are in the checkpoint: critic 3 steps, generator 1 (after step 2)
+    tensors, doc = ckpt.read_checkpoint(ckpt.latest_checkpoint(part / "checkpoints"))
+    for opt, taken in (("critic", 3), ("generator", 1)):
+        steps = [v for k, v in tensors.items() if k.startswith(f"optim.{opt}.") and k.endswith(".step")]
+        assert steps and all(int(v) == taken for v in steps), opt
+        assert any(k.startswith(f"optim.{opt}.") and k.endswith(".exp_avg") for k in tensors)
+    assert main(["train", "--resume", str(part), "--steps", "6"]) == 0
+    a, b = _records(full), _records(part)
+    assert sorted(a) == sorted(b) == list(range(1, 7))
+    assert ["generator" in a[s] for s in a] == [False, True] * 3
+    for step in a:
+        for key in a[step]:
+            if key != "seconds":
+                assert b[step][key] == pytest.approx(a[step][key], abs=1e-6, rel=0), (step, key)
+    wa, _ = ckpt.load_model_state(ckpt.latest_checkpoint(full / "checkpoints"))
+    wb, _ = ckpt.load_model_state(ckpt.latest_checkpoint(part / "checkpoints"))
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], rtol=0, atol=1e-6)
+
+
+DDP_SCRIPT = """
+import torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from latentquant.models import DataInfo, build_model
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+model = build_model("qlinfowgan", "small", DataInfo("sprites", 1, 2, 100), values_per_latent=4, n_critic=2)
+before = torch.cat([p.detach().flatten() for p in model.parameters()])
+opts = model.configure_optimizers(lr=1e-3, weight_decay=1e-3)
+net = DistributedDataParallel(model, find_unused_parameters=model.ddp_find_unused_parameters)
+torch.manual_seed(100 + rank)  # different images and noise on each rank
+for step in range(2):  # critic, then critic + generator
+    model.training_step(net, torch.rand(2, 1, 64, 64), opts, step)
+flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+both = [torch.zeros_like(flat) for _ in range(2)]
+dist.all_gather(both, flat)
+if rank == 0:
+    print("DIFF", (both[0] - both[1]).abs().max().item(), "MOVED", (flat - before).abs().max().item())
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_keeps_ranks_in_sync_through_penalty_and_generator_steps(tmp_path):
+    # gradient penalty (double backward), frozen critic in the generator step and
+    # find_unused_parameters: with different data per rank, the ranks stay identical
+    # only if every gradient is all-reduced
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp_gan.py"
+    script.write_text(DDP_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script)], env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    words = proc.stdout.split()
+    diff, moved = float(words[words.index("DIFF") + 1]), float(words[words.index("MOVED") + 1])
+    assert diff == 0.0 and moved > 1e-4
