@@ -343,3 +343,13 @@ def test_ddp_keeps_ranks_in_sync_through_penalty_and_generator_steps(tmp_path):
     words = proc.stdout.split()
     diff, moved = float(words[words.index("DIFF") + 1]), float(words[words.index("MOVED") + 1])
     assert diff == 0.0 and moved > 1e-4
+
+
+@pytest.mark.parametrize("option, expected", [("n_critic=0", "n_critic must be a positive int, got 0"),
+                                              ("lambda_gp=-1", "lambda_gp must be a non-negative number")])
+def test_bad_gan_options_exit_2_with_one_line(tmp_path, capsys, option, expected):
+    assert main(["train", *TINY, "--model", "qlinfowgan", "-o", option, "--steps", "1",
+                 "--out", str(tmp_path / "r")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and expected in err[0]
+    assert not (tmp_path / "r" / "checkpoints").exists()
