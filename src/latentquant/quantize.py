@@ -27,12 +27,16 @@ backward, a third of the layer's time on small inputs), and a state_dict
 entry ``values`` that follows ``.to()`` / ``.double()`` in both modes; state
 dicts with per-latent ``values_per_latent.{i}`` entries still load. Each
 forward uses that table directly (equal levels) or with +inf added on the
-padding, and sorts it. Nearest-value assignment then counts, per latent, the sorted
-midpoints below ``z`` with ``l - 1`` vectorized comparisons: no ``(N, d, l)``
-temporary, and on CPU cheaper than a binary search for so few values. The
-sort permutation maps sorted positions back to the value slots, so indices
-always name a slot of ``values_per_latent`` even after training has
-reordered the values.
+padding.
+
+Nearest-value assignment is exact and never builds an ``(N, d, l)``
+temporary beyond a fixed small cap: small inputs take one argmin over the
+distances (capped at ``_ROWS_MAX_DISTANCES`` elements; three ops, no sort),
+larger ones sort the tiny table and count, per latent, the sorted midpoints
+below ``z`` with ``l - 1`` vectorized comparison passes (on CPU cheaper than
+a binary search for so few values). The sort permutation maps sorted
+positions back to the value slots, so indices always name a slot of
+``values_per_latent`` even after training has reordered the values.
 
 Training goes through one ``torch.autograd.Function`` that computes the
 quantized values, the indices and the shared squared error in its forward,
@@ -49,7 +53,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["LatentQuantize", "Return", "LossBreakdown"]
@@ -316,7 +319,7 @@ class LatentQuantize(nn.Module):
         Keep a codebook axis on the indices; required (default) when
         ``num_codebooks > 1``.
     optimize_values : bool, default True
-        Values are parameters; otherwise buffers (still in the state_dict).
+        ``values`` is a parameter; otherwise a buffer (still in the state_dict).
     channel_first : bool, optional
         Feature axis 1 (True) or last (False). By default inputs with 4 or more
         dimensions, ``(b, d, h, w)`` and ``(b, d, t, h, w)``, are channel-first
@@ -327,6 +330,16 @@ class LatentQuantize(nn.Module):
         ``sum_i slot_i * prod_{j<i} levels[j]`` (first latent least
         significant). False gives the value slot of every latent,
         ``(..., codebook_dim)``; needed when ``prod(levels) > 2**63``.
+
+    Attributes
+    ----------
+    values : Tensor (codebook_dim, max(levels))
+        All learned values; row i holds latent i's in its first ``levels[i]``
+        slots (the rest is unused padding, zero).
+    values_per_latent : sequence of 1-D Tensor
+        ``values_per_latent[i]`` is the view ``values[i, :levels[i]]``.
+    codebook_size : int
+        ``prod(levels)``, codes per codebook, exact.
 
     Indices always name slots of ``values_per_latent``, whatever order
     training leaves the values in. ``forward`` returns ``Return(quantized,
@@ -609,7 +622,11 @@ class LatentQuantize(nn.Module):
     def _check_level_indices(self, digits: Tensor, name: str) -> None:
         """digits (..., d): each within its latent's levels."""
         if digits.shape[-1:] != (self.codebook_dim,):
-            raise ValueError(f"{name}: expected {self.codebook_dim} per-latent indices on the last axis, got {digits.shape[-1] if digits.ndim else 0} (shape {tuple(digits.shape)})")
+            found = digits.shape[-1] if digits.ndim else 0
+            raise ValueError(
+                f"{name}: expected {self.codebook_dim} per-latent indices on the last axis, "
+                f"got {found} (shape {tuple(digits.shape)})"
+            )
         if torch.compiler.is_compiling() or digits.numel() == 0:
             return
         flat = digits.reshape(-1, self.codebook_dim)
@@ -693,8 +710,12 @@ class LatentQuantize(nn.Module):
             if zk.numel() * self._lmax > _ROWS_MAX_DISTANCES:
                 zk = zk.t().unsqueeze(0).contiguous()  # (1, d, (p c)): planes
             _, idx, _, _ = _lookup(zk, table.to(dtype), self._index_basis(), self._last)
-        idx = idx.view(-1) if self.flat_indices else idx.view(-1, d) if idx.ndim == 2 else idx[0].t()
-        return idx.reshape(lead + (((c,) if self.keep_num_codebooks_dim else ()) + (() if self.flat_indices else (d,))))
+        if self.flat_indices:
+            idx = idx.view(-1)  # ((p c),)
+        else:
+            idx = idx if idx.ndim == 2 else idx[0].t()  # ((p c), d)
+        tail = ((c,) if self.keep_num_codebooks_dim else ()) + (() if self.flat_indices else (d,))
+        return idx.reshape(lead + tail)
 
     # ------------------------------------------------------------------ sampling
 
