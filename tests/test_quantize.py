@@ -439,7 +439,7 @@ def test_gradcheck_float64(levels, layout):
     x = torch.randn(shape, dtype=torch.float64) * 0.6
 
     def fn(z, t, quant_weight, commit_weight):
-        return lqmod._QuantizeFn.apply(z, t, lq._basis, quant_weight, commit_weight, True, False, lq._last)[2]
+        return lqmod._QuantizeFn.apply(z, t, lq._basis, lq._last, (quant_weight, commit_weight, True, False))[2]
 
     def commit_only(z):
         return fn(z, table, 0.0, 1.0)
@@ -578,12 +578,13 @@ def test_autocast_bfloat16_quantizes_in_float32_and_returns_input_dtype():
     assert plain(torch.randn(4, 3, dtype=torch.bfloat16)).quantized.dtype == torch.bfloat16
 
 
-def test_compile_fullgraph_matches_eager():
+@pytest.mark.parametrize("shape", [(3, 5, 4, 4), (2, 5, 64, 64)])  # argmin rows; midpoint planes
+def test_compile_fullgraph_matches_eager(shape):
     torch.manual_seed(0)
     lq = LatentQuantize(levels=[5, 3, 4], dim=5).train()
     perturb_values(lq)
     compiled = torch.compile(lq, fullgraph=True, backend="aot_eager")
-    x = torch.randn(3, 5, 4, 4, requires_grad=True)
+    x = torch.randn(shape, requires_grad=True)
     for module in (compiled, lq):
         x.grad = None
         lq.zero_grad()

@@ -155,9 +155,11 @@ class _QuantizeFn(torch.autograd.Function):
 
     Inputs: ``z`` in a kernel layout (rows or planes) and the compute dtype;
     ``table`` (d, l) of values (+inf padding); ``basis`` (d,) int64 for flat
-    indices or None for per-latent slots; the two loss weights
-    (``with_loss=False`` skips the losses: eval mode with gradients);
-    ``breakdown``; ``last`` (see ``_lookup_rows``).
+    indices or None for per-latent slots; ``last`` (see ``_lookup_rows``);
+    ``config`` = (quantization weight, commitment weight, with_loss,
+    breakdown), where ``with_loss=False`` skips the losses (eval mode with
+    gradients). One tuple: ``apply`` inspects every argument, which costs on
+    small inputs.
 
     Outputs: ``q`` (like z), the indices, ``loss`` and, with ``breakdown``,
     ``quantization`` and ``commitment``. With e = z - q and N = z.numel(),
@@ -169,7 +171,8 @@ class _QuantizeFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, table, basis, quant_weight, commit_weight, with_loss, breakdown, last):
+    def forward(ctx, z, table, basis, last, config):
+        quant_weight, commit_weight, with_loss, breakdown = config
         q, indices, pos, perm = _lookup(z, table, basis, last)
         ctx.mark_non_differentiable(indices)
         ctx.set_materialize_grads(False)
@@ -193,23 +196,26 @@ class _QuantizeFn(torch.autograd.Function):
     def backward(ctx, grad_q, grad_indices, grad_loss, grad_quant=None, grad_commit=None):
         # gradients are not materialized: None stands for zero
         if not ctx.with_loss:
-            return grad_q, None, None, None, None, None, None, None
+            return grad_q, None, None, None, None
         err, pos, perm = ctx.saved_tensors
         quant_weight, commit_weight = ctx.weights
         scale = 2.0 / err.numel()
         grad_z = grad_table = None
         if ctx.needs_input_grad[0]:
-            w = _scalar_sum(grad_loss, commit_weight * scale, grad_commit, scale)
-            if w is None:
-                grad_z = grad_q
-            elif grad_q is None:
-                grad_z = err * w
+            if grad_commit is None and grad_loss is not None and grad_q is not None:
+                grad_z = torch.addcmul(grad_q, err, grad_loss, value=commit_weight * scale)
             else:
-                grad_z = torch.addcmul(grad_q, err, w)
+                w = _scalar_sum(grad_loss, commit_weight * scale, grad_commit, scale)
+                if w is None:
+                    grad_z = grad_q
+                elif grad_q is None:
+                    grad_z = err * w
+                else:
+                    grad_z = torch.addcmul(grad_q, err, w)
         if ctx.needs_input_grad[1]:
             w = _scalar_sum(grad_loss, -quant_weight * scale, grad_quant, -scale)
             if w is None:
-                return grad_z, None, None, None, None, None, None, None
+                return grad_z, None, None, None, None
             d = err.shape[1]
             if perm is None:
                 # rows: pos are the slots already; an (l, d) buffer
@@ -220,7 +226,7 @@ class _QuantizeFn(torch.autograd.Function):
                 # a (k, d, l) buffer with l <= n; then back to value slots
                 sums = err.new_zeros(err.shape[0], d, perm.shape[1]).scatter_add_(2, pos, err).sum(0)
                 grad_table = torch.empty_like(sums).scatter_(1, perm, sums.mul_(w))
-        return grad_z, grad_table, None, None, None, None, None, None
+        return grad_z, grad_table, None, None, None
 
 
 def _linear_channel_first(z: Tensor, linear: nn.Linear) -> Tensor:
@@ -539,16 +545,8 @@ class LatentQuantize(nn.Module):
         training = self.training
         basis = self._index_basis()
         if torch.is_grad_enabled() and (zk.requires_grad or (training and table.requires_grad)):
-            outs = _QuantizeFn.apply(
-                zk,
-                table if training else table.detach(),
-                basis,
-                self.quantization_loss_weight,
-                self.commitment_loss_weight,
-                training,
-                return_loss_breakdown,
-                self._last,
-            )
+            config = (self.quantization_loss_weight, self.commitment_loss_weight, training, return_loss_breakdown)
+            outs = _QuantizeFn.apply(zk, table if training else table.detach(), basis, self._last, config)
             q, indices, loss = outs[:3]
             parts = outs[3:]
         else:
