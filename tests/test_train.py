@@ -269,6 +269,17 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, flags, expected):
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
+def test_resume_with_a_different_model_shape_is_one_line(qlae_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(qlae_run, run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--steps", "8", "--num-latents", "4"]) == 2
+    (line,) = _stderr_lines(capsys)
+    assert "does not fit this model" in line
+
+
 # ---------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 # The demo's settings; everything else is QLAE's published default
 # (AdamW lr 1e-3, weight decay 0.1, clip 1; 10 latents x 10 values; 0.01 / 0.01).
-DEMO = dict(dataset="sprites", model="qlae", arch="small", steps=3000, batch_size=32, eval_every=0,
+DEMO = dict(dataset="sprites", model="qlae", arch="small", steps=2500, batch_size=32, eval_every=0,
             eval_samples=5000, log_every=50, checkpoint_every=1000)
 
 

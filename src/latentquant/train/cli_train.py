@@ -109,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as err:
         print(f"latentquant train: {err}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:  # a second Ctrl-C, or one during the final evaluation
+        print("latentquant train: interrupted; checkpoints written so far are kept "
+              f"(latentquant train --resume {config.out or 'DIR'})", file=sys.stderr)
+        return 130
     if scores is not None:
         shown = ", ".join(f"{k} {scores[k]:.3f}" for k in ("infom", "infoe", "infoc", "dci_d", "mig", "psnr")
                           if isinstance(scores.get(k), float))

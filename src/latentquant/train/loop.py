@@ -419,8 +419,9 @@ def _train(config, resume, dist, get_dataset, DataInfo, build_model):
 def _progress(total: int, initial: int, enabled: bool):
     from tqdm import tqdm
 
+    interactive = sys.stderr.isatty()  # in a log file (a sweep's train.log), a line every 30 s is plenty
     return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
-                smoothing=0.05, file=sys.stderr, mininterval=0.5)
+                smoothing=0.05, file=sys.stderr, mininterval=0.5 if interactive else 30.0)
 
 
 def evaluate_run(model, dataset, cfg: TrainConfig, step: int, device: torch.device, autocast,
