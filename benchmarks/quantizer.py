@@ -33,6 +33,7 @@ Usage:  python benchmarks/quantizer.py [--regime feature|vectors|all]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import warnings
@@ -216,13 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     regimes = list(REGIMES) if args.regime == "all" else [args.regime]
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+          f"cpus {os.cpu_count()}, load average at start {load:.2f}")
     print("time: median over interleaved rounds; 'Nx ours' = that time / ours (above 1: ours is faster)")
     for name in regimes:
         rounds = args.rounds or REGIMES[name]["rounds"]
         print(f"-- {name}: shape {REGIMES[name]['shape']}, levels {REGIMES[name]['levels']}, {rounds} rounds")
         for line in run_regime(name, rounds, device):
-            print(line)
+            print(line, flush=True)
+    if hasattr(os, "getloadavg"):
+        print(f"load average at end {os.getloadavg()[0]:.2f} (other processes share the machine: compare ratios)")
     return 0
 
 
