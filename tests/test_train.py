@@ -304,6 +304,13 @@ def test_evaluate_reproduces_eval_json(qlae_run, tmp_path):
                                                                   "traversals.png"]
 
 
+def test_bf16_autocast_on_cpu(tmp_path):
+    run = tmp_path / "bf16"
+    assert _train("--model", "vae", "--steps", "2", "--precision", "bf16", "--out", run) == 0
+    scores = json.loads((run / "eval.json").read_text())
+    assert scores["step"] == 2 and scores["psnr"] > 0
+
+
 def test_ddp_two_processes_on_cpu(tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "latentquant",

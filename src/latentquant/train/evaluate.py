@@ -62,7 +62,8 @@ def encode_all(model, dataset, indices: np.ndarray, device: torch.device, batch_
                 logits = model.decode(enc.z)
             mse = (torch.sigmoid(logits.float()) - x).square().flatten(1).mean(1).clamp_min(1e-10)
             psnr_sum += float((-10 * torch.log10(mse)).sum())
-            codes.append(enc.code.detach().cpu())
+            code = enc.code.detach()
+            codes.append((code.float() if code.is_floating_point() else code).cpu())  # bf16 under autocast
             if z_first is None:
                 z_first = enc.z.detach().float().cpu()[:16]
     finally:
