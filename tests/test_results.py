@@ -89,4 +89,4 @@ def test_sweep_dry_run_plans_new_commands(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "4 runs: 0 done, 0 to resume, 4 new" in out
-    assert f"--out {tmp_path / 'sprites' / 'ae+weight-decay=0' / 'seed1'} --steps 5 --weight-decay 0" in out
+    assert f"--out {tmp_path / 'sprites' / 'ae+weight-decay=0' / 'seed1'} --threads 1 --steps 5 --weight-decay 0" in out

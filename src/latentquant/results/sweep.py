@@ -51,11 +51,13 @@ def parse_model(spec: str) -> tuple[str, tuple[str, ...]]:
 
 
 def plan(datasets, models, seeds, out, common_flags=()) -> list[RunSpec]:
+    """Every (seed, dataset, model) cell, seeds outermost: a grid stopped early
+    has whole seeds of every row rather than every seed of a few rows."""
     specs = []
-    for dataset in datasets:
-        for model in models:
-            base, flags = parse_model(model)
-            for seed in seeds:
+    for seed in seeds:
+        for dataset in datasets:
+            for model in models:
+                _, flags = parse_model(model)
                 specs.append(RunSpec(dataset, model, int(seed), Path(out) / dataset / model / f"seed{seed}",
                                      tuple(common_flags) + flags))
     return specs
@@ -135,7 +137,7 @@ def run(args) -> int:
     jobs = args.jobs or max(1, (os.cpu_count() or 1) // args.threads)
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
-    common = list(args.extra)
+    common = ["--threads", str(args.threads), *args.extra]
     if args.steps is not None:
         common += ["--steps", str(args.steps)]
     if args.arch is not None:
