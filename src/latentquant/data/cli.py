@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import tempfile
 from pathlib import Path
+
+from latentquant._atomic import atomic_open
 
 MAX_SHOW = 256
 
@@ -89,16 +90,9 @@ def save_grid(dataset, out: str | os.PathLike, n: int = 16, seed: int = 0) -> Pa
     fig.suptitle(f"{dataset.name}: {n} samples (seed {seed}), factor class indices", fontsize=9)
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_open(out, "wb") as fh:
             fig.savefig(fh, format="png", dpi=110)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     finally:
         plt.close(fig)
     return out

@@ -42,13 +42,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from latentquant._atomic import atomic_open, atomic_path
 from latentquant.data.base import FactorDataset, default_root, register
 
 DSPRITES_STEM = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64"
@@ -303,18 +303,8 @@ def npz_member_memmap(path: Path, member: str, cache_dir: Path) -> np.ndarray:
         if not (target.exists() and target.stat().st_size == info.file_size):
             warnings.warn(f"{path}: '{member}' is compressed and cannot be memory-mapped; extracting it "
                           f"once to {target} ({info.file_size / 1e9:.1f} GB)", stacklevel=3)
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{target.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as out, zf.open(info) as src:
-                    shutil.copyfileobj(src, out, 16 << 20)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+            with atomic_open(target, "wb") as out, zf.open(info) as src:
+                shutil.copyfileobj(src, out, 16 << 20)
     return np.load(target, mmap_mode="r")
 
 
@@ -439,21 +429,13 @@ class _PngFolder(FactorDataset):
             except (ValueError, OSError):
                 pass
         warnings.warn(f"{self.name}: decoding {len(self):,} images once into {target}", stacklevel=3)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(target) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
             for start in range(0, len(self), self.CACHE_CHUNK):
                 stop = min(start + self.CACHE_CHUNK, len(self))
                 out[start:stop] = np.stack([self._load_png(i) for i in range(start, stop)])
             out.flush()
             del out
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         return np.load(target, mmap_mode="r")
 
     def __getstate__(self):

@@ -18,11 +18,12 @@ import json
 import math
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from latentquant._atomic import atomic_write_text
 
 
 def _fraction(text: str) -> float:
@@ -130,16 +131,7 @@ def _jsonable(x):
 
 
 def _write_json(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(_jsonable(obj), handle, indent=2, allow_nan=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
 def output_paths(file: str | os.PathLike) -> tuple[Path, Path]:

@@ -8,11 +8,12 @@ selected and no window is ever opened.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from latentquant._atomic import atomic_open
 
 
 def plot_nmi(
@@ -81,13 +82,6 @@ def plot_nmi(
     fig.tight_layout()
 
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png")
     return path

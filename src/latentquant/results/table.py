@@ -18,11 +18,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from latentquant._atomic import atomic_write_text
 
 # (eval.json key, column title); the paper's order: InfoM, InfoE, InfoC, D, C, I.
 COLUMNS = [
@@ -105,17 +106,6 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("root", help="results directory laid out as <dataset>/<model>/seed<k>/")
     parser.add_argument("--out", default=None, help="markdown file to write (default ROOT/table.md)")
@@ -126,6 +116,6 @@ def run(args) -> int:
     text = to_markdown(rows)
     print(text, end="")
     out = Path(args.out) if args.out else Path(args.root) / "table.md"
-    write_atomic(out, text)
+    atomic_write_text(out, text)
     print(f"wrote {out}")
     return 0

@@ -231,7 +231,7 @@ def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
     """Write ``config`` as YAML atomically (temp file + rename)."""
     import yaml
 
-    from latentquant.train.checkpoint import atomic_write_text
+    from latentquant._atomic import atomic_write_text
 
     text = "# latentquant train: resolved config (load with --config, or --resume the run)\n"
     text += yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -27,7 +27,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import torch
 
-from latentquant.train.checkpoint import atomic_write_text
+from latentquant._atomic import atomic_write_text
 
 EVAL_KEYS = ("infom", "infoe", "infoc", "dci_d", "dci_c", "dci_i", "mig", "psnr", "step")
 _EVAL_STREAM = 0x5EED_E7A1  # second word of the evaluation generator's seed

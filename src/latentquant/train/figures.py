@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from latentquant.train.checkpoint import atomic_write_bytes
+from latentquant._atomic import atomic_write_bytes
 
 NUM_BASES = 3
 CONTINUOUS_STEPS = 9

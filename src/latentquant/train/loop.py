@@ -39,8 +39,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from latentquant._atomic import atomic_write_text
 from latentquant.train.checkpoint import (
-    atomic_write_text, latest_checkpoint, list_checkpoints, load_latest, restore, save_checkpoint,
+    latest_checkpoint, list_checkpoints, load_latest, restore, save_checkpoint,
 )
 from latentquant.train.config import TrainConfig, load_config, save_config
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from latentquant.train.checkpoint import atomic_write_text, list_checkpoints
+from latentquant._atomic import atomic_write_text
+from latentquant.train.checkpoint import list_checkpoints
 
 _ROWS = (
     ("infom", "InfoM (modularity)"), ("infoe", "InfoE (explicitness)"), ("infoc", "InfoC (compactness)"),

@@ -1,0 +1,75 @@
+"""Atomic file writes: whatever a user saved is either the old file or the new one.
+
+Every file the project writes for a user (checkpoints, configs, JSON, figures,
+caches of decoded data) goes through ``atomic_path``: the content is written to
+a unique temporary file in the destination folder, flushed to disk, then moved
+over the destination with ``os.replace`` (atomic on POSIX and Windows). A crash
+or Ctrl-C mid-write leaves the previous file intact and no temporary behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+__all__ = ["atomic_path", "atomic_open", "atomic_write_bytes", "atomic_write_text"]
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``.
+
+    The caller writes the temporary file by any means (``np.save``,
+    ``open_memmap``, ``fig.savefig``...) and closes it; its data is fsynced
+    before the rename and the folder after it. On an exception the temporary
+    file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        _fsync(tmp, os.O_RDONLY)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent, os.O_RDONLY)
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator[IO]:
+    """``open(path, mode)`` whose result appears at ``path`` only once complete."""
+    if not mode.startswith("w"):
+        raise ValueError(f"atomic_open writes whole files: mode must start with 'w', got {mode!r}")
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
+        yield handle
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    """Best effort: some file systems refuse fsync on folders."""
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from latentquant._atomic import atomic_open, atomic_path, atomic_write_bytes, atomic_write_text
+
+
+def test_write_replaces_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "sub" / "a.json"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    assert [p.name for p in target.parent.iterdir()] == ["a.json"]
+
+
+def test_failure_keeps_the_old_file_and_removes_the_temp(tmp_path):
+    target = tmp_path / "ckpt.bin"
+    atomic_write_bytes(target, b"good")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_open(target, "wb") as handle:
+            handle.write(b"half")
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"good"
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.bin"]
+
+
+def test_atomic_path_for_writers_that_take_a_path(tmp_path):
+    target = tmp_path / "x.npy"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp != target
+        with open(tmp, "wb") as handle:  # np.save(path) would append .npy to the temp name
+            np.save(handle, np.arange(3))
+    assert np.load(target).tolist() == [0, 1, 2]
+
+
+def test_atomic_open_rejects_read_modes(tmp_path):
+    with pytest.raises(ValueError, match="mode must start with 'w'"):
+        with atomic_open(tmp_path / "f", "r"):
+            pass
