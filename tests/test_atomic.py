@@ -36,3 +36,10 @@ def test_atomic_open_rejects_read_modes(tmp_path):
     with pytest.raises(ValueError, match="mode must start with 'w'"):
         with atomic_open(tmp_path / "f", "r"):
             pass
+
+
+def test_permissions_follow_the_umask_like_a_plain_open(tmp_path):
+    plain, atomic = tmp_path / "plain", tmp_path / "atomic"
+    plain.write_text("x")
+    atomic_write_text(atomic, "x")
+    assert (atomic.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)

@@ -10,7 +10,7 @@ or Ctrl-C mid-write leaves the previous file intact and no temporary behind.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
@@ -29,9 +29,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_unique(path, suffix)
     try:
         yield tmp
         _fsync(tmp, os.O_RDONLY)
@@ -59,6 +57,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def _create_unique(path: Path, suffix: str) -> Path:
+    """An empty, new file ``.<name>.<random><suffix>`` beside ``path``.
+
+    Unlike ``tempfile.mkstemp`` (always mode 0600) it is created with mode
+    0666 minus the umask, so the final file has the permissions a plain
+    ``open(path, 'w')`` would give it.
+    """
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def _fsync(path: Path, flags: int) -> None:
