@@ -423,6 +423,29 @@ def test_num_codebooks_without_codebook_dim_is_refused():
         LatentQuantize(levels=[4, 4], num_codebooks=2, keep_num_codebooks_dim=False)
 
 
+@pytest.mark.parametrize(
+    "shape, channel_first",
+    [((9, 11), None), ((2, 700, 11), None), ((2, 11, 30, 30), None), ((2, 11, 5), True), ((2, 30, 30, 11), False)],
+)
+@pytest.mark.parametrize("flat", [True, False])
+def test_indices_to_codes_equals_eval_output_with_projections_and_codebooks(shape, channel_first, flat):
+    """Exact equality also when project_out runs: the decoded codes must reach
+    it in the same memory layout as forward's quantized latents (a transposed
+    operand changes the GEMM's rounding). Inputs cover both searches."""
+    torch.manual_seed(0)
+    lq = LatentQuantize(levels=[4, 5, 3, 6], dim=11, num_codebooks=2, flat_indices=flat, channel_first=channel_first)
+    perturb_values(lq)
+    lq.eval()
+    x = torch.randn(shape)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            out = lq(x.requires_grad_(grad))
+        assert torch.equal(lq.indices_to_codes(out.indices), out.quantized.detach())
+    cf = channel_first if channel_first is not None else x.ndim >= 4
+    z = lq.indices_to_codes(out.indices, project_out=False)
+    assert torch.equal(lq.codes_to_indices(z.movedim(1, -1) if cf else z), out.indices)
+
+
 # ----------------------------------------------------------------------------
 # gradients of the fused Function
 

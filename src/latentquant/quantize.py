@@ -689,7 +689,10 @@ class LatentQuantize(nn.Module):
                 codes = _linear_channel_first(codes, self.project_out)
             return codes.reshape(b, codes.shape[1], *lead[1:])
         if project_out and self.has_projections:
-            codes = self.project_out(codes.reshape(-1, c * d)).reshape(*lead, self.dim)
+            # contiguous, as in forward: per-latent indices from forward can be
+            # a transposed view, and the gather keeps their strides; a
+            # transposed GEMM operand would round differently
+            codes = self.project_out(codes.reshape(-1, c * d).contiguous()).reshape(*lead, self.dim)
         return codes
 
     def codes_to_indices(self, codes: Tensor) -> Tensor:
