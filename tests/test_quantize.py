@@ -549,6 +549,24 @@ def test_eval_keeps_straight_through_gradient_when_asked():
         assert torch.equal(lq(x).quantized, out.quantized)
 
 
+@pytest.mark.parametrize("shape", [(0, 7), (0, 3, 7), (2, 0, 7), (0, 7, 5, 5), (0, 7, 40, 40), (2, 7, 0, 3), (0, 7, 2, 3, 3)])
+@pytest.mark.parametrize("train", [True, False])
+def test_empty_input_gives_empty_outputs_and_zero_loss(shape, train):
+    lq = LatentQuantize(levels=[3, 5, 4], dim=7).train(train)
+    x = torch.randn(shape, requires_grad=True)
+    out, bd = lq(x, return_loss_breakdown=True)
+    cf = len(shape) >= 4
+    lead = (shape[0],) + shape[2:] if cf else shape[:-1]
+    assert out.quantized.shape == shape and out.indices.shape == lead
+    for t in (out.loss, bd.quantization, bd.commitment):
+        assert t.shape == () and float(t.detach()) == 0.0
+    (out.loss + out.quantized.sum()).backward()
+    assert x.grad.shape == shape
+    assert lq.indices_to_codes(out.indices).shape == shape
+    with torch.no_grad():
+        assert float(lq(x).loss) == 0.0
+
+
 def test_training_without_grad_still_reports_the_loss():
     torch.manual_seed(0)
     lq = LatentQuantize(levels=[4, 4]).train()

@@ -186,9 +186,10 @@ class _QuantizeFn(torch.autograd.Function):
         ctx.save_for_backward(err, pos, perm)
         ctx.weights = (quant_weight, commit_weight)
         ctx.table_width = table.shape[1]
-        loss = sse * ((quant_weight + commit_weight) / z.numel())
+        count = max(z.numel(), 1)  # an empty input: sse = 0, so the losses are 0
+        loss = sse * ((quant_weight + commit_weight) / count)
         if breakdown:
-            mse = sse / z.numel()
+            mse = sse / count
             return q, indices, loss, mse, mse.clone()
         return q, indices, loss
 
@@ -199,7 +200,7 @@ class _QuantizeFn(torch.autograd.Function):
             return grad_q, None, None, None, None
         err, pos, perm = ctx.saved_tensors
         quant_weight, commit_weight = ctx.weights
-        scale = 2.0 / err.numel()
+        scale = 2.0 / max(err.numel(), 1)
         grad_z = grad_table = None
         if ctx.needs_input_grad[0]:
             if grad_commit is None and grad_loss is not None and grad_q is not None:
@@ -506,10 +507,10 @@ class LatentQuantize(nn.Module):
         # project in: z is (b, (c d), n) for channel-first input, (p, (c d)) otherwise
         if channel_first:
             lead = (b,) + tuple(x.shape[2:])
-            z = x.reshape(b, self.dim, -1)
+            n = math.prod(lead[1:])  # explicit: with b = 0 a -1 would be ambiguous
+            z = x.reshape(b, self.dim, n)
             if self.has_projections:
                 z = _linear_channel_first(z, self.project_in)
-            n = z.shape[-1]
         else:
             lead = tuple(x.shape[:-1])
             z = x if x.ndim == 2 else x.reshape(-1, self.dim)
@@ -553,7 +554,7 @@ class LatentQuantize(nn.Module):
             q, indices, _, _ = _lookup(zk, table.detach(), basis, self._last)
             if training:
                 err = (zk - q).view(-1)
-                mse = torch.dot(err, err) / err.numel()
+                mse = torch.dot(err, err) / max(err.numel(), 1)
                 loss = mse * (self.quantization_loss_weight + self.commitment_loss_weight)
                 parts = (mse, mse.clone())
             else:
@@ -684,7 +685,7 @@ class LatentQuantize(nn.Module):
         channel_first = self._is_channel_first(len(lead) + 1)
         if channel_first and len(lead) >= 1:
             b = lead[0]
-            codes = codes.reshape(b, -1, c * d).transpose(1, 2).contiguous()  # (b, (c d), n)
+            codes = codes.reshape(b, math.prod(lead[1:]), c * d).transpose(1, 2).contiguous()  # (b, (c d), n)
             if project_out and self.has_projections:
                 codes = _linear_channel_first(codes, self.project_out)
             return codes.reshape(b, codes.shape[1], *lead[1:])
