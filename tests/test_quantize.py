@@ -14,6 +14,7 @@ definitions rather than against itself.
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 
@@ -275,6 +276,44 @@ def test_constructor_defaults_and_projections():
     lq = LatentQuantize(levels=[4, 5], dim=10, projection_has_bias=False)
     assert isinstance(lq.project_in, nn.Linear) and lq.project_in.bias is None
     assert "codebook_size=20" in repr(lq)
+
+
+def test_constructor_signature_matches_vector_quantize_pytorch():
+    import inspect
+
+    params = inspect.signature(LatentQuantize).parameters
+    expected = dict(levels=inspect.Parameter.empty, dim=None, commitment_loss_weight=0.1, quantization_loss_weight=0.1,
+                    num_codebooks=1, codebook_dim=None, keep_num_codebooks_dim=None, optimize_values=True,
+                    channel_first=None, projection_has_bias=True, flat_indices=True)
+    assert list(params) == list(expected)
+    assert {k: p.default for k, p in params.items()} == expected
+
+
+def test_repr_stays_readable_for_many_latents():
+    text = repr(LatentQuantize(levels=[16] * 64, flat_indices=False))
+    assert "levels=[16] * 64" in text and "codebook_size=16**64" in text
+    assert len(text) < 300
+    text = repr(LatentQuantize(levels=[10] * 9 + [4] * 9, dim=20, channel_first=True))
+    assert "levels=[10] * 9 + [4] * 9" in text and "codebook_size~2.62e+14" in text and "channel_first=True" in text
+    assert "levels=[3, 5, 8]" in repr(LatentQuantize(levels=[3, 5, 8]))
+
+
+def test_values_per_latent_is_a_live_sequence_of_views():
+    torch.manual_seed(0)
+    lq = LatentQuantize(levels=[3, 5, 4], dim=6)
+    vpl = lq.values_per_latent
+    assert len(vpl) == 3 and [v.shape for v in vpl] == [(3,), (5,), (4,)]
+    assert torch.equal(vpl[-1], vpl[2]) and [v.shape for v in vpl[1:]] == [(5,), (4,)]
+    held = vpl[1]
+    opt = torch.optim.Adam(lq.parameters(), lr=0.05)
+    for _ in range(3):
+        opt.zero_grad()
+        lq.train()(torch.randn(40, 6)).loss.backward()
+        opt.step()
+    assert not torch.equal(held.detach(), torch.linspace(-0.5, 0.5, 5))
+    assert torch.equal(held, lq.values[1, :5]) and torch.equal(lq.values_per_latent[1], held)
+    with pytest.raises(IndexError):
+        vpl[3]
 
 
 # ----------------------------------------------------------------------------
@@ -711,3 +750,26 @@ def test_bad_indices():
         per.indices_to_codes(torch.tensor([[0, 1]]))
     with pytest.raises(ValueError, match=r"latent 2.*3"):
         lq.level_indices_to_indices(torch.tensor([[0, 0, 3]]))
+
+
+@pytest.mark.parametrize("batch_shape", [2.5, -1, (2, -3), "4", (2, 1.0), torch.tensor([3])])
+def test_bad_sample_shape(batch_shape):
+    lq = LatentQuantize(levels=[4, 5, 3])
+    with pytest.raises(TypeError, match=r"batch_shape.*" + re.escape(repr(batch_shape))):
+        lq.sample(batch_shape)
+
+
+def test_forward_and_backward_run_on_the_meta_device():
+    """The meta device has no data, so any host synchronisation (``.item()``,
+    ``int(t)``, data-dependent Python control flow) raises: forward in both
+    modes, both searches and backward must not need one, and the losses live
+    on the input's device."""
+    for train in (True, False):
+        for shape in [(4, 7), (3, 5, 7), (2, 7, 64, 64)]:
+            lq = LatentQuantize(levels=[3, 5, 4], dim=7).train(train).to("meta")
+            x = torch.empty(shape, device="meta", requires_grad=True)
+            out, bd = lq(x, return_loss_breakdown=True)
+            assert out.quantized.shape == shape and out.loss.device.type == "meta"
+            assert bd.quantization.device.type == "meta" and out.indices.device.type == "meta"
+            (out.loss + out.quantized.sum()).backward()
+            assert x.grad.shape == shape

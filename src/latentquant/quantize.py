@@ -274,6 +274,22 @@ def _check_levels(levels, codebook_dim) -> list[int]:
     return [int(level) for level in levels]
 
 
+def _levels_repr(levels: Sequence[int]) -> str:
+    """[3, 5, 8] as is; lists of more than 8 as runs when shorter, e.g.
+    '[10] * 12' or '[10] * 9 + [4] * 9'."""
+    plain = str(list(levels))
+    if len(levels) <= 8:
+        return plain
+    runs: list[list[int]] = []
+    for level in levels:
+        if runs and runs[-1][0] == level:
+            runs[-1][1] += 1
+        else:
+            runs.append([level, 1])
+    compact = " + ".join(f"[{level}] * {k}" if k > 1 else f"[{level}]" for level, k in runs)
+    return compact if len(compact) < len(plain) else plain
+
+
 class _LatentValues(Sequence):
     """``values_per_latent``: latent i's values as a 1-D view of the packed table."""
 
@@ -283,8 +299,10 @@ class _LatentValues(Sequence):
     def __len__(self) -> int:
         return self._module.codebook_dim
 
-    def __getitem__(self, i: int) -> Tensor:
-        i = range(len(self))[i]
+    def __getitem__(self, i: int | slice) -> Tensor | list[Tensor]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        i = range(len(self))[i]  # negative indices; IndexError past the end
         return self._module.values[i, : self._module.levels[i]]
 
     def __repr__(self) -> str:
@@ -399,7 +417,7 @@ class LatentQuantize(nn.Module):
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         self.dim = int(dim)
         self.keep_num_codebooks_dim = bool(keep_num_codebooks_dim)
-        self.channel_first = channel_first
+        self.channel_first = None if channel_first is None else bool(channel_first)
         self.commitment_loss_weight = weights["commitment_loss_weight"]
         self.quantization_loss_weight = weights["quantization_loss_weight"]
         self.optimize_values = bool(optimize_values)
@@ -725,7 +743,12 @@ class LatentQuantize(nn.Module):
         """Codes drawn uniformly from each latent's values, channel-last
         ``(*batch_shape, dim)`` (``c * d`` features with ``project_out=False``);
         differentiable with respect to the values, e.g. a generator's prior."""
-        shape = (batch_shape,) if _is_int(batch_shape) else tuple(batch_shape)
+        shape = (batch_shape,) if _is_int(batch_shape) else batch_shape
+        if isinstance(shape, (str, bytes, Tensor)) or not isinstance(shape, Sequence) or not all(
+            _is_int(s) and s >= 0 for s in shape
+        ):
+            raise TypeError(f"batch_shape must be an int or a sequence of ints >= 0, got {batch_shape!r}")
+        shape = tuple(int(s) for s in shape)
         c, d = self.num_codebooks, self.codebook_dim
         table = self._values_table()
         u = torch.rand(*shape, c, d, generator=generator, device=table.device)
@@ -734,9 +757,17 @@ class LatentQuantize(nn.Module):
         return self.project_out(codes) if project_out else codes
 
     def extra_repr(self) -> str:
-        return (
-            f"levels={list(self.levels)}, dim={self.dim}, num_codebooks={self.num_codebooks}, "
-            f"codebook_size={self.codebook_size}, flat_indices={self.flat_indices}, "
-            f"optimize_values={self.optimize_values}, quantization_loss_weight={self.quantization_loss_weight}, "
-            f"commitment_loss_weight={self.commitment_loss_weight}"
-        )
+        size = self.codebook_size
+        if size < 10**9:
+            size = f"={size}"
+        elif self._equal_levels:
+            size = f"={self.levels[0]}**{self.codebook_dim}"
+        else:
+            size = f"~{size:.3g}"
+        parts = [f"levels={_levels_repr(self.levels)}", f"dim={self.dim}", f"num_codebooks={self.num_codebooks}",
+                 f"codebook_size{size}", f"flat_indices={self.flat_indices}", f"optimize_values={self.optimize_values}",
+                 f"quantization_loss_weight={self.quantization_loss_weight}",
+                 f"commitment_loss_weight={self.commitment_loss_weight}"]
+        if self.channel_first is not None:
+            parts.append(f"channel_first={self.channel_first}")
+        return ", ".join(parts)
