@@ -383,6 +383,14 @@ def test_nan_input_gives_in_range_indices():
         x = torch.full((n, 3), float("nan"))
         digits = lq.indices_to_level_indices(lq(x).indices)
         assert bool(((digits >= 0) & (digits < torch.tensor([4, 7, 3]))).all())
+    # training does not hide it: the loss and the gradients turn NaN
+    x = torch.zeros(6, 3)
+    x[2, 1] = float("nan")
+    x.requires_grad_(True)
+    out = lq.train()(x)
+    assert torch.isfinite(out.quantized).all() and torch.isnan(out.loss)
+    out.loss.backward()
+    assert torch.isnan(x.grad[2, 1]) and torch.isnan(lq.values.grad).any()
 
 
 def test_indices_to_codes_uses_current_learned_values():

@@ -362,12 +362,16 @@ class LatentQuantize(nn.Module):
         All learned values; row i holds latent i's in its first ``levels[i]``
         slots (the rest is unused padding, zero).
     values_per_latent : sequence of 1-D Tensor
-        ``values_per_latent[i]`` is the view ``values[i, :levels[i]]``.
+        ``values_per_latent[i]`` is the view ``values[i, :levels[i]]``, built
+        afresh on each access: not a Parameter or buffer of its own and not
+        an autograd leaf (its gradient is ``values.grad[i, :levels[i]]``).
     codebook_size : int
         ``prod(levels)``, codes per codebook, exact.
 
     Indices always name slots of ``values_per_latent``, whatever order
-    training leaves the values in. ``forward`` returns ``Return(quantized,
+    training leaves the values in. An empty input gives empty outputs and a
+    zero loss. A NaN or infinite latent gets an unspecified in-range index
+    and its finite code; in training the loss and gradients turn non-finite. ``forward`` returns ``Return(quantized,
     indices, loss)``, or ``(Return, LossBreakdown(quantization, commitment))``
     with ``return_loss_breakdown=True``.
 
@@ -648,6 +652,8 @@ class LatentQuantize(nn.Module):
             return
         flat = digits.reshape(-1, self.codebook_dim)
         lo, hi = flat.min(0).values, flat.max(0).values
+        if not bool(((lo < 0) | (hi >= self._levels.to(hi.device))).any()):  # one host sync when all is well
+            return
         for i, level in enumerate(self.levels):
             if int(lo[i]) < 0 or int(hi[i]) >= level:
                 bad = int(lo[i]) if int(lo[i]) < 0 else int(hi[i])
