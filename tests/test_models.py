@@ -36,6 +36,27 @@ def test_registry_lists_the_paper_models_and_rejects_unknown_names():
         build_model("qlae", "large", SPRITES)
 
 
+def test_model_listing_does_not_depend_on_import_order(monkeypatch, capsys):
+    # importing gan.py first registers the baselines (which it imports) before qlae
+    from latentquant.models import registry
+
+    expected = ("qlae", "ae", "bioae", "vae", "tcvae", "vqvae", "infowgan", "qlinfowgan")
+    assert available_models()[:8] == expected
+    late = dict(registry._MODELS)
+    late["qlae"] = late.pop("qlae")  # registered last, as after `import latentquant.models.gan`
+    monkeypatch.setattr(registry, "_MODELS", late)
+    assert available_models()[:8] == expected
+    with pytest.raises(ValueError, match="valid choices: qlae, ae, bioae, vae, tcvae, vqvae, infowgan, qlinfowgan"):
+        get_model_class("qlae3")
+    # and the train command's help names every model
+    from latentquant.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in expected)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_backbone_shapes(arch):
     x = torch.rand(2, 3, 64, 64)

@@ -37,15 +37,23 @@ def _load() -> None:
                 raise
 
 
+def _listing_order(name: str) -> tuple[int, int]:
+    """Models of ``MODEL_MODULES`` first, in that order, then others; ties by registration."""
+    module = _MODELS[name].__module__
+    rank = MODEL_MODULES.index(module) if module in MODEL_MODULES else len(MODEL_MODULES)
+    return rank, list(_MODELS).index(name)
+
+
 def available_models() -> tuple[str, ...]:
-    """Names accepted by ``--model``, in registration order."""
+    """Names accepted by ``--model``: ``qlae``, the baselines, the GANs, then any other
+    registered model. The order does not depend on which module was imported first."""
     _load()
-    return tuple(_MODELS)
+    return tuple(sorted(_MODELS, key=_listing_order))
 
 
 def get_model_class(name: str) -> type:
     """The class registered as ``name``; ValueError naming the valid choices otherwise."""
     _load()
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; valid choices: {', '.join(_MODELS)}")
+        raise ValueError(f"unknown model {name!r}; valid choices: {', '.join(available_models())}")
     return _MODELS[name]

@@ -18,7 +18,8 @@ import sys
 # YAML values and published defaults are only overridden by what the user typed
 FLAGS = {
     "--dataset": ("dataset", str, "dataset name (latentquant data info lists them); default sprites"),
-    "--model": ("model", str, "qlae, ae, vae, tcvae, bioae, vqvae, ...; default qlae"),
+    "--model": ("model", str, "qlae; baselines ae, bioae, vae, tcvae, vqvae; GANs infowgan, qlinfowgan "
+                              "(+ any registered model); default qlae"),
     "--arch": ("arch", str, "backbone: paper (the authors') or small (CPU); default paper"),
     "--steps": ("steps", int, "training steps (default 200000, as the authors)"),
     "--batch-size": ("batch_size", int, "global batch size, split across processes (default: model's, 128)"),
