@@ -686,6 +686,17 @@ def test_compile_fullgraph_matches_eager(shape):
     torch.testing.assert_close(got[3], lq.values.grad)
 
 
+def test_sample_compiles_with_dynamic_batch_shape():
+    torch.manual_seed(0)
+    lq = LatentQuantize(levels=[5, 3, 4], dim=5)
+    sample = torch.compile(lambda n: lq.sample((n, 2), project_out=False), fullgraph=True, backend="aot_eager", dynamic=True)
+    for n in (3, 4):
+        codes = sample(n)
+        assert codes.shape == (n, 2, 3)
+        # every entry is one of its latent's values
+        assert torch.equal(lq.indices_to_codes(lq.codes_to_indices(codes), project_out=False), codes)
+
+
 def test_demo_configuration():
     lq = LatentQuantize(levels=[10] * 12, dim=64)
     out = lq(torch.randn(8, 64))

@@ -757,7 +757,10 @@ class LatentQuantize(nn.Module):
         shape = tuple(int(s) for s in shape)
         c, d = self.num_codebooks, self.codebook_dim
         table = self._values_table()
-        u = torch.rand(*shape, c, d, generator=generator, device=table.device)
+        if generator is None:  # rand(generator=None) rejects symbolic sizes under torch.compile
+            u = torch.rand(*shape, c, d, device=table.device)
+        else:
+            u = torch.rand(*shape, c, d, generator=generator, device=table.device)
         slots = torch.minimum((u * self._levels).long(), self._levels - 1)
         codes = table.reshape(-1)[slots + self._offsets].reshape(*shape, c * d)
         return self.project_out(codes) if project_out else codes
