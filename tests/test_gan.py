@@ -270,18 +270,22 @@ def test_train_command_and_evaluate(name, tmp_path):
     if name == "infowgan":
         return
     # the evaluate command rebuilds the model from the checkpoint and gets the same numbers
+    samples = (run / "figures" / "samples.png").read_bytes()
     (run / "eval.json").unlink()
     assert main(["evaluate", str(run)]) == 0
     again = json.loads((run / "eval.json").read_text())
     for key, value in scores.items():
         assert again[key] == (pytest.approx(value, rel=1e-9, abs=1e-12) if isinstance(value, float) else value), key
+    assert (run / "figures" / "samples.png").read_bytes() == samples  # drawn from the run's seed
 
 
 def test_resume_of_a_gan_run_reproduces_the_uninterrupted_run(tmp_path):
+    # the uninterrupted run evaluates at step 3 (samples.png draws from the prior): evaluation
+    # must leave the training's random stream alone, or the two runs part after step 3
     full, part = tmp_path / "full", tmp_path / "part"
     common = ["--model", "qlinfowgan", "--checkpoint-every", "3", "--seed", "3", "--values-per-latent", "4",
               "-o", "n_critic=2"]
-    assert main(["train", *TINY, *common, "--steps", "6", "--out", str(full)]) == 0
+    assert main(["train", *TINY, *common, "--steps", "6", "--eval-every", "3", "--out", str(full)]) == 0
     assert main(["train", *TINY, *common, "--steps", "3", "--out", str(part)]) == 0
     # both optimizers' states are in the checkpoint: critic 3 steps, generator 1 (after step 2)
     tensors, doc = ckpt.read_checkpoint(ckpt.latest_checkpoint(part / "checkpoints"))

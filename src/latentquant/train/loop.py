@@ -427,18 +427,28 @@ def _progress(total: int, initial: int, enabled: bool):
 
 def evaluate_run(model, dataset, cfg: TrainConfig, step: int, device: torch.device, autocast,
                  train_seconds: float | None = None) -> dict[str, Any]:
-    """Evaluate, write ``eval.json`` (and append to ``evals.jsonl``), the figures and ``report.md``."""
+    """Evaluate, write ``eval.json`` (and append to ``evals.jsonl``), the figures and ``report.md``.
+
+    Runs on its own random stream (torch seeded from ``cfg.seed``, the training
+    stream saved and restored around it): an evaluation in the middle of a run
+    changes nothing in the steps after it, so a resumed run still matches the
+    uninterrupted one, and random figures (a GAN's samples) come out the same
+    from ``latentquant evaluate``.
+    """
     from latentquant.train.evaluate import evaluate, write_eval
     from latentquant.train.figures import write_figures
     from latentquant.train.report import write_report
 
     out = Path(cfg.out)
-    result = evaluate(model, dataset, num_samples=cfg.eval_samples, seed=cfg.seed, step=step, device=device,
-                      dci_model=cfg.dci_model, autocast=autocast)
-    scores = {**result.scores, "model": cfg.model, "dataset": cfg.dataset, "arch": cfg.arch, "seed": cfg.seed}
-    write_eval(out / "eval.json", scores)
-    with open(out / "evals.jsonl", "a") as f:
-        f.write(json.dumps(scores) + "\n")
-    figures = write_figures(model, result, dataset.factor_names, out / "figures", device, autocast)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(cfg.seed)
+        result = evaluate(model, dataset, num_samples=cfg.eval_samples, seed=cfg.seed, step=step, device=device,
+                          dci_model=cfg.dci_model, autocast=autocast)
+        scores = {**result.scores, "model": cfg.model, "dataset": cfg.dataset, "arch": cfg.arch, "seed": cfg.seed}
+        write_eval(out / "eval.json", scores)
+        with open(out / "evals.jsonl", "a") as f:
+            f.write(json.dumps(scores) + "\n")
+        figures = write_figures(model, result, dataset.factor_names, out / "figures", device, autocast)
     write_report(out, cfg.to_dict(), scores, figures, train_seconds)
     return scores
