@@ -215,6 +215,29 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert not (run / "eval.json").exists()
 
 
+def test_nan_gradient_with_a_finite_loss_writes_no_checkpoint(tmp_path, monkeypatch, capsys):
+    # step 4's loss is finite but its gradients are NaN (d sqrt(u)/du at u = 0 times 0): the
+    # weights after it are NaN and must not be saved as the step-4 checkpoint
+    from latentquant.models.qlae import QLAE
+
+    calls = {"n": 0}
+    forward = QLAE.forward
+
+    def poisoned(self, x):
+        calls["n"] += 1
+        out = forward(self, x)
+        if calls["n"] == 4:
+            return type(out)(out.loss + torch.sqrt(0 * self.decoder.mlp[0].weight.sum()), out.parts)
+        return out
+
+    monkeypatch.setattr(QLAE, "forward", poisoned)
+    run = tmp_path / "run"
+    assert _train("--steps", "20", "--checkpoint-every", "2", "--out", run) == 1
+    lines = _stderr_lines(capsys)
+    assert any("non-finite weights after step 4" in line and "step_00000002" in line for line in lines), lines
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000002.safetensors"]
+
+
 def test_sigint_writes_a_checkpoint_and_the_run_resumes(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "latentquant", "train", *TINY, "--steps", "100000",

@@ -342,6 +342,13 @@ def _train(config, resume, dist, get_dataset, DataInfo, build_model):
     autocast = make_autocast(cfg.precision, dist.device)
 
     def checkpoint(step: int) -> Path | None:
+        # the losses so far were finite, but a NaN/inf gradient of the last step may have
+        # poisoned the weights: never save those over a good checkpoint (the same answer on
+        # every rank, whose weights DDP keeps identical)
+        if not _all_finite(model):
+            raise TrainingDiverged(
+                f"non-finite weights after step {step} (NaN/inf gradients); stopped. Last good checkpoint: "
+                f"{latest_checkpoint(ckpt_dir) or 'none'}; lower --lr or check the data")
         if not dist.master:
             return None
         return save_checkpoint(ckpt_dir, step, model, optimizers, keep=cfg.keep_checkpoints, state={
@@ -415,6 +422,12 @@ def _train(config, resume, dist, get_dataset, DataInfo, build_model):
     scores = evaluate_and_report(step)
     print(f"run directory: {out}  (report: {out / 'report.md'})", file=sys.stderr)
     return scores
+
+
+def _all_finite(model: torch.nn.Module) -> bool:
+    """Whether every floating-point parameter and buffer is finite (one host sync)."""
+    tensors = [t.detach() for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    return not tensors or bool(torch.stack([t.isfinite().all() for t in tensors]).all())
 
 
 def _progress(total: int, initial: int, enabled: bool):
