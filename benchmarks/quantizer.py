@@ -209,10 +209,20 @@ def run_regime(name: str, rounds: int, device: torch.device) -> list[str]:
     return lines
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--regime", choices=[*REGIMES, "all"], default="all")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default: 30 feature, 400 vectors)")
+    parser.add_argument("--rounds", type=_positive_int, default=None, help="interleaved rounds (default: 30 feature, 400 vectors)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
