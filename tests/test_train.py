@@ -46,10 +46,16 @@ def _stderr_lines(capsys) -> list[str]:
 @pytest.fixture(scope="module")
 def qlae_run(tmp_path_factory):
     """One short QLAE run shared by the tests that only read it."""
+    import contextlib
+    import io
+
     threads = torch.get_num_threads()
     run = tmp_path_factory.mktemp("qlae") / "run"
-    assert _train("--model", "qlae", "--steps", "6", "--checkpoint-every", "3", "--out", run) == 0
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert _train("--model", "qlae", "--steps", "6", "--checkpoint-every", "3", "--out", run) == 0
     torch.set_num_threads(threads)
+    (run.parent / "stderr.txt").write_text(err.getvalue())
     return run
 
 
@@ -71,6 +77,12 @@ def test_run_directory_is_complete(qlae_run):
         assert (run / "figures" / f"{name}.png").stat().st_size > 1000
     report = (run / "report.md").read_text()
     assert "figures/traversals.png" in report and "eval.json" in report
+    # the progress bar: steps, elapsed<remaining, rate, loss and a measured images/s
+    import re
+
+    bar = [line for line in re.split(r"[\r\n]", (run.parent / "stderr.txt").read_text()) if "6/6" in line][-1]
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, +[\d.]+(s/step|step/s), img_s=(\d+), loss=0\.\d{4}\]", bar), bar
+    assert int(re.search(r"img_s=(\d+)", bar).group(1)) > 0, bar
 
 
 def test_config_file_then_flags_override(tmp_path):

@@ -362,6 +362,7 @@ def _train(config, resume, dist, get_dataset, DataInfo, build_model):
     writer = _tensorboard(out) if dist.master else None
     metrics_file = open(out / "metrics.jsonl", "a") if dist.master else None
     meter, t_start = LossMeter(), time.time()
+    window = (start, t_start)  # (step, time) where the current logging window began, for img/s
     stream = Prefetcher(dataset, cfg.seed, cfg.batch_size, start, cfg.steps, dist, cfg.prefetch)
     progress = _progress(cfg.steps, start, dist.master)
     step = start
@@ -390,24 +391,28 @@ def _train(config, resume, dist, get_dataset, DataInfo, build_model):
                     if dist.master:
                         metrics_file.write(json.dumps(record) + "\n")
                         metrics_file.flush()
-                        rate = progress.format_dict.get("rate") or 0.0
+                        img_s = cfg.batch_size * (step - window[0]) / max(now - window[1], 1e-9)
                         progress.set_postfix(loss=f"{logged.get('loss', float('nan')):.4f}",
-                                             img_s=f"{cfg.batch_size * rate:.0f}", refresh=False)
+                                             img_s=f"{img_s:.0f}", refresh=False)
                         if writer is not None:
                             for k, v in logged.items():
                                 writer.add_scalar(f"train/{k}", v, step)
+                    window = (step, now)
                     if stop_all and step < cfg.steps:
                         path = checkpoint(step)
                         raise TrainingInterrupted(f"interrupted at step {step}; checkpoint {path}; "
                                                   f"continue with: latentquant train --resume {out}")
+                want_eval = cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps
                 if want_ckpt:
                     checkpoint(step)
-                if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and dist.master:
+                if want_eval and dist.master:
                     scores = evaluate_and_report(step)
                     if writer is not None:
                         for k, v in scores.items():
                             if isinstance(v, (int, float)) and k != "step":
                                 writer.add_scalar(f"eval/{k}", v, step)
+                if want_ckpt or want_eval:
+                    window = (step, time.time())  # img/s counts training steps, not saving or evaluating
     finally:
         stream.close()
         progress.close()
