@@ -666,8 +666,8 @@ def test_autocast_bfloat16_quantizes_in_float32_and_returns_input_dtype():
     assert plain(torch.randn(4, 3, dtype=torch.bfloat16)).quantized.dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("shape", [(3, 5, 4, 4), (2, 5, 64, 64)])  # argmin rows; midpoint planes
-def test_compile_fullgraph_matches_eager(shape):
+@pytest.mark.parametrize("shape, eval_too", [((3, 5, 4, 4), True), ((2, 5, 64, 64), False)])  # argmin rows; midpoint planes
+def test_compile_fullgraph_matches_eager(shape, eval_too):
     torch.manual_seed(0)
     lq = LatentQuantize(levels=[5, 3, 4], dim=5).train()
     perturb_values(lq)
@@ -684,6 +684,14 @@ def test_compile_fullgraph_matches_eager(shape):
     assert torch.equal(got[1], out.indices)
     torch.testing.assert_close(got[2], x.grad)
     torch.testing.assert_close(got[3], lq.values.grad)
+    if not eval_too:
+        return
+    # eval under no_grad: the other branch of forward, also one graph
+    lq.eval()
+    with torch.no_grad():
+        ev, ev_ref = compiled(x), lq(x)
+    assert torch.equal(ev.indices, ev_ref.indices) and float(ev.loss) == 0.0
+    torch.testing.assert_close(ev.quantized, ev_ref.quantized)
 
 
 def test_sample_compiles_with_dynamic_batch_shape():
