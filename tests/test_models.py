@@ -76,13 +76,27 @@ def test_paper_arch_is_the_published_one():
     assert [c.stride[0] for c in convs] == [1, 1, 2] * 4
     assert all(c.bias is None and c.padding == (1, 1) for c in convs)
     norms = [m for m in enc.conv if isinstance(m, torch.nn.InstanceNorm2d)]
-    assert len(norms) == 12 and all(n.affine for n in norms)
+    assert len(norms) == 12 and all(n.affine and n.eps == 1e-6 for n in norms)  # eqx GroupNorm(eps=1e-6)
+    kinds = [type(m).__name__ for m in enc.conv]
+    assert kinds == ["Conv2d", "InstanceNorm2d", "LeakyReLU"] * 12
+    assert all(m.negative_slope == 0.2 for m in enc.conv if isinstance(m, torch.nn.LeakyReLU))
+    assert [type(m).__name__ for m in enc.mlp] == ["Linear", "ReLU", "Linear", "ReLU"]
     assert [m.out_features for m in enc.mlp if isinstance(m, torch.nn.Linear)] == [256, 256]
+    assert enc.head.out_features == 10 and enc.mlp[0].in_features == 256 * 4 * 4
     assert torch.equal(dec.constant, torch.full((256, 4, 4), 0.1))
     assert [b.conv.out_channels for b in dec.blocks] == [256] * 3 + [128] * 3 + [64] * 3 + [32] * 3
     assert all(b.conv.bias is None and not b.norm.affine for b in dec.blocks)
     assert [b.style.out_features for b in dec.blocks] == [2 * b.conv.out_channels for b in dec.blocks]
-    assert dec.out.kernel_size == (3, 3) and dec.out.out_channels == 1
+    assert dec.out.kernel_size == (3, 3) and dec.out.out_channels == 1 and dec.out.bias is None
+    assert [type(m).__name__ for m in dec.mlp] == ["Linear", "ReLU", "Linear", "ReLU"]
+    # a style block: ConvTranspose -> LeakyReLU(0.2) -> instance norm -> x * scale + bias, [scale, bias] = ReLU(Linear(w))
+    block, F = dec.blocks[2], torch.nn.functional
+    x, w = torch.randn(2, 256, 4, 4), torch.randn(2, 256)
+    h = F.leaky_relu(F.conv_transpose2d(x, block.conv.weight, stride=2, padding=1), 0.2)
+    h = (h - h.mean((2, 3), keepdim=True)) / (h.var((2, 3), unbiased=False, keepdim=True) + 1e-6).sqrt()
+    scale, bias = F.relu(w @ block.style.weight.T + block.style.bias).chunk(2, dim=1)
+    torch.testing.assert_close(block(x, w), h * scale[..., None, None] + bias[..., None, None])
+    assert block(x, w).shape == (2, 256, 8, 8)
 
 
 @pytest.mark.parametrize("name", AE_MODELS)

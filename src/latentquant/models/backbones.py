@@ -6,7 +6,7 @@ Two architectures, both for 64 x 64 images with ``C`` channels:
     The backbone of Hsu et al. (2023), as published in their repository
     (kylehkhsu/latent_quantization: ``configs/encoder_partial/image.yaml``,
     ``configs/decoder_partial/style_image.yaml``, ``disentangle/blocks/style.py``).
-    Encoder: 12 conv blocks (no bias) -> instance norm (affine) -> LeakyReLU(0.2),
+    Encoder: 12 conv blocks (no bias) -> instance norm (affine, eps 1e-6) -> LeakyReLU(0.2),
     widths [32]*3 + [64]*3 + [128]*3 + [256]*3, kernels [3, 3, 4] x 4, strides
     [1, 1, 2] x 4, padding 1, so 64 -> 4 pixels; then Linear 256, ReLU,
     Linear 256, ReLU and a linear head. Decoder ("style" decoder): ``z`` -> MLP
@@ -72,7 +72,7 @@ class PaperEncoder(nn.Module):
         for width, k, s in zip(PAPER_WIDTHS, PAPER_KERNELS, PAPER_STRIDES):
             blocks += [
                 nn.Conv2d(c_in, width, k, s, padding=1, bias=False),
-                nn.InstanceNorm2d(width, affine=True),
+                nn.InstanceNorm2d(width, affine=True, eps=1e-6),
                 nn.LeakyReLU(0.2),
             ]
             c_in = width
