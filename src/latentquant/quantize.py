@@ -688,7 +688,8 @@ class LatentQuantize(nn.Module):
         Returns the codes in forward's output layout: ``(b, dim, ...)`` for
         channel-first inputs, ``(..., dim)`` otherwise (``c * d`` features
         instead of ``dim`` with ``project_out=False``). In eval mode this equals
-        forward's ``quantized`` exactly.
+        forward's ``quantized`` exactly, in the module's dtype (forward casts
+        to the input's).
         """
         self._check_index_tensor(indices, "indices")
         c, d = self.num_codebooks, self.codebook_dim
