@@ -180,8 +180,15 @@ def test_checkpoint_round_trip_and_atomic_write_survives_a_crash(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         ckpt.save_checkpoint(folder, 20, model, opts)
     monkeypatch.undo()
-    # and a temp file left by a process killed outright, plus a truncated file under a final name
-    (folder / ".step_00000030.safetensors.tmp999999").write_bytes(b"\0" * 100)
+    assert sorted(p.name for p in folder.iterdir()) == [good.name]  # the aborted write left no temp file
+    # temp files of writers killed outright (latentquant._atomic names them .<name>.<random>.tmp):
+    # one untouched for long is removed at the next save, a recent one (a write in progress) kept
+    stale = folder / ".step_00000030.safetensors.0123456789ab.tmp"
+    recent = folder / ".step_00000031.safetensors.ba9876543210.tmp"
+    for tmp in (stale, recent):
+        tmp.write_bytes(b"\0" * 100)
+    os.utime(stale, (time.time() - 2 * ckpt.STALE_TEMP_SECONDS,) * 2)
+    # and a truncated file under a final name
     assert ckpt.list_checkpoints(folder) == [good]
 
     (folder / "step_00000040.safetensors").write_bytes(good.read_bytes()[:500])
@@ -201,6 +208,7 @@ def test_checkpoint_round_trip_and_atomic_write_survives_a_crash(tmp_path, monke
         ckpt.save_checkpoint(folder, step, model, opts, keep=2)
     assert [p.name for p in ckpt.list_checkpoints(folder)] == ["step_00000011.safetensors",
                                                              "step_00000012.safetensors"]
+    assert not stale.exists() and recent.exists()
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import torch
 from latentquant._atomic import atomic_write_bytes
 
 FORMAT = "latentquant-checkpoint-1"
+STALE_TEMP_SECONDS = 600.0
 _NAME = re.compile(r"^step_(\d+)\.safetensors$")
 
 
@@ -112,24 +114,23 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizers:
 
 
 def prune(folder: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints, and stale temp files of this process's kind."""
+    """Delete all but the newest ``keep`` checkpoints, and stale temp files.
+
+    A temp file (``.step_*.safetensors.<random>.tmp``, see ``latentquant._atomic``)
+    outlives its write only when the writing process was killed outright; one
+    untouched for ``STALE_TEMP_SECONDS`` is such a leftover, never a write in
+    progress, and is removed.
+    """
     found = list_checkpoints(folder)
     for old in found[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
-    for tmp in Path(folder).glob(".step_*.safetensors.tmp*"):
-        pid = tmp.name.rsplit(".tmp", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
+    now = time.time()
+    for tmp in Path(folder).glob(".step_*.safetensors.*tmp*"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_TEMP_SECONDS:
+                tmp.unlink(missing_ok=True)
+        except OSError:  # gone meanwhile
+            pass
 
 
 # -- load ---------------------------------------------------------------------
