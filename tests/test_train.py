@@ -323,6 +323,19 @@ def test_resume_with_a_different_model_shape_is_one_line(qlae_run, tmp_path, cap
     assert "does not fit this model" in line
 
 
+def test_evaluate_with_a_checkpoint_of_another_model_is_one_line(qlae_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(qlae_run, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "num_latents": 4}))
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 2
+    (line,) = _stderr_lines(capsys)
+    assert "does not fit this model" in line
+
+
 # ---------------------------------------------------------------------------
 
 

@@ -161,15 +161,20 @@ def load_model_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     return {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, doc
 
 
-def restore(tensors: dict[str, torch.Tensor], doc: dict[str, Any], model: torch.nn.Module,
-            optimizers: dict[str, torch.optim.Optimizer] | None = None, rng: bool = True) -> int:
-    """Load model, optimizers and RNG state from a read checkpoint; returns its step."""
+def load_model_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """``model.load_state_dict(state)``; ValueError (one line) when the weights are of another model."""
     try:
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        model.load_state_dict(state)
     except RuntimeError as err:  # another model, arch or size than the one that wrote the checkpoint
         detail = " ".join(str(err).split())
         raise ValueError(f"the checkpoint does not fit this model (were --model/--arch/--num-latents changed?): "
                          f"{detail[:300]}") from None
+
+
+def restore(tensors: dict[str, torch.Tensor], doc: dict[str, Any], model: torch.nn.Module,
+            optimizers: dict[str, torch.optim.Optimizer] | None = None, rng: bool = True) -> int:
+    """Load model, optimizers and RNG state from a read checkpoint; returns its step."""
+    load_model_weights(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     for opt_name, opt in (optimizers or {}).items():
         if opt_name not in doc["optimizers"]:
             raise ValueError(f"checkpoint has no optimizer {opt_name!r} (it has {', '.join(doc['optimizers'])})")

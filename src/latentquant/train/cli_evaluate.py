@@ -32,7 +32,7 @@ def evaluate_dir(run_dir: str | Path, checkpoint: str | Path | None = None, **ov
 
     from latentquant.data import get_dataset
     from latentquant.models import DataInfo, build_model
-    from latentquant.train.checkpoint import latest_checkpoint, load_model_state
+    from latentquant.train.checkpoint import latest_checkpoint, load_model_state, load_model_weights
     from latentquant.train.config import load_config
     from latentquant.train.loop import evaluate_run, make_autocast, resolve_device
 
@@ -53,7 +53,7 @@ def evaluate_dir(run_dir: str | Path, checkpoint: str | Path | None = None, **ov
     info = DataInfo(cfg.dataset, dataset.num_channels, dataset.num_factors, len(dataset))
     state, doc = load_model_state(path)
     model = build_model(cfg.model, cfg.arch, info, **cfg.model_kwargs())
-    model.load_state_dict(state)
+    load_model_weights(model, state)
     model.to(device)
     return evaluate_run(model, dataset, cfg, int(doc["step"]), device, make_autocast(cfg.precision, device))
 
