@@ -225,6 +225,15 @@ def test_tcvae_terms_sum_to_the_sampled_kl():
         build_model("vqvae", "small", SPRITES, num_embeddings=1)
 
 
+@pytest.mark.parametrize("name, option, value", [
+    ("vae", "beta", -1.0), ("tcvae", "gamma", float("nan")), ("bioae", "activity", float("inf")),
+    ("vqvae", "commitment_weight", -0.25), ("tcvae", "alpha", "1"),
+])
+def test_negative_or_non_finite_loss_weights_are_rejected(name, option, value):
+    with pytest.raises(ValueError, match=f"{option} must be a finite number >= 0, got"):
+        build_model(name, "small", SPRITES, **{option: value})
+
+
 def test_vqvae_quantizes_each_slot_to_its_own_codebook():
     torch.manual_seed(0)
     model = build_model("vqvae", "small", SPRITES, num_embeddings=16, embedding_dim=4).eval()

@@ -35,6 +35,13 @@ def _pick(table: dict[str, float], dataset: str, default: float) -> float:
     return table.get(dataset_family(dataset), default)
 
 
+def _weight(name: str, value: float) -> float:
+    """A loss weight: a finite number >= 0 (ValueError naming it otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def _bce(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, x)
 
@@ -77,7 +84,7 @@ class BioAE(AE):
     def __init__(self, arch: str, info: DataInfo, num_latents: int, nonnegative: float = 1.0,
                  activity: float = 0.1):
         super().__init__(arch, info, num_latents)
-        self.nonnegative, self.activity = float(nonnegative), float(activity)
+        self.nonnegative, self.activity = _weight("nonnegative", nonnegative), _weight("activity", activity)
 
     @classmethod
     def defaults(cls, dataset: str) -> dict[str, Any]:
@@ -130,7 +137,7 @@ class VAE(_GaussianEncoderModel):
 
     def __init__(self, arch: str, info: DataInfo, num_latents: int, beta: float = 1.0):
         super().__init__(arch, info, num_latents)
-        self.beta = float(beta)
+        self.beta = _weight("beta", beta)
 
     @classmethod
     def default_options(cls, dataset: str) -> dict[str, Any]:
@@ -168,7 +175,7 @@ class TCVAE(_GaussianEncoderModel):
     def __init__(self, arch: str, info: DataInfo, num_latents: int, beta: float = 1.0, alpha: float = 1.0,
                  gamma: float = 1.0):
         super().__init__(arch, info, num_latents)
-        self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
+        self.alpha, self.beta, self.gamma = _weight("alpha", alpha), _weight("beta", beta), _weight("gamma", gamma)
         self.dataset_size = int(info.size)
 
     @classmethod
@@ -224,7 +231,8 @@ class VQVAE(LatentModel):
         super().__init__(arch, info, num_latents, encoder_features=num_latents * embedding_dim,
                          decoder_features=num_latents * embedding_dim)
         self.embedding_dim, self.num_embeddings = embedding_dim, num_embeddings
-        self.quantization_weight, self.commitment_weight = float(quantization_weight), float(commitment_weight)
+        self.quantization_weight = _weight("quantization_weight", quantization_weight)
+        self.commitment_weight = _weight("commitment_weight", commitment_weight)
         limit = math.sqrt(3.0 / embedding_dim)
         slots = 1 if shared_codebook else num_latents
         self.codebook = torch.nn.Parameter(torch.empty(slots, num_embeddings, embedding_dim).uniform_(-limit, limit))
