@@ -189,6 +189,20 @@ def test_weight_decay_moves_only_the_decayed_group():
         assert torch.equal(p.detach(), before[n])
 
 
+def test_qlae_loss_matches_its_formula():
+    torch.manual_seed(0)
+    model = build_model("qlae", "small", SPRITES)
+    x = _batch(4)
+    out = model(x)
+    pre_z = model.encoder(x)
+    z = model.encode(x).z
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(model.decoder(z), x)  # mean over pixels
+    gap = (pre_z - z).square().mean()  # quantization and commitment share this value, not their gradients
+    torch.testing.assert_close(out.parts["quantization"], gap.detach())
+    torch.testing.assert_close(out.parts["commitment"], gap.detach())
+    torch.testing.assert_close(out.loss, bce + 0.01 * gap + 0.01 * gap)
+
+
 def test_vae_loss_matches_its_formula():
     torch.manual_seed(0)
     model = build_model("vae", "small", SPRITES, beta=4.0)
