@@ -1,11 +1,27 @@
 """latentquant: disentanglement via latent quantization (Hsu et al., NeurIPS 2023).
 
-Importing the package loads only the layer (torch, einops-free core); the
-models, data, metrics and training tools are imported from their modules.
+``from latentquant import LatentQuantize`` gives the layer (torch, einops and
+numpy only). It is imported on first use, so ``latentquant.metrics`` and
+``latentquant.data`` can be used without paying for modules they do not need;
+the models, data, metrics and training tools live in their own subpackages.
 """
 
-from latentquant.quantize import LatentQuantize, LossBreakdown, Return
+from __future__ import annotations
 
 __version__ = "0.1.0"
 
 __all__ = ["LatentQuantize", "LossBreakdown", "Return", "__version__"]
+
+_LAYER = {"LatentQuantize", "LossBreakdown", "Return"}
+
+
+def __getattr__(name: str):
+    if name in _LAYER:
+        from latentquant import quantize
+
+        return getattr(quantize, name)
+    raise AttributeError(f"module 'latentquant' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAYER)
