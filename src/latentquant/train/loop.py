@@ -356,7 +356,12 @@ def _train(config, resume, dist, get_dataset, DataInfo, build_model):
         })
 
     def evaluate_and_report(step: int) -> dict[str, Any]:
-        return evaluate_run(model, dataset, cfg, step, dist.device, autocast, train_seconds=time.time() - t_start)
+        scores = evaluate_run(model, dataset, cfg, step, dist.device, autocast, train_seconds=time.time() - t_start)
+        if writer is not None:
+            for k, v in scores.items():
+                if isinstance(v, float):  # the scores; counts, seed and names are not plotted
+                    writer.add_scalar(f"eval/{k}", v, step)
+        return scores
 
     # -- the loop --------------------------------------------------------------
     writer = _tensorboard(out) if dist.master else None
@@ -406,11 +411,7 @@ def _train(config, resume, dist, get_dataset, DataInfo, build_model):
                 if want_ckpt:
                     checkpoint(step)
                 if want_eval and dist.master:
-                    scores = evaluate_and_report(step)
-                    if writer is not None:
-                        for k, v in scores.items():
-                            if isinstance(v, (int, float)) and k != "step":
-                                writer.add_scalar(f"eval/{k}", v, step)
+                    evaluate_and_report(step)
                 if want_ckpt or want_eval:
                     window = (step, time.time())  # img/s counts training steps, not saving or evaluating
     finally:
@@ -419,12 +420,16 @@ def _train(config, resume, dist, get_dataset, DataInfo, build_model):
         if metrics_file is not None:
             metrics_file.close()
         if writer is not None:
-            writer.close()
+            writer.flush()
 
     # -- final evaluation ---------------------------------------------------------
     if not dist.master:
         return None
-    scores = evaluate_and_report(step)
+    try:
+        scores = evaluate_and_report(step)
+    finally:
+        if writer is not None:
+            writer.close()
     print(f"run directory: {out}  (report: {out / 'report.md'})", file=sys.stderr)
     return scores
 
