@@ -57,6 +57,7 @@ from torch import Tensor, nn
 
 from latentquant.models.base import DataInfo, Encoding, LatentModel, StepOutput, clip_gradients
 from latentquant.models.baselines import dataset_family
+from latentquant.models.qlae import latent_quantizer
 from latentquant.models.registry import register_model
 
 __all__ = ["InfoWGAN", "QLInfoWGAN", "gradient_penalty"]
@@ -285,20 +286,11 @@ class QLInfoWGAN(InfoWGAN):
     def __init__(self, arch: str, info: DataInfo, num_latents: int, values_per_latent: int = 10,
                  quantization_weight: float = 0.01, commitment_weight: float = 0.01,
                  lambda_gp: float = 10.0, lambda_latent: float = 200.0, n_critic: int = 5):
-        from latentquant.quantize import LatentQuantize
-
         super().__init__(arch, info, num_latents, lambda_gp=lambda_gp, lambda_latent=lambda_latent,
                          n_critic=n_critic)
-        if isinstance(values_per_latent, bool) or not isinstance(values_per_latent, int) or values_per_latent < 2:
-            raise ValueError(f"values_per_latent must be an int >= 2, got {values_per_latent!r}")
         self.values_per_latent = values_per_latent
         self.quantization_weight, self.commitment_weight = float(quantization_weight), float(commitment_weight)
-        self.quantizer = LatentQuantize(
-            levels=[values_per_latent] * num_latents,
-            quantization_loss_weight=quantization_weight,
-            commitment_loss_weight=commitment_weight,
-            flat_indices=False,
-        )
+        self.quantizer = latent_quantizer(num_latents, values_per_latent, quantization_weight, commitment_weight)
 
     @classmethod
     def defaults(cls, dataset: str) -> dict[str, Any]:

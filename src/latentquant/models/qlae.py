@@ -26,24 +26,32 @@ from latentquant.models.base import DataInfo, Encoding, LatentModel, StepOutput
 from latentquant.models.registry import register_model
 
 
+def latent_quantizer(num_latents: int, values_per_latent: int, quantization_weight: float,
+                     commitment_weight: float):
+    """The quantizer of the paper's QL models: ``values_per_latent`` learnable
+    values for each of ``num_latents`` latents, per-latent indices (the
+    discrete representation the metrics read)."""
+    from latentquant.quantize import LatentQuantize
+
+    if not isinstance(values_per_latent, int) or isinstance(values_per_latent, bool) or values_per_latent < 2:
+        raise ValueError(f"values_per_latent must be an int >= 2, got {values_per_latent!r}")
+    return LatentQuantize(
+        levels=[values_per_latent] * num_latents,
+        quantization_loss_weight=quantization_weight,
+        commitment_loss_weight=commitment_weight,
+        flat_indices=False,
+    )
+
+
 @register_model("qlae")
 class QLAE(LatentModel):
     discrete_latents = True
 
     def __init__(self, arch: str, info: DataInfo, num_latents: int, values_per_latent: int = 10,
                  quantization_weight: float = 0.01, commitment_weight: float = 0.01):
-        from latentquant.quantize import LatentQuantize
-
         super().__init__(arch, info, num_latents, encoder_features=num_latents)
-        if not isinstance(values_per_latent, int) or isinstance(values_per_latent, bool) or values_per_latent < 2:
-            raise ValueError(f"values_per_latent must be an int >= 2, got {values_per_latent!r}")
         self.values_per_latent = values_per_latent
-        self.quantizer = LatentQuantize(
-            levels=[values_per_latent] * num_latents,
-            commitment_loss_weight=commitment_weight,
-            quantization_loss_weight=quantization_weight,
-            flat_indices=False,
-        )
+        self.quantizer = latent_quantizer(num_latents, values_per_latent, quantization_weight, commitment_weight)
 
     @classmethod
     def defaults(cls, dataset: str) -> dict[str, Any]:
