@@ -40,7 +40,8 @@ def test_table_rows_and_aggregate(tmp_path, capsys):
     assert rows[("sprites", "qlae")]["infom"][0] == pytest.approx(0.3)
     assert rows[("aggregate", "qlae")]["n"] == 4
     assert rows[("aggregate", "qlae")]["infom"][0] == pytest.approx(0.4)
-    assert "| sprites | ae | 1 | 0.10 ± nan" in text
+    assert "| sprites | ae | 1 | 0.10 | n/a |" in text  # one seed: the mean alone; no infoe: n/a
+    assert "| sprites | qlae | 2 | 0.30 ± 1.27 |" in text  # t_{0.975,1} * 0.1414 / sqrt(2) = 1.27
     assert "n/a" in text  # ae has no psnr
 
 

@@ -8,7 +8,7 @@ interval from Student's t distribution,
 
 which is the convention of the paper's tables (Hsu et al. 2023, Tables 1-2:
 "mean and 95% confidence interval over seeds"). With one seed the interval is
-undefined and shown as ``±nan``. The aggregate block pools, for each model,
+undefined and only the mean is shown. The aggregate block pools, for each model,
 every (dataset, seed) run of that model, so datasets count by their number of
 seeds.
 """
@@ -75,6 +75,8 @@ def collect(root: str | os.PathLike) -> dict[tuple[str, str], list[dict]]:
 def _fmt(mean: float, half: float, digits: int) -> str:
     if math.isnan(mean):
         return "n/a"
+    if math.isnan(half):  # one seed: no interval
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
