@@ -72,7 +72,7 @@ def test_status_done_resume_new(tmp_path):
     (spec.out / "checkpoints").mkdir(parents=True)
     (spec.out / "checkpoints" / "last.safetensors").write_bytes(b"x")
     assert sweep.status(spec, 100) == "resume"
-    assert sweep.command(spec, "resume")[-2:] == ["--resume", str(spec.out)]
+    assert sweep.command(spec, "resume")[-2:] == ["--resume", str(spec.out)]  # no flags in this plan
     (spec.out / "eval.json").write_text(json.dumps({"step": 50}))
     assert sweep.status(spec, 100) == "resume"  # evaluated mid-run only
     (spec.out / "eval.json").write_text(json.dumps({"step": 100}))
@@ -91,3 +91,26 @@ def test_sweep_dry_run_plans_new_commands(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "4 runs: 0 done, 0 to resume, 4 new" in out
     assert f"--out {tmp_path / 'sprites' / 'ae+weight-decay=0' / 'seed1'} --threads 1 --steps 5 --weight-decay 0" in out
+
+
+def test_sweep_runs_skips_and_extends_a_real_grid(tmp_path, capsys):
+    """Two real (tiny) runs; a second call skips them; a larger --steps resumes them; table reads them."""
+    out = tmp_path / "runs"
+    args = ["sweep", "--datasets", "sprites", "--models", "qlae", "ae+weight-decay=0", "--seeds", "0",
+            "--out", str(out), "--arch", "small", "--jobs", "2", "--",
+            "--batch-size", "8", "--eval-samples", "300", "--eval-every", "0", "--checkpoint-every", "2"]
+    assert main(args[:1] + ["--steps", "2"] + args[1:]) == 0
+    for model in ("qlae", "ae+weight-decay=0"):
+        run = out / "sprites" / model / "seed0"
+        assert json.loads((run / "eval.json").read_text())["step"] == 2
+    import yaml
+
+    assert yaml.safe_load((out / "sprites" / "ae+weight-decay=0" / "seed0" / "config.yaml").read_text())[
+        "weight_decay"] == 0
+    assert main(args[:1] + ["--steps", "2"] + args[1:]) == 0
+    assert "2 runs: 2 done, 0 to resume, 0 new" in capsys.readouterr().out
+    assert main(args[:1] + ["--steps", "4"] + args[1:]) == 0
+    assert "2 runs: 0 done, 2 to resume, 0 new" in capsys.readouterr().out
+    assert json.loads((out / "sprites" / "qlae" / "seed0" / "eval.json").read_text())["step"] == 4
+    assert main(["table", str(out)]) == 0
+    assert "| sprites | qlae | 1 |" in capsys.readouterr().out

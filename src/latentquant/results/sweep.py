@@ -101,8 +101,8 @@ def _has_checkpoint(run_dir: Path) -> bool:
 
 def command(spec: RunSpec, state: str) -> list[str]:
     cmd = [sys.executable, "-m", "latentquant", "train"]
-    if state == "resume":
-        return cmd + ["--resume", str(spec.out)]
+    if state == "resume":  # the sweep's flags override the run's config (e.g. a larger --steps)
+        return cmd + ["--resume", str(spec.out), *spec.flags]
     return cmd + ["--dataset", spec.dataset, "--model", spec.base_model, "--seed", str(spec.seed),
                   "--out", str(spec.out), *spec.flags]
 
