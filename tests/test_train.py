@@ -91,7 +91,7 @@ def test_config_file_then_flags_override(tmp_path):
 
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"model": "vae", "dataset": "shapes", "steps": 2,
                                                       "options": {"beta": 7}, "lr": 0.002}))
-    args = build_parser().parse_args(["train", "--config", str(tmp_path / "c.yaml"), "--lr", "0.003"])
+    args = build_parser("train").parse_args(["train", "--config", str(tmp_path / "c.yaml"), "--lr", "0.003"])
     cfg = build_config(args).resolve(num_factors=6)
     assert (cfg.model, cfg.lr, cfg.options["beta"], cfg.num_latents, cfg.steps) == ("vae", 0.003, 7.0, 12, 2)
     assert cfg.weight_decay == 0.0 and cfg.batch_size == 128

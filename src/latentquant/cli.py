@@ -32,36 +32,27 @@ class CLIError(Exception):
     """An error the user can fix; shown as one line, exit code 2."""
 
 
-def _available() -> dict[str, object]:
-    found = {}
-    for name, (module, _) in SUBCOMMANDS.items():
-        try:
-            found[name] = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            # Only hide subcommands whose own module is absent, never a
-            # missing dependency inside an existing module.
-            if err.name is not None and module.startswith(err.name):
-                continue
-            raise
-    return found
-
-
-def build_parser(modules: dict[str, object] | None = None) -> argparse.ArgumentParser:
-    modules = _available() if modules is None else modules
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported and asked for its arguments
+    (the others are listed by name and help alone, so startup stays fast)."""
     parser = argparse.ArgumentParser(
         prog="latentquant",
         description="Disentanglement via latent quantization (Hsu et al., NeurIPS 2023).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in modules.items():
-        p = sub.add_parser(name, help=SUBCOMMANDS[name][1], description=SUBCOMMANDS[name][1])
-        module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
