@@ -38,8 +38,11 @@ def test_table_rows_and_aggregate(tmp_path, capsys):
     assert text in out
     rows = {(r["dataset"], r["model"]): r for r in table.summarise(table.collect(tmp_path))}
     assert rows[("sprites", "qlae")]["infom"][0] == pytest.approx(0.3)
-    assert rows[("aggregate", "qlae")]["n"] == 4
+    # aggregate: per seed the mean over datasets (0.3, 0.5), then over seeds
+    assert rows[("aggregate", "qlae")]["n"] == 2
     assert rows[("aggregate", "qlae")]["infom"][0] == pytest.approx(0.4)
+    assert rows[("aggregate", "qlae")]["infom"][1] == pytest.approx(12.706205 * 0.1414214 / math.sqrt(2), rel=1e-5)
+    assert ("aggregate", "ae") not in rows  # ae has no run on shapes
     assert "| sprites | ae | 1 | 0.10 | n/a |" in text  # one seed: the mean alone; no infoe: n/a
     assert "| sprites | qlae | 2 | 0.30 ± 1.27 |" in text  # t_{0.975,1} * 0.1414 / sqrt(2) = 1.27
     assert "n/a" in text  # ae has no psnr

@@ -8,9 +8,11 @@ interval from Student's t distribution,
 
 which is the convention of the paper's tables (Hsu et al. 2023, Tables 1-2:
 "mean and 95% confidence interval over seeds"). With one seed the interval is
-undefined and only the mean is shown. The aggregate block pools, for each model,
-every (dataset, seed) run of that model, so datasets count by their number of
-seeds.
+undefined and only the mean is shown. The aggregate block averages, for each
+model and seed, the scores over the datasets, then takes the mean and interval
+of those per-seed averages over seeds, so differences between datasets do not
+widen the interval. Only seeds that finished on every dataset of the table
+count there.
 """
 
 from __future__ import annotations
@@ -62,11 +64,12 @@ def collect(root: str | os.PathLike) -> dict[tuple[str, str], list[dict]]:
         raise FileNotFoundError(f"no results directory at {root}")
     runs: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for path in sorted(root.glob("*/*/seed*/eval.json")):
-        dataset, model = path.parts[-4], path.parts[-3]
+        dataset, model, seed = path.parts[-4], path.parts[-3], path.parts[-2][len("seed"):]
         try:
-            runs[(dataset, model)].append(json.loads(path.read_text()))
+            scores = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not valid JSON: {err}") from err
+        runs[(dataset, model)].append({**scores, "_seed": seed})
     if not runs:
         raise FileNotFoundError(f"no <dataset>/<model>/seed<k>/eval.json files under {root}")
     return dict(runs)
@@ -82,14 +85,27 @@ def _fmt(mean: float, half: float, digits: int) -> str:
 
 def summarise(runs: dict[tuple[str, str], list[dict]]) -> list[dict]:
     """One row per (dataset, model) plus one per model for the aggregate."""
-    rows = []
-    pooled: dict[str, list[dict]] = defaultdict(list)
-    for (dataset, model), evals in sorted(runs.items()):
-        pooled[model].extend(evals)
-        rows.append(_row(dataset, model, evals))
-    for model, evals in sorted(pooled.items()):
-        rows.append(_row("aggregate", model, evals))
+    rows = [_row(dataset, model, evals) for (dataset, model), evals in sorted(runs.items())]
+    datasets = sorted({dataset for dataset, _ in runs})
+    for model in sorted({model for _, model in runs}):
+        by_seed: dict[str, dict[str, dict]] = defaultdict(dict)
+        for dataset in datasets:
+            for e in runs.get((dataset, model), []):
+                by_seed[e["_seed"]][dataset] = e
+        per_seed = [_mean_over_datasets(list(evals.values()))
+                    for seed, evals in sorted(by_seed.items()) if len(evals) == len(datasets)]
+        if per_seed:
+            rows.append(_row("aggregate", model, per_seed))
     return rows
+
+
+def _mean_over_datasets(evals: list[dict]) -> dict:
+    out = {}
+    for key, _ in COLUMNS:
+        values = [e.get(key) for e in evals]
+        ok = all(v is not None and math.isfinite(v) for v in values)
+        out[key] = float(np.mean(values)) if ok else None
+    return out
 
 
 def _row(dataset: str, model: str, evals: list[dict]) -> dict:
