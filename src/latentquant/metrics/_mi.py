@@ -31,8 +31,19 @@ class MetricWarning(UserWarning):
     active latents, ...) and part of it is undefined or was excluded."""
 
 
-def warn(message: str) -> None:
-    warnings.warn(message, MetricWarning, stacklevel=3)
+def warn(message: str, stacklevel: int = 3) -> None:
+    warnings.warn(message, MetricWarning, stacklevel=stacklevel)
+
+
+def check_varying(varying: np.ndarray, metric: str) -> bool:
+    """Warn about constant sources (excluded from ``metric``); False, with a
+    warning that ``metric`` is NaN, when no source varies."""
+    if not varying.any():
+        warn(f"no source varies: {metric} is undefined (NaN)", stacklevel=4)
+        return False
+    if not varying.all():
+        warn(f"constant source(s) {np.flatnonzero(~varying).tolist()} are excluded from {metric}", stacklevel=4)
+    return True
 
 
 # --------------------------------------------------------------------- input

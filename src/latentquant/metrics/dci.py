@@ -166,11 +166,10 @@ def dci(
     num_latents, num_sources = x.shape[1], s_codes.shape[1]
 
     varying = s_values > 1
-    if varying.any() and not varying.all():
-        _mi.warn(
-            f"constant source(s) {np.flatnonzero(~varying).tolist()} are excluded from DCI"
-        )
     importance = np.zeros((num_latents, num_sources))
+    if not _mi.check_varying(varying, "DCI"):
+        nan = float("nan")
+        return DCI(nan, nan, nan, nan, importance)
     acc_train, acc_test = [], []
     for i in np.flatnonzero(varying):
         y = s_codes[:, i]
@@ -189,10 +188,6 @@ def dci(
         acc_train.append(np.mean(fitted.predict(x[train]) == y[train]))
         acc_test.append(np.mean(fitted.predict(x[test]) == y[test]))
 
-    if not varying.any():
-        _mi.warn("no source varies: DCI is undefined (NaN)")
-        nan = float("nan")
-        return DCI(nan, nan, nan, nan, importance)
     d, c = dci_scores(importance[:, varying])
     return DCI(
         disentanglement=d,

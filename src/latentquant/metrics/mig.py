@@ -48,10 +48,7 @@ def mig(sources, latents, *, num_bins: int = 20, discrete_latents: bool = False)
     mi = _mi.mutual_info_matrix(s_codes, s_values, z_codes, z_values)  # (K, L)
     h = _mi.entropy(s_codes, s_values)
     varying = h > 0
-    if varying.any() and not varying.all():
-        _mi.warn(f"constant source(s) {np.flatnonzero(~varying).tolist()} are excluded from MIG")
-    if not varying.any():
-        _mi.warn("no source varies: MIG is undefined (NaN)")
+    if not _mi.check_varying(varying, "MIG"):
         return float("nan")
     top = -np.sort(-mi[varying], axis=1)
     return float(np.mean((top[:, 0] - top[:, 1]) / h[varying]))

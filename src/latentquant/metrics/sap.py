@@ -76,10 +76,7 @@ def sap(sources, latents, *, test_fraction: float = 1 / 3, seed: int = 0) -> flo
         raise ValueError(f"SAP needs at least 2 latents, got latents of shape {latents.shape}")
     s_codes, s_values = _mi.label_encode(sources)
     varying = s_values > 1
-    if varying.any() and not varying.all():
-        _mi.warn(f"constant source(s) {np.flatnonzero(~varying).tolist()} are excluded from SAP")
-    if not varying.any():
-        _mi.warn("no source varies: SAP is undefined (NaN)")
+    if not _mi.check_varying(varying, "SAP"):
         return float("nan")
     scores = _sap_matrix(s_codes, s_values, np.asarray(latents, dtype=np.float64), test_fraction, seed)
     top = -np.sort(-scores[:, varying], axis=0)
