@@ -35,6 +35,9 @@ test: install-test
 
 bench: install-bench
 	$(PY) benchmarks/quantizer.py
+	$(PY) benchmarks/metrics.py
+	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/data.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -9,7 +9,15 @@ so that machine load hits both alike, medians reported:
   and indexed by the step's deterministic sampler.
 
 The ratio included/excluded says how much of the model's speed survives the
-data pipeline (1.0: loading fully overlapped). Run:
+data pipeline (1.0: loading fully overlapped).
+
+Peer (``--peer``, on when vector-quantize-pytorch is installed): the same QLAE
+step with vector-quantize-pytorch's ``LatentQuantize`` in place of ours, both
+at ``--peer-values`` values per latent. The default is 4 because their layer
+allocates its whole implicit codebook, prod(levels) x num_latents entries: with
+`sprites`' 10 latents, 4 values is 2^20 codes (80 MiB), while the paper's 10
+values would be 10^10 codes (800 GB). Ratio = their step time / ours, model
+alone, interleaved. Run:
 
     .venv/bin/python benchmarks/train_step.py                      # both archs, batch 64
     .venv/bin/python benchmarks/train_step.py --archs small --steps 20 --threads 1
@@ -24,13 +32,49 @@ import time
 import torch
 
 
-def build(arch: str, dataset, device):
+class _TheirQuantizer(torch.nn.Module):
+    """vector-quantize-pytorch's LatentQuantize behind our layer's call signature."""
+
+    def __init__(self, num_latents: int, values: int):
+        super().__init__()
+        from vector_quantize_pytorch import LatentQuantize as TheirLatentQuantize
+
+        self.inner = TheirLatentQuantize(levels=[values] * num_latents, dim=num_latents,
+                                         commitment_loss_weight=0.01, quantization_loss_weight=0.01)
+
+    def forward(self, z: torch.Tensor, return_loss_breakdown: bool = False):
+        from latentquant.quantize import LossBreakdown
+
+        out, indices, loss = self.inner(z)
+        if not return_loss_breakdown:
+            return out, indices, loss
+        zero = loss.detach() * 0  # their loss comes as one sum: log it as the total only
+        return (out, indices, loss), LossBreakdown(zero, zero)
+
+
+def build(arch: str, dataset, device, values: int | None = None, theirs: bool = False):
     from latentquant.models import DataInfo, build_model
 
     torch.manual_seed(0)
     info = DataInfo(dataset.name, dataset.num_channels, dataset.num_factors, len(dataset))
-    model = build_model("qlae", arch, info).to(device)
+    options = {} if values is None else {"values_per_latent": values}
+    model = build_model("qlae", arch, info, **options)
+    if theirs:
+        model.quantizer = _TheirQuantizer(model.num_latents, values)
+    model = model.to(device)
     return model, model.configure_optimizers(lr=1e-3, weight_decay=0.1)
+
+
+def peer_ratio(arch: str, dataset, x, values: int, steps: int, repeats: int, device) -> tuple[float, float]:
+    """Images/s of the QLAE step with our layer and with theirs, interleaved medians."""
+    built = {"ours": build(arch, dataset, device, values), "theirs": build(arch, dataset, device, values, theirs=True)}
+    speeds: dict[str, list[float]] = {k: [] for k in built}
+    for model, opts in built.values():
+        time_excluded(model, opts, x, 1)  # warm-up
+    for _ in range(repeats):
+        for name, (model, opts) in built.items():
+            speeds[name].append(time_excluded(model, opts, x, steps))
+    return statistics.median(speeds["ours"]), statistics.median(speeds["theirs"])
 
 
 def time_excluded(model, opts, x, steps: int) -> float:
@@ -74,7 +118,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time QLAE with vector-quantize-pytorch's LatentQuantize (default: when installed)")
+    parser.add_argument("--peer-values", type=int, default=4, help="values per latent of both layers in the peer run")
     args = parser.parse_args()
+    if args.peer is None:
+        try:
+            import vector_quantize_pytorch  # noqa: F401
+            args.peer = True
+        except ImportError:
+            args.peer = False
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -99,6 +152,10 @@ def main() -> None:
         print(f"{arch:>6}: data excluded {ex:8.1f} images/s ({1000 * args.batch_size / ex:7.1f} ms/step) | "
               f"data included {inc:8.1f} images/s | included/excluded {inc / ex:.2f}  "
               f"(median of {args.repeats} x {steps} steps)")
+        if args.peer:
+            ours, theirs = peer_ratio(arch, dataset, x, args.peer_values, steps, args.repeats, device)
+            print(f"{arch:>6}: {args.peer_values} values/latent, data excluded: ours {ours:8.1f} images/s | "
+                  f"vqp LatentQuantize {theirs:8.1f} images/s | ratio (their time / ours) {ours / theirs:.2f}x")
 
 
 if __name__ == "__main__":
