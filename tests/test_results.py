@@ -48,6 +48,19 @@ def test_table_rows_and_aggregate(tmp_path, capsys):
     assert "n/a" in text  # ae has no psnr
 
 
+def test_table_best_seed(tmp_path, capsys):
+    write_eval(tmp_path, "sprites", "qlae", 0, infom=0.9, infoe=0.1, infoc=0.1)  # 1.1
+    write_eval(tmp_path, "sprites", "qlae", 1, infom=0.5, infoe=0.5, infoc=0.5)  # 1.5: best
+    write_eval(tmp_path, "sprites", "qlae", 2, infom=0.9, infoe=0.9, infoc=float("nan"))  # not finite: passed over
+    write_eval(tmp_path, "sprites", "ae", 0, infom=0.9)  # no infoe/infoc: no best
+    best = table.best_runs(table.collect(tmp_path))
+    assert best == {("sprites", "qlae"): ("1", pytest.approx(1.5))}
+    assert main(["table", str(tmp_path), "--best"]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'sprites' / 'qlae' / 'seed1'}  1.500" in out
+    assert "sprites/ae" not in out.split("best seed")[1]
+
+
 def test_table_errors(tmp_path, capsys):
     assert main(["table", str(tmp_path / "missing")]) == 2
     assert "no results directory" in capsys.readouterr().err

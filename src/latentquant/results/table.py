@@ -13,6 +13,9 @@ model and seed, the scores over the datasets, then takes the mean and interval
 of those per-seed averages over seeds, so differences between datasets do not
 widen the interval. Only seeds that finished on every dataset of the table
 count there.
+
+``--best`` also names, for each (dataset, model), the seed with the highest
+InfoM + InfoE + InfoC (the run whose figures a results page should show).
 """
 
 from __future__ import annotations
@@ -124,16 +127,43 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+BEST_KEYS = ("infom", "infoe", "infoc")
+
+
+def best_runs(runs: dict[tuple[str, str], list[dict]], keys=BEST_KEYS) -> dict[tuple[str, str], tuple[str, float]]:
+    """For each (dataset, model), the seed with the largest sum of ``keys`` and that sum.
+
+    Runs missing a key or with a non-finite value are passed over; a cell
+    with no such run is left out."""
+    best = {}
+    for cell, evals in sorted(runs.items()):
+        scored = []
+        for e in evals:
+            values = [e.get(k) for k in keys]
+            if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                scored.append((sum(values), e["_seed"]))
+        if scored:
+            score, seed = max(scored, key=lambda s: s[0])  # ties: the first seed in path order
+            best[cell] = (seed, score)
+    return best
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("root", help="results directory laid out as <dataset>/<model>/seed<k>/")
     parser.add_argument("--out", default=None, help="markdown file to write (default ROOT/table.md)")
+    parser.add_argument("--best", action="store_true",
+                        help="also print each (dataset, model)'s best seed by InfoM + InfoE + InfoC")
 
 
 def run(args) -> int:
-    rows = summarise(collect(args.root))
-    text = to_markdown(rows)
+    runs = collect(args.root)
+    text = to_markdown(summarise(runs))
     print(text, end="")
     out = Path(args.out) if args.out else Path(args.root) / "table.md"
     atomic_write_text(out, text)
     print(f"wrote {out}")
+    if args.best:
+        print("best seed by " + " + ".join(dict(COLUMNS)[k] for k in BEST_KEYS) + ":")
+        for (dataset, model), (seed, score) in best_runs(runs).items():
+            print(f"  {Path(args.root) / dataset / model / f'seed{seed}'}  {score:.3f}")
     return 0
