@@ -130,3 +130,15 @@ def test_sweep_runs_skips_and_extends_a_real_grid(tmp_path, capsys):
     assert json.loads((out / "sprites" / "qlae" / "seed0" / "eval.json").read_text())["step"] == 4
     assert main(["table", str(out)]) == 0
     assert "| sprites | qlae | 1 |" in capsys.readouterr().out
+
+
+def test_results_page_matches_committed_runs():
+    """docs/results.md's table is what `latentquant table results/runs` makes of the committed runs."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "results.md").read_text()
+    start, end = "<!-- table: latentquant table results/runs -->\n", "<!-- /table -->"
+    assert start in page and end in page, "docs/results.md lost its table markers"
+    shown = page.split(start, 1)[1].split(end, 1)[0]
+    assert shown == table.to_markdown(table.summarise(table.collect(root / "results" / "runs")))
