@@ -26,6 +26,7 @@ alone, interleaved. Run:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import time
 
@@ -123,11 +124,7 @@ def main() -> None:
     parser.add_argument("--peer-values", type=int, default=4, help="values per latent of both layers in the peer run")
     args = parser.parse_args()
     if args.peer is None:
-        try:
-            import vector_quantize_pytorch  # noqa: F401
-            args.peer = True
-        except ImportError:
-            args.peer = False
+        args.peer = importlib.util.find_spec("vector_quantize_pytorch") is not None
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -134,8 +135,6 @@ def test_sweep_runs_skips_and_extends_a_real_grid(tmp_path, capsys):
 
 def test_results_page_matches_committed_runs():
     """docs/results.md's table is what `latentquant table results/runs` makes of the committed runs."""
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     page = (root / "docs" / "results.md").read_text()
     start, end = "<!-- table: latentquant table results/runs -->\n", "<!-- /table -->"

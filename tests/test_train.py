@@ -211,7 +211,9 @@ def test_checkpoint_round_trip_and_atomic_write_survives_a_crash(tmp_path, monke
     assert not stale.exists() and recent.exists()
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+def _poison_qlae_forward(monkeypatch, poison):
+    """Patch QLAE.forward so that ``poison(model, out, call)`` replaces the output of
+    its ``call``-th call (1-based); ``poison`` returns ``out`` to leave a call alone."""
     from latentquant.models.qlae import QLAE
 
     calls = {"n": 0}
@@ -219,12 +221,18 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
     def poisoned(self, x):
         calls["n"] += 1
-        out = forward(self, x)
-        if calls["n"] >= 7:  # the 7th step's loss (and its gradients) are NaN
+        return poison(self, forward(self, x), calls["n"])
+
+    monkeypatch.setattr(QLAE, "forward", poisoned)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    def nan_from_step_7(model, out, call):  # the 7th step's loss (and its gradients) are NaN
+        if call >= 7:
             return type(out)(out.loss * float("nan"), {k: v * float("nan") for k, v in out.parts.items()})
         return out
 
-    monkeypatch.setattr(QLAE, "forward", poisoned)
+    _poison_qlae_forward(monkeypatch, nan_from_step_7)
     run = tmp_path / "run"
     assert _train("--steps", "20", "--checkpoint-every", "5", "--out", run) == 1
     lines = _stderr_lines(capsys)
@@ -238,19 +246,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 def test_nan_gradient_with_a_finite_loss_writes_no_checkpoint(tmp_path, monkeypatch, capsys):
     # step 4's loss is finite but its gradients are NaN (d sqrt(u)/du at u = 0 times 0): the
     # weights after it are NaN and must not be saved as the step-4 checkpoint
-    from latentquant.models.qlae import QLAE
-
-    calls = {"n": 0}
-    forward = QLAE.forward
-
-    def poisoned(self, x):
-        calls["n"] += 1
-        out = forward(self, x)
-        if calls["n"] == 4:
-            return type(out)(out.loss + torch.sqrt(0 * self.decoder.mlp[0].weight.sum()), out.parts)
+    def nan_gradient_at_step_4(model, out, call):
+        if call == 4:
+            return type(out)(out.loss + torch.sqrt(0 * model.decoder.mlp[0].weight.sum()), out.parts)
         return out
 
-    monkeypatch.setattr(QLAE, "forward", poisoned)
+    _poison_qlae_forward(monkeypatch, nan_gradient_at_step_4)
     run = tmp_path / "run"
     assert _train("--steps", "20", "--checkpoint-every", "2", "--out", run) == 1
     lines = _stderr_lines(capsys)
