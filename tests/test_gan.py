@@ -311,6 +311,7 @@ DDP_SCRIPT = """
 import torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from latentquant.models import DataInfo, build_model
+from latentquant.train.loop import wait_released
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 torch.manual_seed(0)
@@ -324,6 +325,7 @@ for step in range(2):  # critic, then critic + generator
 flat = torch.cat([p.detach().flatten() for p in model.parameters()])
 both = [torch.zeros_like(flat) for _ in range(2)]
 dist.all_gather(both, flat)
+wait_released(flat, *both)  # as the training loop: gloo's worker thread must let go before exit
 if rank == 0:
     print("DIFF", (both[0] - both[1]).abs().max().item(), "MOVED", (flat - before).abs().max().item())
 dist.destroy_process_group()

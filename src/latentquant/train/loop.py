@@ -90,6 +90,32 @@ def setup_distributed(device: str) -> Dist:
     return Dist(rank, local_rank, world, dev)
 
 
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over the ranks in place; return once the backend has let go of it.
+
+    Gloo runs a collective on a worker thread, which drops the finished work,
+    and with it its reference to ``tensor``, a moment after ``all_reduce``
+    returns. Releasing a tensor that Python also holds takes the GIL; were the
+    worker still waiting for it when the interpreter shuts down, Python ends
+    the thread inside C++ code and the process aborts ("terminate called
+    without an active exception"). Waiting here, with the GIL released, until
+    ``tensor`` is ours alone means no worker holds a Python tensor at exit.
+    """
+    import torch.distributed as tdist
+
+    tdist.all_reduce(tensor)
+    if tdist.get_backend() == "gloo":
+        wait_released(tensor)
+    return tensor
+
+
+def wait_released(*tensors: torch.Tensor, timeout: float = 60.0) -> None:
+    """Sleep until no one but the caller holds ``tensors`` (see :func:`all_reduce_sum`)."""
+    deadline = time.monotonic() + timeout
+    while any(t._use_count() > 1 for t in tensors) and time.monotonic() < deadline:
+        time.sleep(1e-4)
+
+
 def resolve_device(device: str, local_rank: int | None = None) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -163,8 +189,10 @@ class Prefetcher:
         return item.to(self.dist.device, non_blocking=True)
 
     def close(self) -> None:
+        """Stop and join the thread, so that it never runs into interpreter shutdown
+        (it finishes at most the batch it is rendering)."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join()
 
 
 # ---------------------------------------------------------------------------
@@ -217,20 +245,14 @@ class LossMeter:
     def read(self, dist: Dist, stop: bool = False) -> tuple[dict[str, float], bool]:
         """Window means (averaged over ranks) and whether any rank asked to stop; resets the window."""
         keys = sorted(self.sums)
-        if keys:
-            vec = torch.stack([self.sums[k] for k in keys]
-                              + [self.sums[keys[0]].new_tensor(float(self.counts[k])) for k in keys])
-        else:
-            vec = torch.zeros(1, device=dist.device)
-        flag = torch.tensor([1.0 if stop else 0.0], device=vec.device)
+        flag = torch.tensor(1.0 if stop else 0.0, device=dist.device)  # summed: > 0 when any rank asked
+        vec = torch.stack([*(self.sums[k] for k in keys), *(flag.new_tensor(float(self.counts[k])) for k in keys),
+                           flag])
         if dist.enabled:
-            import torch.distributed as tdist
-
-            tdist.all_reduce(vec)
-            tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
+            all_reduce_sum(vec)
         values, n = vec.tolist(), len(keys)
         self.sums, self.counts = {}, {}
-        return {k: values[i] / max(values[n + i], 1.0) for i, k in enumerate(keys)}, bool(flag.item())
+        return {k: values[i] / max(values[n + i], 1.0) for i, k in enumerate(keys)}, values[-1] > 0
 
 
 def _tensorboard(out: Path):
@@ -414,6 +436,10 @@ def _train(config, resume, dist, get_dataset, DataInfo, build_model):
                     evaluate_and_report(step)
                 if want_ckpt or want_eval:
                     window = (step, time.time())  # img/s counts training steps, not saving or evaluating
+    except BaseException:
+        if writer is not None:
+            writer.close()  # and its thread; after the loop the final evaluation closes it
+        raise
     finally:
         stream.close()
         progress.close()
