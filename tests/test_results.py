@@ -82,23 +82,28 @@ def test_parse_model_overrides():
         sweep.parse_model("+lr=1")
 
 
-def test_status_done_resume_new(tmp_path):
-    (spec,) = sweep.plan(["sprites"], ["qlae"], [0], tmp_path)
+def test_status_done_resume_new_and_conflict(tmp_path):
+    from latentquant.train.config import save_config
+
+    (spec,) = sweep.plan(["sprites"], ["qlae"], [0], tmp_path, ["--steps", "100", "--arch", "small"])
     assert spec.out == tmp_path / "sprites" / "qlae" / "seed0"
     assert sweep.status(spec, 100) == "new"
-    (spec.out / "checkpoints").mkdir(parents=True)
-    (spec.out / "checkpoints" / "last.safetensors").write_bytes(b"x")
+    requested = sweep.requested_config(spec)
+    save_config(requested, spec.out / "config.yaml")
+    (spec.out / "checkpoints").mkdir()
+    (spec.out / "checkpoints" / "step_00000050.safetensors").write_bytes(b"x")
     assert sweep.status(spec, 100) == "resume"
-    assert sweep.command(spec, "resume")[-2:] == ["--resume", str(spec.out)]  # no flags in this plan
+    assert sweep.command(spec, "resume")[-6:-4] == ["--resume", str(spec.out)]
     (spec.out / "eval.json").write_text(json.dumps({"step": 50}))
     assert sweep.status(spec, 100) == "resume"  # evaluated mid-run only
     (spec.out / "eval.json").write_text(json.dumps({"step": 100}))
     assert sweep.status(spec, 100) == "done"
-    # without --steps the run's own config decides
-    (spec.out / "config.yaml").write_text("steps: 200\n")
-    assert sweep.status(spec, None) == "resume"
-    (spec.out / "config.yaml").write_text("steps: 100\n")
-    assert sweep.status(spec, None) == "done"
+    # the same steps with other settings is not done: the run holds something else
+    save_config(requested.replace(weight_decay=0.5), spec.out / "config.yaml")
+    assert sweep.status(spec, 100).startswith("conflict: weight_decay 0.5 in the run, 0.1 requested")
+    # how a run ran (threads, device) is not a setting
+    save_config(requested.replace(threads=4, device="cpu"), spec.out / "config.yaml")
+    assert sweep.status(spec, 100) == "done"
 
 
 def test_sweep_dry_run_plans_new_commands(tmp_path, capsys):

@@ -131,7 +131,24 @@ def test_fresh_run_refuses_a_directory_with_checkpoints(tmp_path, capsys):
     (run / "checkpoints" / "step_00000002.safetensors").write_bytes(b"x")
     assert _train("--steps", "2", "--out", run) == 2
     (line,) = _stderr_lines(capsys)
-    assert "--resume" in line
+    assert "not a latentquant run directory" in line  # no marker, no config: not ours
+    assert sorted(p.name for p in run.rglob("*")) == ["checkpoints", "step_00000002.safetensors"]
+
+
+def test_a_second_run_into_a_run_directory_is_refused_unless_resumed_or_overwritten(qlae_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(qlae_run, run)
+    (run / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert _train("--steps", "2", "--out", run) == 2
+    (line,) = _stderr_lines(capsys)
+    assert "already holds a run" in line and "--resume" in line and "--overwrite" in line
+    assert _train("--steps", "2", "--out", run, "--overwrite") == 0
+    assert json.loads((run / "eval.json").read_text())["step"] == 2
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000002.safetensors"]
+    assert (run / "notes.txt").read_text() == "mine"  # overwrite deletes only the files a run writes
 
 
 # ---------------------------------------------------------------------------
@@ -321,7 +338,7 @@ def test_resume_with_a_different_model_shape_is_one_line(qlae_run, tmp_path, cap
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--steps", "8", "--num-latents", "4"]) == 2
     (line,) = _stderr_lines(capsys)
-    assert "does not fit this model" in line
+    assert "num_latents 4 (the run has 10)" in line and "a resumed run keeps its settings" in line
 
 
 def test_evaluate_with_a_checkpoint_of_another_model_is_one_line(qlae_run, tmp_path, capsys):
@@ -334,7 +351,7 @@ def test_evaluate_with_a_checkpoint_of_another_model_is_one_line(qlae_run, tmp_p
     capsys.readouterr()
     assert main(["evaluate", str(run)]) == 2
     (line,) = _stderr_lines(capsys)
-    assert "does not fit this model" in line
+    assert "was written by another run: num_latents 10 (the run has 4)" in line
 
 
 # ---------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Every file the project writes for a user (checkpoints, configs, JSON, figures,
 caches of decoded data) goes through ``atomic_path``: the content is written to
 a unique temporary file in the destination folder, flushed to disk, then moved
 over the destination with ``os.replace`` (atomic on POSIX and Windows). A crash
-or Ctrl-C mid-write leaves the previous file intact and no temporary behind.
+or Ctrl-C mid-write leaves the previous file intact and no temporary behind; a
+failed write (a full disk) raises an OSError naming the destination.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         yield tmp
         _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.filename is None:  # a failed write names no file: name the one being written
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -4,9 +4,11 @@ Each subcommand lives beside the code it drives and exposes two functions,
 ``add_arguments(parser)`` and ``run(args) -> int``; this module only wires
 them together, importing each lazily so ``latentquant --help`` stays fast.
 
-Errors a user can fix (bad flag values, missing files, unknown names) are
-printed as one line, ``latentquant: error: ...``, with exit code 2 and no
-traceback. Set ``LATENTQUANT_DEBUG=1`` to see the traceback instead.
+Errors a user can fix are printed as one line, ``latentquant: error: ...``,
+with exit code 2 and no traceback: bad flag values (argparse), the project's
+:class:`~latentquant.validation.UserError`, and ``OSError`` (a missing file, a
+full disk, a permission). Anything else is a bug and shows its traceback; set
+``LATENTQUANT_DEBUG=1`` to see the traceback of the errors above too.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("latentquant.data.cli", "inspect datasets: info and sample grids"),
 }
 
-
-class CLIError(Exception):
-    """An error the user can fix; shown as one line, exit code 2."""
+# subcommands whose modules still raise plain ValueError for bad input (their
+# layer's own convention); for these, ValueError is shown as one line too
+VALUE_ERRORS_ARE_USER_ERRORS = ("data",)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -43,6 +45,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        p.error = _one_line_error(name)
         if name == command:
             module = importlib.import_module(module_name)
             module.add_arguments(p)
@@ -50,19 +53,37 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_error(command: str):
+    """argparse's error handler for a subcommand: one line and exit code 2 (no usage block)."""
+
+    def error(message: str):
+        print(f"latentquant {command}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    return error
+
+
 def main(argv: list[str] | None = None) -> int:
+    from latentquant.validation import UserError
+
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
+    user_errors = (UserError, OSError) + ((ValueError,) if args.command in VALUE_ERRORS_ARE_USER_ERRORS else ())
     try:
         return int(args._run(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError, OSError) as err:
+    except user_errors as err:
         if os.environ.get("LATENTQUANT_DEBUG"):
             raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"latentquant: error: {message}", file=sys.stderr)
+        print(f"latentquant: error: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's first line; an OSError names its file ("[Errno 28] No space left on device: 'x'")."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,6 @@ ordinary ``latentquant train`` run, so ``latentquant train --resume runs/demo
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,9 @@ def _threads() -> int | None:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="run directory (default runs/demo; replaced if it exists)")
+    parser.add_argument("--out", default="runs/demo",
+                        help="run directory (default runs/demo); a demo run already there is replaced, "
+                             "any other non-empty folder refused")
     parser.add_argument("--steps", type=int, default=DEMO["steps"], help=f"training steps (default {DEMO['steps']})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
@@ -42,12 +43,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from latentquant.train import TrainConfig, train
+    from latentquant.train.evaluate import SCORE_KEYS
 
     out = Path(args.out)
-    if out.exists():  # the demo always starts afresh
-        if not (out / "config.yaml").exists() and any(out.iterdir()):
-            raise ValueError(f"{out} exists and is not a run directory; choose another --out")
-        shutil.rmtree(out)
     threads = _threads() if args.device in ("auto", "cpu") else None
     config = TrainConfig(**{**DEMO, "steps": args.steps}, seed=args.seed, out=str(out), device=args.device,
                          threads=threads)
@@ -55,13 +53,12 @@ def run(args) -> int:
         print(f"the machine is busy (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): "
               "training with 1 torch thread", flush=True)
     print(f"latentquant demo: QLAE on sprites (small arch), {config.steps:,} steps of {config.batch_size} "
-          f"images, then evaluation on {config.eval_samples:,} held-out images -> {out}", flush=True)
+          f"images, then evaluation on {config.eval_samples:,} images -> {out}", flush=True)
     start = time.time()
-    scores = train(config)
+    scores = train(config, overwrite=True)  # the demo starts afresh: a run already in --out is replaced
     minutes = (time.time() - start) / 60
     print(f"\ndone in {minutes:.1f} min. Run directory: {out.resolve()}")
-    print("  " + "  ".join(f"{k} {scores[k]:.3f}" for k in ("infom", "infoe", "infoc", "dci_d", "dci_c", "dci_i",
-                                                           "mig", "psnr") if isinstance(scores.get(k), float)))
+    print("  " + "  ".join(f"{k} {scores[k]:.3f}" for k in SCORE_KEYS if isinstance(scores.get(k), float)))
     print(f"  report: {out / 'report.md'}   figures: {out / 'figures'}/{{reconstructions,traversals,nmi}}.png")
     sys.stdout.flush()
     return 0

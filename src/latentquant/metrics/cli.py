@@ -19,11 +19,13 @@ import math
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from latentquant._atomic import atomic_write_text
+from latentquant.validation import UserError
 
 
 def _fraction(text: str) -> float:
@@ -78,7 +80,7 @@ def _names(data, key: str, count: int) -> list[str] | None:
         return None
     names = [str(v) for v in np.asarray(data[key]).reshape(-1)]
     if len(names) != count:
-        raise ValueError(f"'{key}' in the file has {len(names)} entries, expected {count}")
+        raise UserError(f"'{key}' in the file has {len(names)} entries, expected {count}")
     return names
 
 
@@ -89,28 +91,38 @@ def load(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"no such file: {path}")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path} is not a readable .npz file: {err}") from None
+    except (OSError, ValueError, EOFError) as err:  # EOFError: an empty file
+        raise UserError(f"{path} is not a readable .npz file: {err or 'empty file'}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise UserError(f"{path} holds one array ({type(data).__name__}), not an .npz archive of named "
+                        "arrays 'sources' and 'latents' (save it with numpy.savez)")
     with data:
-        missing = [k for k in ("sources", "latents") if k not in data.files]
-        if missing:
-            raise ValueError(f"{path} lacks array(s) {missing}; it holds {sorted(data.files)}")
-        out = {"sources": data["sources"], "latents": data["latents"], "discrete_latents": None}
-        if "discrete_latents" in data.files:
-            flag = np.asarray(data["discrete_latents"])
-            if flag.size != 1 or not (flag.dtype == bool or np.issubdtype(flag.dtype, np.integer)):
-                raise ValueError(
-                    f"'discrete_latents' in {path} must be one bool, got dtype {flag.dtype} "
-                    f"and shape {flag.shape}"
-                )
-            out["discrete_latents"] = bool(flag.reshape(-1)[0])
-        for key in ("sources", "latents"):
-            if out[key].ndim != 2:
-                raise ValueError(
-                    f"'{key}' in {path} must be 2-D (n_samples, n_columns), got shape {out[key].shape}"
-                )
-        out["source_names"] = _names(data, "source_names", out["sources"].shape[1])
-        out["latent_names"] = _names(data, "latent_names", out["latents"].shape[1])
+        try:
+            return _read(path, data)
+        except ValueError as err:  # numpy's: an object (pickled) array, a damaged member
+            raise UserError(f"{path}: {err}") from None
+
+
+def _read(path: Path, data) -> dict:
+    missing = [k for k in ("sources", "latents") if k not in data.files]
+    if missing:
+        raise UserError(f"{path} lacks array(s) {missing}; it holds {sorted(data.files)}")
+    out = {"sources": data["sources"], "latents": data["latents"], "discrete_latents": None}
+    if "discrete_latents" in data.files:
+        flag = np.asarray(data["discrete_latents"])
+        if flag.size != 1 or not (flag.dtype == bool or np.issubdtype(flag.dtype, np.integer)):
+            raise UserError(
+                f"'discrete_latents' in {path} must be one bool, got dtype {flag.dtype} "
+                f"and shape {flag.shape}"
+            )
+        out["discrete_latents"] = bool(flag.reshape(-1)[0])
+    for key in ("sources", "latents"):
+        if out[key].ndim != 2:
+            raise UserError(
+                f"'{key}' in {path} must be 2-D (n_samples, n_columns), got shape {out[key].shape}"
+            )
+    out["source_names"] = _names(data, "source_names", out["sources"].shape[1])
+    out["latent_names"] = _names(data, "latent_names", out["latents"].shape[1])
     return out
 
 
@@ -141,6 +153,15 @@ def output_paths(file: str | os.PathLike) -> tuple[Path, Path]:
     return file.with_name(f"{stem}.metrics.json"), file.with_name(f"{stem}.nmi.png")
 
 
+@contextmanager
+def _arrays_of(file):
+    """The metrics check their arrays (NaN, too few samples...) with ValueError: the file's fault."""
+    try:
+        yield
+    except ValueError as err:
+        raise UserError(f"{file}: {err}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from . import MetricWarning, dci, infomec, mig, sap
     from .plots import plot_nmi
@@ -167,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         "latent_names": data["latent_names"],
     }
     rows: list[tuple[str, float]] = []
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _arrays_of(args.file):
         warnings.simplefilter("always")
         info = infomec(
             sources, latents, discrete_latents=discrete, explicitness=args.explicitness,

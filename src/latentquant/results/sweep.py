@@ -2,9 +2,11 @@
 
 Every cell of datasets x models x seeds is one ``latentquant train`` process
 writing to ``OUT/<dataset>/<model>/seed<k>/``. Calling the same sweep again
-skips finished runs (an ``eval.json`` at the target step) and resumes
-unfinished ones from their last checkpoint, so a grid can be stopped and
-continued at any time.
+skips finished runs and resumes unfinished ones from their last checkpoint,
+so a grid can be stopped and continued at any time. A run counts as done
+only if its resolved config is the one requested (``RunDir.status`` and
+``TrainConfig.differences``); a run folder holding other settings is
+reported, and nothing is started.
 
 A model entry may carry flag overrides after ``+``: ``qlae+weight-decay=0``
 trains ``--model qlae --weight-decay 0`` into ``OUT/<dataset>/qlae+weight-decay=0/``
@@ -13,7 +15,6 @@ trains ``--model qlae --weight-decay 0`` into ``OUT/<dataset>/qlae+weight-decay=
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from latentquant.validation import UserError
 
 
 @dataclass(frozen=True)
@@ -40,12 +43,12 @@ def parse_model(spec: str) -> tuple[str, tuple[str, ...]]:
     """``'qlae+weight-decay=0+steps=10'`` -> ``('qlae', ('--weight-decay', '0', '--steps', '10'))``."""
     base, *overrides = spec.split("+")
     if not base:
-        raise ValueError(f"model spec {spec!r} has no model name before '+'")
+        raise UserError(f"model spec {spec!r} has no model name before '+'")
     flags: list[str] = []
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"override {item!r} in model spec {spec!r} must look like FLAG=VALUE")
+            raise UserError(f"override {item!r} in model spec {spec!r} must look like FLAG=VALUE")
         flags += [f"--{key.lstrip('-')}", value]
     return base, tuple(flags)
 
@@ -63,40 +66,51 @@ def plan(datasets, models, seeds, out, common_flags=()) -> list[RunSpec]:
     return specs
 
 
-def status(spec: RunSpec, target_steps: int | None) -> str:
-    """'done', 'resume' or 'new' for the run directory of ``spec``.
+def status(spec: RunSpec, target_steps: int | None = None) -> str:
+    """'done', 'resume', 'new', or 'conflict: <why>' for the run directory of ``spec``.
 
-    A run is done when its ``eval.json`` was written at the target step: the
-    sweep's ``--steps`` when given, else the ``steps`` in the run's own
-    ``config.yaml``.
+    The requested config is what ``latentquant train`` would resolve from the
+    spec's flags; the run is done when it finished at the requested steps with
+    that config (how it ran aside: device, threads, ...), to be resumed when it
+    has the same config and fewer steps, and in conflict when its config
+    differs or another process holds it.
     """
-    target = target_steps if target_steps is not None else _configured_steps(spec.out)
-    step = _evaluated_step(spec.out)
-    if step is not None and target is not None and step >= target:
+    from latentquant.train.config import RUNTIME_FIELDS
+    from latentquant.train.rundir import RunDir
+
+    run = RunDir(spec.out)
+    state = run.status()
+    if state == "running":
+        return "conflict: in use by another process"
+    if not run.config.is_file():
+        return "resume" if state == "interrupted" else "new"
+    saved = run.read_config()
+    requested = requested_config(spec, saved if target_steps is None else None)
+    changed = requested.differences(saved, ignore=RUNTIME_FIELDS + ("steps",))
+    if changed:
+        return "conflict: " + ", ".join(f"{k} {b!r} in the run, {a!r} requested" for k, (a, b) in changed.items())
+    if state == "finished" and requested.steps == saved.steps:
         return "done"
-    return "resume" if _has_checkpoint(spec.out) else "new"
+    if requested.steps < saved.steps or (state == "finished" and requested.steps < saved.steps):
+        return f"conflict: the run has {saved.steps} steps, {requested.steps} requested"
+    return "resume" if run.latest_checkpoint() else "new"
 
 
-def _evaluated_step(run_dir: Path) -> int | None:
-    try:
-        return int(json.loads((run_dir / "eval.json").read_text())["step"])
-    except (FileNotFoundError, KeyError, TypeError, ValueError):
-        return None
+def requested_config(spec: RunSpec, saved=None):
+    """The resolved config ``latentquant train`` makes of the spec's flags (``saved``: a
+    run's config, whose steps count when the sweep gives no --steps)."""
+    from latentquant.cli import build_parser
+    from latentquant.data import get_dataset
+    from latentquant.models import DataInfo
+    from latentquant.train.cli_train import build_config
+    from latentquant.train.config import resolve
 
-
-def _configured_steps(run_dir: Path) -> int | None:
-    import yaml
-
-    try:
-        steps = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("steps")
-    except FileNotFoundError:
-        return None
-    return None if steps is None else int(steps)
-
-
-def _has_checkpoint(run_dir: Path) -> bool:
-    ckpt = run_dir / "checkpoints"
-    return ckpt.is_dir() and any(p.suffix == ".safetensors" for p in ckpt.iterdir())
+    argv = command(spec, "new")[3:]
+    config = build_config(build_parser("train").parse_args(argv))
+    if saved is not None and "--steps" not in argv:
+        config = config.replace(steps=saved.steps)
+    dataset = get_dataset(config.dataset, root=config.data_root, path=config.data_path)
+    return resolve(config, DataInfo(config.dataset, dataset.num_channels, dataset.num_factors, len(dataset)))
 
 
 def command(spec: RunSpec, state: str) -> list[str]:
@@ -108,9 +122,12 @@ def command(spec: RunSpec, state: str) -> list[str]:
 
 
 def execute(spec: RunSpec, state: str, threads: int) -> int:
-    spec.out.mkdir(parents=True, exist_ok=True)
+    from latentquant.train.rundir import RunDir
+
+    run = RunDir(spec.out)
+    run.mark()  # before its log: the folder is a run's
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    with open(spec.out / "train.log", "a") as log:
+    with open(run.log, "a") as log:
         log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command(spec, state))}\n")
         log.flush()
         return subprocess.call(command(spec, state), stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -133,10 +150,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
     jobs = args.jobs or max(1, (os.cpu_count() or 1) // args.threads)
     if jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
     common = ["--threads", str(args.threads), *args.extra]
     if args.steps is not None:
         common += ["--steps", str(args.steps)]
@@ -144,6 +161,12 @@ def run(args) -> int:
         common += ["--arch", args.arch]
     specs = plan(args.datasets, args.models, args.seeds, args.out, common)
     states = {spec: status(spec, args.steps) for spec in specs}
+    conflicts = [s for s in specs if states[s].startswith("conflict")]
+    if conflicts:
+        for spec in conflicts:
+            print(f"{spec.out}: {states[spec]}", file=sys.stderr)
+        raise UserError(f"{len(conflicts)} run folder(s) hold other settings than requested (listed above); "
+                        "choose another --out, or remove those runs")
     todo = [s for s in specs if states[s] != "done"]
     print(f"{len(specs)} runs: {len(specs) - len(todo)} done, "
           f"{sum(states[s] == 'resume' for s in todo)} to resume, {sum(states[s] == 'new' for s in todo)} new; "

@@ -29,17 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from latentquant._atomic import atomic_write_text
+from latentquant.train.evaluate import SCORES
+from latentquant.train.rundir import RunDir
+from latentquant.validation import UserError
 
 # (eval.json key, column title); the paper's order: InfoM, InfoE, InfoC, D, C, I.
-COLUMNS = [
-    ("infom", "InfoM"),
-    ("infoe", "InfoE"),
-    ("infoc", "InfoC"),
-    ("dci_d", "D"),
-    ("dci_c", "C"),
-    ("dci_i", "I"),
-    ("psnr", "PSNR"),
-]
+COLUMNS = [(s.key, s.title) for s in SCORES if s.in_table]
 
 
 def t_quantile_975(dof: int) -> float:
@@ -64,18 +59,38 @@ def collect(root: str | os.PathLike) -> dict[tuple[str, str], list[dict]]:
     """Map (dataset, model) to the list of eval dicts found under ``root``."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"no results directory at {root}")
+        raise UserError(f"no results directory at {root}")
     runs: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    configs: dict[tuple[str, str], list] = defaultdict(list)
     for path in sorted(root.glob("*/*/seed*/eval.json")):
         dataset, model, seed = path.parts[-4], path.parts[-3], path.parts[-2][len("seed"):]
+        run = RunDir(path.parent)
         try:
             scores = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from err
+            raise UserError(f"{path} is not valid JSON: {err}") from err
         runs[(dataset, model)].append({**scores, "_seed": seed})
+        if run.config.is_file():
+            configs[(dataset, model)].append((run.path, run.read_config()))
     if not runs:
-        raise FileNotFoundError(f"no <dataset>/<model>/seed<k>/eval.json files under {root}")
+        raise UserError(f"no <dataset>/<model>/seed<k>/eval.json files under {root}")
+    for cell, found in configs.items():
+        check_same_settings(found)
     return dict(runs)
+
+
+def check_same_settings(found: list) -> None:
+    """UserError when the runs of one row differ in anything but the seed (and how they ran):
+    their mean would mix settings under one label."""
+    from latentquant.train.config import RUNTIME_FIELDS
+
+    first_path, first = found[0]
+    for path, cfg in found[1:]:
+        changed = cfg.differences(first, ignore=RUNTIME_FIELDS + ("seed",))
+        if changed:
+            shown = ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in changed.items())
+            raise UserError(f"{path} and {first_path} differ in more than the seed ({shown}); "
+                            "a row averages runs of one setting: move one of them out of the grid")
 
 
 def _fmt(mean: float, half: float, digits: int) -> str:

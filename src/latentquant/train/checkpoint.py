@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from latentquant._atomic import atomic_write_bytes
+from latentquant.validation import UserError
 
 FORMAT = "latentquant-checkpoint-1"
 STALE_TEMP_SECONDS = 600.0
@@ -149,9 +150,9 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     except FileNotFoundError:
         raise
     except Exception as err:  # safetensors raises its own error types
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
     if doc.get("format") != FORMAT:
-        raise ValueError(f"{path}: unknown checkpoint format {doc.get('format')!r}, expected {FORMAT!r}")
+        raise UserError(f"{path}: unknown checkpoint format {doc.get('format')!r}, expected {FORMAT!r}")
     return tensors, doc
 
 
@@ -167,7 +168,7 @@ def load_model_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -
         model.load_state_dict(state)
     except RuntimeError as err:  # another model, arch or size than the one that wrote the checkpoint
         detail = " ".join(str(err).split())
-        raise ValueError(f"the checkpoint does not fit this model (were --model/--arch/--num-latents changed?): "
+        raise UserError(f"the checkpoint does not fit this model (were --model/--arch/--num-latents changed?): "
                          f"{detail[:300]}") from None
 
 
@@ -177,7 +178,7 @@ def restore(tensors: dict[str, torch.Tensor], doc: dict[str, Any], model: torch.
     load_model_weights(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     for opt_name, opt in (optimizers or {}).items():
         if opt_name not in doc["optimizers"]:
-            raise ValueError(f"checkpoint has no optimizer {opt_name!r} (it has {', '.join(doc['optimizers'])})")
+            raise UserError(f"checkpoint has no optimizer {opt_name!r} (it has {', '.join(doc['optimizers'])})")
         meta = doc["optimizers"][opt_name]
         state: dict[int, dict[str, Any]] = {}
         prefix = f"optim.{opt_name}."
@@ -197,12 +198,17 @@ def restore(tensors: dict[str, torch.Tensor], doc: dict[str, Any], model: torch.
 
 
 def load_latest(folder: Path) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]] | None:
-    """The newest readable checkpoint in ``folder`` (falling back to older ones), or None."""
+    """The newest readable checkpoint in ``folder`` (falling back to older ones), or None when
+    there is none; UserError naming the newest file and its problem when none is readable."""
+    errors = []
     for path in reversed(list_checkpoints(folder)):
         try:
             tensors, doc = read_checkpoint(path)
-        except ValueError as err:
+        except UserError as err:
             warnings.warn(f"skipping unreadable checkpoint: {err}", stacklevel=2)
+            errors.append(err)
             continue
         return path, tensors, doc
+    if errors:
+        raise UserError(f"no readable checkpoint in {folder}: {errors[0]}")
     return None

@@ -9,54 +9,72 @@ left) is written to ``OUT/config.yaml`` and is all that ``--resume`` and
 
 Authors' values (kylehkhsu/latent_quantization, ``configs/train_ae.yaml``):
 lr 1e-3, batch 128, 2e5 steps, gradient clip 1 (element-wise), evaluation and
-checkpoint every 5e3 steps on 10,000 held-out images.
+checkpoint every 5e3 steps on 10,000 images drawn from the training pool.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from latentquant.validation import UserError, check_choice, check_int, check_number
+
 PRECISIONS = ("auto", "fp32", "bf16")
+MAX_EVAL_SAMPLES = 1_000_000  # the metrics hold (N, factors + latents) arrays and fit classifiers on them
+# fields that change how a run is executed, not what it computes: a resumed run, a sweep
+# and a table may differ in them
+RUNTIME_FIELDS = ("out", "device", "threads", "prefetch", "data_root", "data_path", "log_every",
+                  "keep_checkpoints", "checkpoint_every", "eval_every", "compile")
 
 
-@dataclass
+def _field(default: Any, help: str, **kwargs: Any) -> Any:
+    """A config field with its ``--flag`` help text (flags are generated from the fields)."""
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a run. ``None`` means "the published default for this model and dataset"."""
 
-    dataset: str = "sprites"
-    model: str = "qlae"
-    arch: str = "paper"
-    steps: int = 200_000
-    batch_size: int | None = None  # global batch (split across DDP ranks); model default 128 (64 for GANs)
-    lr: float | None = None
-    weight_decay: float | None = None
+    dataset: str = _field("sprites", "dataset name (latentquant data info lists them); default sprites")
+    model: str = _field("qlae", "qlae; baselines ae, bioae, vae, tcvae, vqvae; GANs infowgan, qlinfowgan "
+                                "(+ any registered model); default qlae")
+    arch: str = _field("paper", "backbone: paper (the authors'), compact (their small design) or small "
+                                "(Burgess et al.); default paper")
+    steps: int = _field(200_000, "training steps (default 200000, as the authors)")
+    batch_size: int | None = _field(None, "global batch size, split across processes (default: model's, 128)")
+    lr: float | None = _field(None, "learning rate (default: model's, 1e-3)")
+    weight_decay: float | None = _field(None, "decoupled weight decay of the non-bias weights "
+                                              "(default: model's, e.g. qlae 0.1, ae 1e-3)")
     # decay time constant 1 / (lr x weight_decay) as a fraction of the run's steps; when set,
     # weight_decay = 1 / (fraction x lr x steps) (Wang & Aitchison 2024, arXiv 2405.13698)
-    weight_decay_timescale: float | None = None
-    clip: float | None = 1.0  # element-wise gradient clip of the decayed weights; None or 0 disables
-    num_latents: int | None = None  # default 2 x number of factors
-    values_per_latent: int | None = None  # quantized-latent models only; default 10
+    weight_decay_timescale: float | None = _field(
+        None, "set the weight decay so that its time constant 1/(lr x wd) is this fraction of the run: "
+              "wd = 1/(F x lr x steps); instead of --weight-decay")
+    clip: float | None = _field(1.0, "element-wise gradient clip of the decayed weights, 0 = off (default 1)")
+    num_latents: int | None = _field(None, "latents (default 2 x number of factors)")
+    values_per_latent: int | None = _field(None, "values per latent of quantized models (default 10)")
     options: dict[str, Any] = field(default_factory=dict)  # model-specific, see --option
-    eval_every: int = 5000  # 0: evaluate only at the end
-    eval_samples: int = 10_000
-    dci_model: str = "fast"  # DCI classifier: fast (20 boosting stages) or gbt (disentanglement_lib's)
-    log_every: int = 50
-    checkpoint_every: int | None = None  # default: eval_every (or steps when that is 0)
-    keep_checkpoints: int = 2
-    seed: int = 0
-    out: str | None = None  # default runs/<dataset>-<model>-<arch>-seed<seed>
-    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
-    compile: bool = False
-    precision: str = "auto"  # auto: bf16 autocast on CUDA when supported, else fp32
-    data_root: str | None = None
-    data_path: str | None = None
-    prefetch: int = 4  # batches a background thread loads ahead
-    threads: int | None = None  # torch CPU threads per process; default torch's (per-rank share under DDP)
+    eval_every: int = _field(5000, "evaluate every N steps, 0 = only at the end (default 5000)")
+    eval_samples: int = _field(10_000, "images per evaluation, drawn from the training pool (in-sample, "
+                                       "as the authors; default 10000)")
+    dci_model: str = _field("fast", "DCI classifier: fast (default) or gbt (disentanglement_lib's)")
+    log_every: int = _field(50, "log losses every N steps (default 50)")
+    checkpoint_every: int | None = _field(None, "checkpoint every N steps (default: --eval-every)")
+    keep_checkpoints: int = _field(2, "checkpoints kept (default 2)")
+    seed: int = _field(0, "random seed: weights, data order, evaluation set (default 0)")
+    out: str | None = _field(None, "run directory (default runs/<dataset>-<model>-<arch>-seed<seed>)")
+    device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps (default auto)")
+    compile: bool = _field(False, "torch.compile the model (for GPUs)")
+    precision: str = _field("auto", "auto (bf16 autocast on CUDA), fp32 or bf16 (default auto)")
+    data_root: str | None = _field(None, "folder of the public dataset files")
+    data_path: str | None = _field(None, "explicit file or folder of a public dataset")
+    prefetch: int = _field(4, "batches loaded ahead by the background thread (default 4)")
+    threads: int | None = _field(None, "torch CPU threads (default: torch's; a per-rank share under DDP)")
 
     # -- construction -------------------------------------------------------
 
@@ -66,13 +84,19 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
-        """A config from a mapping; unknown keys raise ValueError naming the valid ones."""
+        """A config from a mapping (a YAML file): unknown keys and wrong types are a UserError.
+
+        Numbers written as strings are read as numbers (PyYAML reads ``1e-3`` as a string)."""
         if not isinstance(values, dict):
-            raise ValueError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
+            raise UserError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
-            raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: "
-                             f"{', '.join(cls.field_names())}")
+            raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: "
+                            f"{', '.join(cls.field_names())}")
+        values = {k: _number(k, v, _FIELD_TYPES[k], source) for k, v in values.items()}
+        if "options" in values and not isinstance(values["options"], dict):
+            raise UserError(f"{source}: options must be a mapping of model options (KEY: VALUE), "
+                            f"got {values['options']!r}")
         return cls(**values)
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -81,82 +105,57 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    # -- validation and resolution ------------------------------------------
+    def differences(self, other: "TrainConfig", ignore: tuple[str, ...] = RUNTIME_FIELDS) -> dict[str, tuple]:
+        """``{key: (self's value, other's value)}`` for the fields that differ, ``ignore`` aside."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if k not in ignore and a[k] != b[k]}
+
+    # -- validation -----------------------------------------------------------
 
     def validate(self) -> "TrainConfig":
-        """Check names and ranges; ValueError naming the valid choices or range."""
+        """Check names and ranges, before any work; UserError naming the valid choices or range."""
         from latentquant.data import list_datasets
+        from latentquant.metrics.dci import MODELS as DCI_MODELS
         from latentquant.models import ARCHS, available_models
 
-        _choice("dataset", self.dataset, list_datasets())
-        _choice("model", self.model, available_models())
-        _choice("arch", self.arch, ARCHS)
-        _choice("precision", self.precision, PRECISIONS)
-        from latentquant.metrics.dci import MODELS as DCI_MODELS
-
-        _choice("dci_model", self.dci_model, DCI_MODELS)
-        _device_ok(self.device)
-        _int("steps", self.steps, 1)
-        _int("eval_every", self.eval_every, 0)
-        _int("eval_samples", self.eval_samples, 10)
-        _int("log_every", self.log_every, 1)
-        _int("keep_checkpoints", self.keep_checkpoints, 1)
-        _int("seed", self.seed, 0)
-        _int("prefetch", self.prefetch, 1)
-        for name, low in (("batch_size", 1), ("num_latents", 1), ("values_per_latent", 2),
+        check_choice("dataset", self.dataset, list_datasets())
+        check_choice("model", self.model, available_models())
+        check_choice("arch", self.arch, ARCHS)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("dci_model", self.dci_model, DCI_MODELS)
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise UserError(f"unknown device {self.device!r}; valid choices: auto, cpu, cuda, cuda:N, mps")
+        check_int("steps", self.steps, 1)
+        check_int("eval_every", self.eval_every, 0)
+        check_int("eval_samples", self.eval_samples, 10, MAX_EVAL_SAMPLES)
+        for name in ("log_every", "keep_checkpoints", "prefetch"):
+            check_int(name, getattr(self, name), 1)
+        check_int("seed", self.seed, 0)
+        # MIG compares each factor's two most informative latents: one latent cannot be scored
+        for name, low in (("batch_size", 1), ("num_latents", 2), ("values_per_latent", 2),
                           ("checkpoint_every", 1), ("threads", 1)):
             if getattr(self, name) is not None:
-                _int(name, getattr(self, name), low)
-        for name in ("lr", "weight_decay", "clip"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not value >= 0 or value != value or value == float("inf")):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.lr is not None and self.lr == 0:
-            raise ValueError("lr must be > 0, got 0")
-        tau = self.weight_decay_timescale
-        if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float))
-                                or not 0 < tau < float("inf")):
-            raise ValueError(f"weight_decay_timescale must be a finite number > 0 (the decay time constant "
-                             f"as a fraction of the run), got {tau!r}")
+                check_int(name, getattr(self, name), low)
+        for name in ("weight_decay", "clip"):
+            if getattr(self, name) is not None:
+                check_number(name, getattr(self, name))
+        if self.lr is not None:
+            check_number("lr", self.lr, low_open=True)
+        if self.weight_decay_timescale is not None:
+            check_number("weight_decay_timescale", self.weight_decay_timescale, low_open=True)
         if not isinstance(self.options, dict):
-            raise ValueError(f"options must be a mapping of model options, got {self.options!r}")
+            raise UserError(f"options must be a mapping of model options, got {self.options!r}")
         if not isinstance(self.compile, bool):
-            raise ValueError(f"compile must be true or false, got {self.compile!r}")
+            raise UserError(f"compile must be true or false, got {self.compile!r}")
+        if self.out is not None and not str(self.out).strip():
+            raise UserError("out is empty; name a run directory, e.g. --out runs/q")
         return self
 
     def resolve(self, num_factors: int) -> "TrainConfig":
-        """A copy with every ``None`` replaced by the published default for this model and dataset.
+        """:func:`resolve` for a dataset of ``num_factors`` factors (no data needed)."""
+        from latentquant.models import DataInfo
 
-        ``num_factors`` is the dataset's number of ground-truth factors (latents
-        default to twice as many). Model options are checked against the
-        model's ``default_options`` (unknown keys and wrong types raise ValueError).
-        """
-        from latentquant.models import get_model_class
-
-        self.validate()
-        cls = get_model_class(self.model)
-        published = cls.defaults(self.dataset)
-        c = self.replace(options=dict(self.options))
-        for name in ("lr", "batch_size"):
-            if getattr(c, name) is None:
-                c = c.replace(**{name: published[name]})
-        c = c.replace(weight_decay=_resolve_weight_decay(c, published["weight_decay"]))
-        if c.num_latents is None:
-            c = c.replace(num_latents=2 * int(num_factors))
-        takes_values = "values_per_latent" in inspect.signature(cls.__init__).parameters
-        if takes_values and c.values_per_latent is None:
-            c = c.replace(values_per_latent=published.get("values_per_latent", 10))
-        elif not takes_values and c.values_per_latent is not None:
-            raise ValueError(f"values_per_latent applies to quantized-latent models only, not {c.model!r}")
-        c = c.replace(options=resolve_options(cls, c.dataset, c.options))
-        if c.checkpoint_every is None:
-            c = c.replace(checkpoint_every=c.eval_every or c.steps)
-        if c.out is None:
-            c = c.replace(out=str(Path("runs") / f"{c.dataset}-{c.model}-{c.arch}-seed{c.seed}"))
-        if c.clip == 0:
-            c = c.replace(clip=None)
-        return c.validate()
+        return resolve(self, DataInfo(self.dataset, 1, num_factors, 1))
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the model class (``num_latents``, ``values_per_latent`` when used, options)."""
@@ -164,6 +163,65 @@ class TrainConfig:
         if self.values_per_latent is not None:
             kwargs["values_per_latent"] = self.values_per_latent
         return kwargs
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+
+
+def _number(key: str, value: Any, annotation: str, source: str) -> Any:
+    """A YAML string such as ``'1e-3'`` in a numeric field, as a number."""
+    if not isinstance(value, str) or not any(t in annotation for t in ("int", "float")):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise UserError(f"{source}: {key} must be a number, got {value!r}") from None
+    if annotation.startswith("int") and number.is_integer():
+        return int(number)
+    return number
+
+
+def resolve(config: TrainConfig, info) -> TrainConfig:
+    """The complete config: every ``None`` replaced by the published default for this model
+    and dataset (``info``: a :class:`~latentquant.models.DataInfo`); runs once, before any work.
+
+    Model options are checked against the model's ``default_options`` (unknown keys and
+    wrong types are a UserError) and the model is built once on the meta device, so that
+    every argument it rejects is rejected here, before the data is touched.
+    """
+    from latentquant.models import build_model, get_model_class
+
+    config.validate()
+    cls = get_model_class(config.model)
+    published = cls.defaults(config.dataset)
+    c = config.replace(options=dict(config.options))
+    for name in ("lr", "batch_size"):
+        if getattr(c, name) is None:
+            c = c.replace(**{name: published[name]})
+    c = c.replace(weight_decay=_resolve_weight_decay(c, published["weight_decay"]))
+    if c.num_latents is None:
+        c = c.replace(num_latents=2 * int(info.num_factors))
+    takes_values = "values_per_latent" in published
+    if takes_values and c.values_per_latent is None:
+        c = c.replace(values_per_latent=published["values_per_latent"])
+    elif not takes_values and c.values_per_latent is not None:
+        raise UserError(f"values_per_latent applies to quantized-latent models only, not {c.model!r}")
+    c = c.replace(options=resolve_options(cls, c.dataset, c.options))
+    if c.checkpoint_every is None:
+        c = c.replace(checkpoint_every=c.eval_every or c.steps)
+    if c.out is None:
+        c = c.replace(out=str(Path("runs") / f"{c.dataset}-{c.model}-{c.arch}-seed{c.seed}"))
+    if c.clip == 0:
+        c = c.replace(clip=None)
+    c.validate()
+    import torch
+
+    try:
+        with torch.device("meta"):
+            build_model(c.model, c.arch, info, **c.model_kwargs())
+    except ValueError as err:  # the model's own argument checks
+        raise UserError(str(err)) from None
+    return c
 
 
 def timescale_weight_decay(fraction: float, lr: float, steps: int) -> float:
@@ -180,7 +238,7 @@ def _resolve_weight_decay(c: TrainConfig, published: float) -> float:
         return published if c.weight_decay is None else c.weight_decay
     implied = timescale_weight_decay(c.weight_decay_timescale, c.lr, c.steps)
     if c.weight_decay is not None and abs(c.weight_decay - implied) > 1e-9 * implied:
-        raise ValueError(
+        raise UserError(
             f"weight_decay {c.weight_decay:g} and weight_decay_timescale {c.weight_decay_timescale:g} disagree "
             f"(the timescale gives {implied:g} for lr {c.lr:g} and {c.steps} steps); give one of them: "
             f"--weight-decay W keeps a fixed decay, --weight-decay-timescale F sets it for the run's length")
@@ -193,7 +251,7 @@ def resolve_options(cls: type, dataset: str, given: dict[str, Any]) -> dict[str,
     unknown = sorted(set(given) - set(defaults))
     if unknown:
         valid = ", ".join(defaults) or "none"
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for model {cls.name!r}; valid options: {valid}")
+        raise UserError(f"unknown option(s) {', '.join(unknown)} for model {cls.name!r}; valid options: {valid}")
     out = dict(defaults)
     for key, value in given.items():
         out[key] = coerce_option(key, value, defaults[key])
@@ -221,7 +279,7 @@ def coerce_option(key: str, value: Any, default: Any) -> Any:
                 raise ValueError
             return out
     except (TypeError, ValueError):
-        raise ValueError(f"option {key}={value!r}: expected a {type(default).__name__} like {default!r}") from None
+        raise UserError(f"option {key}={value!r}: expected a {type(default).__name__} like {default!r}") from None
     return value
 
 
@@ -229,7 +287,7 @@ def parse_option(text: str) -> tuple[str, str]:
     """``'beta=4'`` -> ``('beta', '4')``."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"--option expects KEY=VALUE, got {text!r}")
+        raise UserError(f"--option expects KEY=VALUE, got {text!r}")
     return key.strip().replace("-", "_"), value.strip()
 
 
@@ -242,13 +300,13 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise UserError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+        raise UserError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
     return data
 
 
@@ -266,24 +324,3 @@ def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
     text = "# latentquant train: resolved config (load with --config, or --resume the run)\n"
     text += yaml.safe_dump(config.to_dict(), sort_keys=False)
     atomic_write_text(Path(path), text)
-
-
-# -- helpers ----------------------------------------------------------------
-
-
-def _choice(name: str, value: Any, choices) -> None:
-    choices = tuple(choices)
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; valid choices: {', '.join(map(str, choices))}")
-
-
-def _int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _device_ok(device: str) -> None:
-    import re
-
-    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
-        raise ValueError(f"unknown device {device!r}; valid choices: auto, cpu, cuda, cuda:N, mps")

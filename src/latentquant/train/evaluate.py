@@ -1,9 +1,10 @@
-"""Evaluation of a model on held-out samples: disentanglement metrics and PSNR.
+"""Evaluation of a model: disentanglement metrics and PSNR, and ``evaluate_run``, which writes them.
 
 The evaluation set is ``eval_samples`` images drawn uniformly (with
-replacement) by a generator seeded from the run's seed alone, so every
-evaluation of a run, during training or by ``latentquant evaluate``, scores
-the same images. Each image is encoded (the model's ``code``: per-latent value
+replacement) from the dataset by a generator seeded from the run's seed
+alone, so every evaluation of a run, during training or by ``latentquant
+evaluate``, scores the same images. They are in-sample: drawn from the pool
+the training batches come from, as in the authors' code. Each image is encoded (the model's ``code``: per-latent value
 indices for quantized models, the mean/encoding otherwise) and reconstructed.
 
 ``eval.json`` keys:
@@ -18,18 +19,29 @@ plus ``dci_model`` (the DCI classifier), ``dci_i_train``, ``eval_samples``,
 
 from __future__ import annotations
 
-import json
 import math
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
 
-from latentquant._atomic import atomic_write_text
 
-EVAL_KEYS = ("infom", "infoe", "infoc", "dci_d", "dci_c", "dci_i", "mig", "psnr", "step")
+class Score(NamedTuple):
+    key: str  # in eval.json
+    label: str  # in report.md
+    title: str  # a column of latentquant table
+    in_table: bool = True
+
+
+#: The scores of eval.json, in the paper's order; everything that reads or shows them uses this.
+SCORES = (
+    Score("infom", "InfoM (modularity)", "InfoM"), Score("infoe", "InfoE (explicitness)", "InfoE"),
+    Score("infoc", "InfoC (compactness)", "InfoC"), Score("dci_d", "DCI disentanglement", "D"),
+    Score("dci_c", "DCI completeness", "C"), Score("dci_i", "DCI informativeness (test)", "I"),
+    Score("mig", "MIG", "MIG", in_table=False), Score("psnr", "PSNR (dB)", "PSNR"),
+)
+SCORE_KEYS = tuple(s.key for s in SCORES)
 _EVAL_STREAM = 0x5EED_E7A1  # second word of the evaluation generator's seed
 
 
@@ -96,6 +108,30 @@ def evaluate(model, dataset, *, num_samples: int, seed: int, step: int, device: 
     return EvalResult(scores, np.asarray(info.nmi), np.asarray(info.active, dtype=bool), codes, images, z_first)
 
 
-def write_eval(path: Path, scores: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
-    """Write ``eval.json`` atomically."""
-    atomic_write_text(Path(path), json.dumps({**scores, **(extra or {})}, indent=2) + "\n")
+def evaluate_run(model, dataset, cfg, step: int, device: torch.device, run,
+                 train_seconds: float | None = None) -> dict[str, Any]:
+    """Evaluate the model of the run ``run`` (a :class:`~latentquant.train.rundir.RunDir`)
+    and write its ``eval.json`` (and a line of ``evals.jsonl``), figures and ``report.md``.
+
+    Always in float32, whatever the training precision: under bf16 autocast the
+    continuous models' latents would be rounded to 8 bits before scoring.
+
+    Runs on its own random stream (torch seeded from ``cfg.seed``, the training
+    stream saved and restored around it): an evaluation in the middle of a run
+    changes nothing in the steps after it, so a resumed run still matches the
+    uninterrupted one, and random figures (a GAN's samples) come out the same
+    from ``latentquant evaluate``.
+    """
+    from latentquant.train.figures import write_figures
+    from latentquant.train.report import write_report
+
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(cfg.seed)
+        result = evaluate(model, dataset, num_samples=cfg.eval_samples, seed=cfg.seed, step=step, device=device,
+                          dci_model=cfg.dci_model)
+        scores = {**result.scores, "model": cfg.model, "dataset": cfg.dataset, "arch": cfg.arch, "seed": cfg.seed}
+        run.write_eval(scores)
+        figures = write_figures(model, result, dataset.factor_names, run.figures, device, nullcontext)
+    write_report(run, cfg.to_dict(), scores, figures, train_seconds)
+    return scores

@@ -39,11 +39,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from latentquant._atomic import atomic_write_text
-from latentquant.train.checkpoint import (
-    latest_checkpoint, list_checkpoints, load_latest, restore, save_checkpoint,
-)
-from latentquant.train.config import TrainConfig, load_config, save_config
+from latentquant.train.checkpoint import load_latest, restore, save_checkpoint
+from latentquant.train.config import RUNTIME_FIELDS, TrainConfig, resolve
+from latentquant.train.evaluate import evaluate_run
+from latentquant.train.rundir import RunDir
+from latentquant.validation import UserError
 
 
 class TrainingDiverged(RuntimeError):
@@ -255,106 +255,131 @@ class LossMeter:
         return {k: values[i] / max(values[n + i], 1.0) for i, k in enumerate(keys)}, values[-1] > 0
 
 
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(out / "tensorboard"))
+class RunLog:
+    """The three sinks of a run's numbers on rank 0: ``metrics.jsonl``, TensorBoard (when
+    installed) and the progress bar. Other ranks get a silent one."""
 
+    def __init__(self, run: RunDir | None, total: int, start: int):
+        from tqdm import tqdm
 
-def _truncate_jsonl(path: Path, last_step: int) -> None:
-    """Drop lines logged after ``last_step`` (a crash after the last checkpoint), atomically."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= last_step]
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
+        self.file = open(run.metrics, "a") if run else None
+        self.writer = None
+        if run:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(run.tensorboard))
+            except ImportError:  # tensorboard is optional
+                pass
+        interactive = sys.stderr.isatty()  # in a log file (a sweep's train.log), a line every 30 s is plenty
+        self.progress = tqdm(total=total, initial=start, disable=run is None, unit="step", dynamic_ncols=True,
+                             smoothing=0.05, file=sys.stderr, mininterval=0.5 if interactive else 30.0)
+
+    def losses(self, record: dict[str, Any], img_s: float) -> None:
+        if self.file is None:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        self.progress.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", img_s=f"{img_s:.0f}",
+                                  refresh=False)
+        for k, v in record.items():
+            if self.writer is not None and k not in ("step", "lr", "seconds"):
+                self.writer.add_scalar(f"train/{k}", v, record["step"])
+
+    def scores(self, scores: dict[str, Any]) -> None:
+        for k, v in scores.items():
+            if self.writer is not None and isinstance(v, float):  # counts, seed and names are not plotted
+                self.writer.add_scalar(f"eval/{k}", v, scores["step"])
+
+    def close(self) -> None:
+        self.progress.close()
+        if self.file is not None:
+            self.file.close()
+        if self.writer is not None:
+            self.writer.close()  # and its background thread
 
 
 # ---------------------------------------------------------------------------
 # the run
 
 
-def run_status(out: str | os.PathLike) -> str:
-    """'done' (eval.json at the configured step), 'resume' (a checkpoint exists) or 'new'."""
-    out = Path(out)
-    try:
-        steps = load_config(out / "config.yaml").steps
-        if json.loads((out / "eval.json").read_text())["step"] >= steps:
-            return "done"
-    except (FileNotFoundError, ValueError, KeyError):
-        pass
-    return "resume" if latest_checkpoint(out / "checkpoints") else "new"
-
-
-def train(config: TrainConfig, resume: bool = False) -> dict[str, Any] | None:
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any] | None:
     """Train (or with ``resume``, continue) the run described by ``config``.
 
+    Everything the run will need is checked before step 1: the config (resolved
+    once against the data), the run directory (ours, and not in use), and on
+    resume the run's own config, which ``config`` may change only in its steps
+    (to more than done) and in how it runs (device, threads, ...).
+    ``overwrite`` replaces a finished or interrupted run in the same folder,
+    deleting only the files a run writes.
+
     Returns the final evaluation scores (rank 0; None on other ranks). Raises
-    ValueError for bad configs, :class:`TrainingDiverged` on a NaN/inf loss and
-    :class:`TrainingInterrupted` after checkpointing on SIGINT/SIGTERM.
+    :class:`~latentquant.validation.UserError` for bad input, :class:`TrainingDiverged`
+    on a NaN/inf loss and :class:`TrainingInterrupted` after checkpointing on SIGINT/SIGTERM.
     """
     from latentquant.data import get_dataset
-    from latentquant.models import DataInfo, build_model
+    from latentquant.models import DataInfo
 
-    # -- config, processes, devices ------------------------------------------
+    # -- config and data: resolved once, before any work ------------------------
     config.validate()
-    dist = setup_distributed(config.device)
+    dataset = get_dataset(config.dataset, root=config.data_root, path=config.data_path)
+    info = DataInfo(config.dataset, dataset.num_channels, dataset.num_factors, len(dataset))
+    cfg = resolve(config, info)
+    dist = setup_distributed(cfg.device)
     try:
-        return _train(config, resume, dist, get_dataset, DataInfo, build_model)
+        if cfg.batch_size % dist.world:
+            raise UserError(f"batch_size {cfg.batch_size} is not divisible by the {dist.world} processes")
+        run = RunDir(cfg.out)
+        if not dist.master:
+            return _train(cfg, dataset, info, run, resume, dist)
+        with run.acquire(new=not resume, overwrite=overwrite):  # the lock is held for the run's lifetime
+            return _train(cfg, dataset, info, run, resume, dist)
     finally:
-        if dist.enabled:
-            import torch.distributed as tdist
-
-            if tdist.is_initialized():
-                tdist.destroy_process_group()
+        close_distributed(dist)
 
 
-def _train(config, resume, dist, get_dataset, DataInfo, build_model):
-    if config.threads:
-        torch.set_num_threads(config.threads)
+def close_distributed(dist: Dist) -> None:
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        if tdist.is_initialized():
+            tdist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, dataset, info, run: RunDir, resume: bool, dist: Dist) -> dict[str, Any] | None:
+    from latentquant.models import build_model
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     elif dist.enabled and dist.device.type == "cpu":  # share the cores among the local ranks
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
 
-    # -- data ----------------------------------------------------------------
-    dataset = get_dataset(config.dataset, root=config.data_root, path=config.data_path)
-    cfg = config.resolve(dataset.num_factors)
-    if cfg.batch_size % dist.world:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {dist.world} processes")
-    out = Path(cfg.out)
-    ckpt_dir = out / "checkpoints"
-    info = DataInfo(cfg.dataset, dataset.num_channels, dataset.num_factors, len(dataset))
+    # -- resume: the checkpoint, and flags that agree with the run ----------------
+    start, found = 0, None
+    if resume:
+        found = load_latest(run.checkpoints)
+        if found is None:
+            raise UserError(f"cannot resume: no checkpoint in {run.checkpoints}")
+        start = int(found[2]["step"])
+        check_resume(run.read_config(), cfg, start)
 
-    # -- model and optimizers --------------------------------------------------
+    # -- model and optimizers -------------------------------------------------------
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.arch, info, **cfg.model_kwargs()).to(dist.device)
     optimizers = model.configure_optimizers(lr=cfg.lr, weight_decay=cfg.weight_decay, clip=cfg.clip)
-
-    # -- resume ------------------------------------------------------------------
-    start = 0
-    if resume:
-        found = load_latest(ckpt_dir)
-        if found is None:
-            raise FileNotFoundError(f"no checkpoint to resume from in {ckpt_dir}")
+    if found is not None:
         path, tensors, doc = found
-        start = restore(tensors, doc, model, optimizers)
-        del tensors
+        restore(tensors, doc, model, optimizers)
+        del tensors, found
         if dist.master:
-            print(f"resuming {out} from {path.name} (step {start:,} of {cfg.steps:,})", file=sys.stderr)
-    elif list_checkpoints(ckpt_dir):
-        raise ValueError(f"{out} already holds checkpoints; continue it with --resume {out} or choose another --out")
+            print(f"resuming {run.path} from {path.name} (step {start:,} of {cfg.steps:,})", file=sys.stderr)
     if dist.rank > 0:  # independent noise per rank (rank 0 keeps the checkpointed stream)
         torch.manual_seed(cfg.seed + 7919 * dist.rank + start)
-
     if dist.master:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-        _truncate_jsonl(out / "metrics.jsonl", start)
-        _truncate_jsonl(out / "evals.jsonl", start)
+        run.write_config(cfg)
+        run.truncate_logs(start)
 
-    # -- compile and DDP -------------------------------------------------------
     net = torch.compile(model) if cfg.compile else model
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -363,144 +388,94 @@ def _train(config, resume, dist, get_dataset, DataInfo, build_model):
                                       find_unused_parameters=model.ddp_find_unused_parameters)
     autocast = make_autocast(cfg.precision, dist.device)
 
-    def checkpoint(step: int) -> Path | None:
-        # the losses so far were finite, but a NaN/inf gradient of the last step may have
-        # poisoned the weights: never save those over a good checkpoint (the same answer on
-        # every rank, whose weights DDP keeps identical)
-        if not _all_finite(model):
-            raise TrainingDiverged(
-                f"non-finite weights after step {step} (NaN/inf gradients); stopped. Last good checkpoint: "
-                f"{latest_checkpoint(ckpt_dir) or 'none'}; lower --lr or check the data")
-        if not dist.master:
-            return None
-        return save_checkpoint(ckpt_dir, step, model, optimizers, keep=cfg.keep_checkpoints, state={
-            "config": cfg.to_dict(), "data_order": "numpy default_rng([seed, step]).integers(N, size=batch)",
-        })
-
-    def evaluate_and_report(step: int) -> dict[str, Any]:
-        scores = evaluate_run(model, dataset, cfg, step, dist.device, train_seconds=time.time() - t_start)
-        if writer is not None:
-            for k, v in scores.items():
-                if isinstance(v, float):  # the scores; counts, seed and names are not plotted
-                    writer.add_scalar(f"eval/{k}", v, step)
-        return scores
-
-    # -- the loop --------------------------------------------------------------
-    writer = _tensorboard(out) if dist.master else None
-    metrics_file = open(out / "metrics.jsonl", "a") if dist.master else None
-    meter, t_start = LossMeter(), time.time()
-    window = (start, t_start)  # (step, time) where the current logging window began, for img/s
+    # -- the loop ------------------------------------------------------------------
+    log = RunLog(run if dist.master else None, cfg.steps, start)
     stream = Prefetcher(dataset, cfg.seed, cfg.batch_size, start, cfg.steps, dist, cfg.prefetch)
-    progress = _progress(cfg.steps, start, dist.master)
-    step = start
+    meter, t_start, step = LossMeter(), time.time(), start
+    window = (start, t_start)  # (step, time) where the current logging window began, for img/s
     try:
         with StopFlag() as stop:
             while step < cfg.steps:
+                # one step
                 x = next(stream)
                 model.train()
-                parts = model.training_step(net, x, optimizers, step, autocast)
-                meter.add(parts)
+                meter.add(model.training_step(net, x, optimizers, step, autocast))
                 step += 1
-                progress.update(1)
+                log.progress.update(1)
 
+                # log: losses averaged over ranks, which also agree here on a stop request
                 want_ckpt = step % cfg.checkpoint_every == 0 or step == cfg.steps
                 if step % cfg.log_every == 0 or want_ckpt or (stop.requested and not dist.enabled):
                     logged, stop_all = meter.read(dist, stop.requested)
+                    check_finite_loss(logged, step, run)
                     now = time.time()
-                    record = {"step": step, **logged, "lr": optimizers[next(iter(optimizers))].param_groups[0]["lr"],
-                              "seconds": round(now - t_start, 3)}
-                    if not all(math.isfinite(v) for v in logged.values()):
-                        bad = {k: v for k, v in logged.items() if not math.isfinite(v)}
-                        last = latest_checkpoint(ckpt_dir)
-                        raise TrainingDiverged(
-                            f"non-finite loss at step {step} ({', '.join(f'{k}={v}' for k, v in bad.items())}); "
-                            f"stopped. Last good checkpoint: {last or 'none'}; lower --lr or check the data")
-                    if dist.master:
-                        metrics_file.write(json.dumps(record) + "\n")
-                        metrics_file.flush()
-                        img_s = cfg.batch_size * (step - window[0]) / max(now - window[1], 1e-9)
-                        progress.set_postfix(loss=f"{logged.get('loss', float('nan')):.4f}",
-                                             img_s=f"{img_s:.0f}", refresh=False)
-                        if writer is not None:
-                            for k, v in logged.items():
-                                writer.add_scalar(f"train/{k}", v, step)
+                    lr = optimizers[next(iter(optimizers))].param_groups[0]["lr"]
+                    img_s = cfg.batch_size * (step - window[0]) / max(now - window[1], 1e-9)
+                    log.losses({"step": step, **logged, "lr": lr, "seconds": round(now - t_start, 3)}, img_s)
                     window = (step, now)
                     if stop_all and step < cfg.steps:
-                        path = checkpoint(step)
+                        path = save(model, optimizers, cfg, step, run, dist)
                         raise TrainingInterrupted(f"interrupted at step {step}; checkpoint {path}; "
-                                                  f"continue with: latentquant train --resume {out}")
+                                                  f"continue with: latentquant train --resume {run.path}")
+
+                # checkpoint and evaluate
                 want_eval = cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps
                 if want_ckpt:
-                    checkpoint(step)
+                    save(model, optimizers, cfg, step, run, dist)
                 if want_eval and dist.master:
-                    evaluate_and_report(step)
+                    log.scores(evaluate_run(model, dataset, cfg, step, dist.device, run, time.time() - t_start))
                 if want_ckpt or want_eval:
                     window = (step, time.time())  # img/s counts training steps, not saving or evaluating
-    except BaseException:
-        if writer is not None:
-            writer.close()  # and its thread; after the loop the final evaluation closes it
-        raise
+
+        # the final evaluation (rank 0)
+        if not dist.master:
+            return None
+        scores = evaluate_run(model, dataset, cfg, step, dist.device, run, time.time() - t_start)
+        log.scores(scores)
     finally:
         stream.close()
-        progress.close()
-        if metrics_file is not None:
-            metrics_file.close()
-        if writer is not None:
-            writer.flush()
+        log.close()
+    print(f"run directory: {run.path}  (report: {run.report})", file=sys.stderr)
+    return scores
 
-    # -- final evaluation ---------------------------------------------------------
+
+# ---------------------------------------------------------------------------
+# the checks and the checkpoint of a step
+
+
+def check_resume(saved: TrainConfig, requested: TrainConfig, done: int) -> None:
+    """A resumed run keeps its config: only more steps than done, and how it runs, may change."""
+    changed = requested.differences(saved, ignore=RUNTIME_FIELDS + ("steps",))
+    if changed:
+        shown = ", ".join(f"{k} {new!r} (the run has {old!r})" for k, (new, old) in changed.items())
+        raise UserError(f"--resume {saved.out or requested.out}: {shown}; a resumed run keeps its settings "
+                        "(only a larger --steps may change): start a new run with another --out instead")
+    if requested.steps <= done:
+        raise UserError(f"--resume: the run is at step {done:,}; --steps must be larger than that "
+                        f"to continue it, got {requested.steps:,}")
+
+
+def check_finite_loss(logged: dict[str, float], step: int, run: RunDir) -> None:
+    bad = {k: v for k, v in logged.items() if not math.isfinite(v)}
+    if bad:
+        raise TrainingDiverged(
+            f"non-finite loss at step {step} ({', '.join(f'{k}={v}' for k, v in bad.items())}); stopped. "
+            f"Last good checkpoint: {run.latest_checkpoint() or 'none'}; lower --lr or check the data")
+
+
+def save(model, optimizers, cfg: TrainConfig, step: int, run: RunDir, dist: Dist) -> Path | None:
+    """Checkpoint ``step`` (rank 0 writes), unless the weights are no longer finite.
+
+    The losses so far were finite, but a NaN/inf gradient of the last step may have
+    poisoned the weights: those are never saved over a good checkpoint (the same
+    answer on every rank, whose weights DDP keeps identical)."""
+    tensors = [t.detach() for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    if tensors and not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+        raise TrainingDiverged(
+            f"non-finite weights after step {step} (NaN/inf gradients); stopped. Last good checkpoint: "
+            f"{run.latest_checkpoint() or 'none'}; lower --lr or check the data")
     if not dist.master:
         return None
-    try:
-        scores = evaluate_and_report(step)
-    finally:
-        if writer is not None:
-            writer.close()
-    print(f"run directory: {out}  (report: {out / 'report.md'})", file=sys.stderr)
-    return scores
-
-
-def _all_finite(model: torch.nn.Module) -> bool:
-    """Whether every floating-point parameter and buffer is finite (one host sync)."""
-    tensors = [t.detach() for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
-    return not tensors or bool(torch.stack([t.isfinite().all() for t in tensors]).all())
-
-
-def _progress(total: int, initial: int, enabled: bool):
-    from tqdm import tqdm
-
-    interactive = sys.stderr.isatty()  # in a log file (a sweep's train.log), a line every 30 s is plenty
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
-                smoothing=0.05, file=sys.stderr, mininterval=0.5 if interactive else 30.0)
-
-
-def evaluate_run(model, dataset, cfg: TrainConfig, step: int, device: torch.device,
-                 train_seconds: float | None = None) -> dict[str, Any]:
-    """Evaluate, write ``eval.json`` (and append to ``evals.jsonl``), the figures and ``report.md``.
-
-    Always in float32, whatever the training precision: under bf16 autocast the
-    continuous models' latents would be rounded to 8 bits before scoring.
-
-    Runs on its own random stream (torch seeded from ``cfg.seed``, the training
-    stream saved and restored around it): an evaluation in the middle of a run
-    changes nothing in the steps after it, so a resumed run still matches the
-    uninterrupted one, and random figures (a GAN's samples) come out the same
-    from ``latentquant evaluate``.
-    """
-    from latentquant.train.evaluate import evaluate, write_eval
-    from latentquant.train.figures import write_figures
-    from latentquant.train.report import write_report
-
-    out = Path(cfg.out)
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(cfg.seed)
-        result = evaluate(model, dataset, num_samples=cfg.eval_samples, seed=cfg.seed, step=step, device=device,
-                          dci_model=cfg.dci_model)
-        scores = {**result.scores, "model": cfg.model, "dataset": cfg.dataset, "arch": cfg.arch, "seed": cfg.seed}
-        write_eval(out / "eval.json", scores)
-        with open(out / "evals.jsonl", "a") as f:
-            f.write(json.dumps(scores) + "\n")
-        figures = write_figures(model, result, dataset.factor_names, out / "figures", device, nullcontext)
-    write_report(out, cfg.to_dict(), scores, figures, train_seconds)
-    return scores
+    return save_checkpoint(run.checkpoints, step, model, optimizers, keep=cfg.keep_checkpoints, state={
+        "config": cfg.to_dict(), "data_order": "numpy default_rng([seed, step]).integers(N, size=batch)",
+    })

@@ -7,12 +7,7 @@ from typing import Any
 
 from latentquant._atomic import atomic_write_text
 from latentquant.train.checkpoint import list_checkpoints
-
-_ROWS = (
-    ("infom", "InfoM (modularity)"), ("infoe", "InfoE (explicitness)"), ("infoc", "InfoC (compactness)"),
-    ("dci_d", "DCI disentanglement"), ("dci_c", "DCI completeness"), ("dci_i", "DCI informativeness (test)"),
-    ("mig", "MIG"), ("psnr", "PSNR (dB)"),
-)
+from latentquant.train.evaluate import SCORES
 
 
 def _fmt(v: Any) -> str:
@@ -21,20 +16,21 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def write_report(out: Path, config: dict[str, Any], scores: dict[str, Any], figures: list[Path],
+def write_report(run, config: dict[str, Any], scores: dict[str, Any], figures: list[Path],
                  train_seconds: float | None = None) -> Path:
-    out = Path(out)
+    """Write ``report.md`` of the run ``run`` (a :class:`~latentquant.train.rundir.RunDir`)."""
+    out = run.path
     lines = [
         f"# {config['model']} on {config['dataset']} ({config['arch']} arch, seed {config['seed']})",
         "",
         f"Evaluated at step {scores['step']:,} of {config['steps']:,} on {scores.get('eval_samples', '?'):,} "
-        f"held-out images; DCI classifier: `{scores.get('dci_model', '?')}`; "
+        f"images (in-sample: drawn from the training pool); DCI classifier: `{scores.get('dci_model', '?')}`; "
         f"active latents: {scores.get('active_latents', '?')} of {scores.get('num_latents', '?')}."
         + (f" Training time: {train_seconds / 60:.1f} min." if train_seconds else ""),
         "",
         "| metric | value |",
         "|---|---|",
-        *[f"| {label} | {_fmt(scores.get(key))} |" for key, label in _ROWS],
+        *[f"| {s.label} | {_fmt(scores.get(s.key))} |" for s in SCORES],
         "",
         "## Figures",
         "",
@@ -42,7 +38,7 @@ def write_report(out: Path, config: dict[str, Any], scores: dict[str, Any], figu
     for p in figures:
         rel = Path(p).relative_to(out) if Path(p).is_relative_to(out) else Path(p)
         lines += [f"### {rel.stem}", "", f"![{rel.stem}]({rel.as_posix()})", ""]
-    ckpts = list_checkpoints(out / "checkpoints")
+    ckpts = list_checkpoints(run.checkpoints)
     lines += [
         "## Files",
         "",
@@ -61,6 +57,5 @@ def write_report(out: Path, config: dict[str, Any], scores: dict[str, Any], figu
         "</details>",
         "",
     ]
-    path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines))
-    return path
+    atomic_write_text(run.report, "\n".join(lines))
+    return run.report

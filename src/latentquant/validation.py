@@ -1,0 +1,43 @@
+"""The project's error type for input a user can fix, and the checks every layer shares.
+
+``latentquant.cli`` prints a :class:`UserError` (and an ``OSError``: a missing
+file, a full disk) as one line with exit code 2; anything else is a bug and
+shows its traceback. ``UserError`` is a ``ValueError``, so code that catches
+``ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+__all__ = ["UserError", "check_choice", "check_int", "check_number"]
+
+
+class UserError(ValueError):
+    """Bad input, named with what was expected: shown to the user as one line."""
+
+
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` if it is an int (not a bool) in ``[low, high]``; UserError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in {low}..{high:,}"
+        raise UserError(f"{name} must be an integer {bound}, got {value!r}")
+    return value
+
+
+def check_number(name: str, value: Any, low: float = 0.0, *, low_open: bool = False) -> float:
+    """``float(value)`` if it is a finite number >= ``low`` (> with ``low_open``); UserError otherwise."""
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+          and (value > low if low_open else value >= low))
+    if not ok:
+        raise UserError(f"{name} must be a finite number {'>' if low_open else '>='} {low:g}, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
+    """``value`` if it is one of ``choices``; UserError naming them otherwise."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise UserError(f"unknown {name} {value!r}; valid choices: {', '.join(map(str, choices))}")
+    return value
