@@ -60,7 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _open(args):
     from latentquant.data import get_dataset
 
-    return get_dataset(args.name, root=args.root, path=args.path, **dict(args.option))
+    options = dict(args.option)
+    for key in ("root", "path"):
+        if key in options:
+            raise ValueError(f"-O {key}=... is not a dataset option; use --{key}")
+    return get_dataset(args.name, root=args.root, path=args.path, **options)
 
 
 def save_grid(dataset, out: str | os.PathLike, n: int = 16, seed: int = 0) -> Path:
