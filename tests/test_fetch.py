@@ -256,6 +256,12 @@ def test_unreachable_server_is_one_line_naming_url_and_manual_route(served, monk
     assert f"could not download {server.url}/{DSPRITES_STEM}.hdf5 (ConnectionError)" in err
     assert f"put it at {root / (DSPRITES_STEM + '.hdf5')}, then run `latentquant data fetch dsprites`" in err
     assert _leftovers(root) == []
+    # A file placed by hand is hashed like a download: a wrong one is named, and left alone.
+    (root / f"{DSPRITES_STEM}.hdf5").write_bytes(b"not dsprites")
+    assert _fetch("dsprites", "--retries", "0") == 2
+    err = capsys.readouterr().err
+    assert f"the file at {root / (DSPRITES_STEM + '.hdf5')} does not match the published sha256" in err
+    assert (root / f"{DSPRITES_STEM}.hdf5").read_bytes() == b"not dsprites" and _leftovers(root) == []
 
 
 def test_page_instead_of_archive_is_deleted_with_the_manual_route(served, capsys):

@@ -306,7 +306,10 @@ def _download(remote: Remote, root: Path, fname: str, known_hash, retries: int, 
     except requests.exceptions.RequestException as err:
         reason = type(err).__name__ + (f" {err.response.status_code}" if getattr(err, "response", None) is not None
                                        else "")
-        raise FetchError(f"{remote.label}: could not download {url} ({reason}); {_manual(remote, root)}") from None
+        stale = (f"; the file at {root / fname} does not match the published {known_hash.split(':')[0]}"
+                 if known_hash is not None and (root / fname).exists() else "")
+        raise FetchError(f"{remote.label}: could not download {url} ({reason}){stale}; "
+                         f"{_manual(remote, root)}") from None
     except ValueError as err:  # pooch: the hash of the download does not match; it deleted the download
         kept = (f"; the file already at {root / fname} was left as it was" if (root / fname).exists() else
                 f"; nothing was written to {root / fname}")
