@@ -381,3 +381,9 @@ def test_failed_move_keeps_a_complete_unhashed_download_for_the_next_try(served,
     assert _fetch("mpi3d", "--variant", "complex") == 0
     assert server.requests == [name]  # checked and moved into place, not downloaded again
     assert (root / name).read_bytes() == formats[name][0] and _leftovers(root) == []
+
+
+def test_missing_pooch_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "pooch", None)  # import pooch now raises ImportError
+    assert main(["data", "fetch", "dsprites", "--root", str(tmp_path)]) == 2
+    assert "needs pooch: pip install 'latentquant[data]'" in capsys.readouterr().err

@@ -152,6 +152,14 @@ def _root(root) -> Path:
     return Path(root).expanduser() if root is not None else default_root()
 
 
+def _pooch_module():
+    try:
+        import pooch
+    except ImportError:
+        raise FetchError("latentquant data fetch needs pooch: pip install 'latentquant[data]'") from None
+    return pooch
+
+
 # ------------------------------------------------------------------ checks
 def _check_npz_images(path: Path, count: int) -> str:
     """Check the npz's ``images`` member is uint8 (count, 64, 64, 3), reading its header only."""
@@ -229,7 +237,7 @@ def _stamped(root: Path, remote: Remote) -> bool:
 # ------------------------------------------------------------------ status
 def status(remote: Remote, root=None, verify: bool = False) -> str:
     """One word or phrase: missing / verified / present, not verified / WRONG ... / checked ..."""
-    import pooch
+    pooch = _pooch_module()
 
     root = _root(root)
     path = root / remote.target
@@ -281,7 +289,7 @@ def _manual(remote: Remote, root: Path) -> str:
 
 
 def _pooch(root: Path, fname: str, url: str, known_hash: str | None, retries: int):
-    import pooch
+    pooch = _pooch_module()
 
     pooch.get_logger().setLevel("WARNING")  # we print our own one-line messages
     return pooch.create(path=root, base_url="", registry={fname: known_hash}, urls={fname: url},
@@ -290,7 +298,7 @@ def _pooch(root: Path, fname: str, url: str, known_hash: str | None, retries: in
 
 def _download(remote: Remote, root: Path, fname: str, known_hash, retries: int, progress: bool) -> tuple[Path, str]:
     """pooch.fetch ``fname`` under root; returns (path, pooch's action) or raises FetchError."""
-    import pooch
+    pooch = _pooch_module()
     import requests
 
     url = url_of(remote)
@@ -394,7 +402,7 @@ def _fetch_unhashed(remote: Remote, root: Path, archive, retries: int, progress:
 
 def _extract(remote: Remote, root: Path, src: Path) -> str:
     """pooch.Unzip the archive's ``remote.target`` folder into a staging folder, check it, move it in place."""
-    import pooch
+    pooch = _pooch_module()
 
     if not zipfile.is_zipfile(src):
         raise ValueError(f"{src} is not a zip archive")
