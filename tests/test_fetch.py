@@ -209,11 +209,13 @@ def test_refetch_of_a_present_file_downloads_nothing(served, capsys):
     out = capsys.readouterr().out
     assert f"dsprites: {root / (DSPRITES_STEM + '.hdf5')} already present, sha256 verified" in out
     assert "falcor3d: " in out and "already present, checked: 128 images and labels" in out
-    # A present file with the wrong bytes is downloaded again (pooch's update), then verified.
-    (root / f"{DSPRITES_STEM}.hdf5").write_bytes(b"stale")
-    assert _fetch("dsprites") == 0
-    assert len(server.requests) == n + 1
-    assert (root / f"{DSPRITES_STEM}.hdf5").read_bytes() == formats[f"{DSPRITES_STEM}.hdf5"][0]
+    # A present file with other bytes may be the user's: named, never overwritten, nothing downloaded.
+    (root / f"{DSPRITES_STEM}.hdf5").write_bytes(b"mine")
+    assert _fetch("dsprites") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "exists but its sha256 does not match the one published in" in err
+    assert "move it away and run `latentquant data fetch dsprites` again" in err
+    assert (root / f"{DSPRITES_STEM}.hdf5").read_bytes() == b"mine" and len(server.requests) == n
 
 
 def test_wrong_hash_is_deleted_and_reported(served, capsys):
@@ -256,12 +258,12 @@ def test_unreachable_server_is_one_line_naming_url_and_manual_route(served, monk
     assert f"could not download {server.url}/{DSPRITES_STEM}.hdf5 (ConnectionError)" in err
     assert f"put it at {root / (DSPRITES_STEM + '.hdf5')}, then run `latentquant data fetch dsprites`" in err
     assert _leftovers(root) == []
-    # A file placed by hand is hashed like a download: a wrong one is named, and left alone.
-    (root / f"{DSPRITES_STEM}.hdf5").write_bytes(b"not dsprites")
-    assert _fetch("dsprites", "--retries", "0") == 2
-    err = capsys.readouterr().err
-    assert f"the file at {root / (DSPRITES_STEM + '.hdf5')} does not match the published sha256" in err
-    assert (root / f"{DSPRITES_STEM}.hdf5").read_bytes() == b"not dsprites" and _leftovers(root) == []
+    # The manual route: a file placed by hand is verified offline.
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{DSPRITES_STEM}.hdf5").write_bytes(served_bytes := server.files[f"{DSPRITES_STEM}.hdf5"])
+    assert _fetch("dsprites") == 0
+    assert "already present, sha256 verified" in capsys.readouterr().out
+    assert (root / f"{DSPRITES_STEM}.hdf5").read_bytes() == served_bytes
 
 
 def test_page_instead_of_archive_is_deleted_with_the_manual_route(served, capsys):

@@ -7,7 +7,8 @@ pooch does the work: ``REGISTRY`` maps each file to its published URL and
 hash, and ``pooch.Pooch.fetch`` streams it (with a tqdm progress bar) to a
 temporary file beside the destination, checks the hash and only then moves it
 into place, so a loader never sees a partial or corrupt download. A file that
-is already present with the right hash is not downloaded again. pooch has no
+is already present with the right hash is not downloaded again; one with
+another hash is the user's and is never overwritten. pooch has no
 HTTP range requests: an interrupted download is discarded and restarts from
 zero (``retries`` times at once, otherwise on the next ``fetch``).
 
@@ -297,7 +298,7 @@ def _pooch(root: Path, fname: str, url: str, known_hash: str | None, retries: in
 
 
 def _download(remote: Remote, root: Path, fname: str, known_hash, retries: int, progress: bool) -> tuple[Path, str]:
-    """pooch.fetch ``fname`` under root; returns (path, pooch's action) or raises FetchError."""
+    """pooch.fetch ``fname`` (absent, or an unhashed download) under root; (path, pooch's action) or FetchError."""
     pooch = _pooch_module()
     import requests
 
@@ -314,14 +315,10 @@ def _download(remote: Remote, root: Path, fname: str, known_hash, retries: int, 
     except requests.exceptions.RequestException as err:
         reason = type(err).__name__ + (f" {err.response.status_code}" if getattr(err, "response", None) is not None
                                        else "")
-        stale = (f"; the file at {root / fname} does not match the published {known_hash.split(':')[0]}"
-                 if known_hash is not None and (root / fname).exists() else "")
-        raise FetchError(f"{remote.label}: could not download {url} ({reason}){stale}; "
-                         f"{_manual(remote, root)}") from None
+        raise FetchError(f"{remote.label}: could not download {url} ({reason}); {_manual(remote, root)}") from None
     except ValueError as err:  # pooch: the hash of the download does not match; it deleted the download
-        kept = (f"; the file already at {root / fname} was left as it was" if (root / fname).exists() else
-                f"; nothing was written to {root / fname}")
-        raise FetchError(f"{remote.label}: {url}: {str(err).splitlines()[0]} (published in {remote.source}){kept}") from None
+        raise FetchError(f"{remote.label}: {url}: {str(err).splitlines()[0]} (published in {remote.source}); "
+                         f"nothing was written to {root / fname}") from None
     except OSError as err:
         raise FetchError(f"{remote.label}: cannot write under {root} ({err})") from None
     return Path(path), actions[0]
@@ -346,12 +343,19 @@ def fetch(name: str, variant: str | None = None, root=None, archive=None, retrie
         if remote.known_hash is None:
             done.append(_fetch_unhashed(remote, root, archive, retries, progress, out))
             continue
-        if not (root / remote.target).exists():
-            out(f"{remote.label}: downloading {url_of(remote)}")
-        path, action = _download(remote, root, remote.target, remote.known_hash, retries, progress)
-        _stamp(root, remote)
+        path = root / remote.target
         alg = remote.known_hash.split(":")[0]
-        out(f"{remote.label}: {path} {'already present' if action == 'fetch' else 'downloaded'}, {alg} verified")
+        if path.exists():  # never overwritten: it may be the user's own file
+            if not _pooch_module().hashes.hash_matches(str(path), remote.known_hash):
+                raise FetchError(f"{remote.label}: {path} exists but its {alg} does not match the one published in "
+                                 f"{remote.source}; it was left as it was: move it away and run "
+                                 f"`{remote.command(root)}` again")
+            out(f"{remote.label}: {path} already present, {alg} verified")
+        else:
+            out(f"{remote.label}: downloading {url_of(remote)}")
+            path, _ = _download(remote, root, remote.target, remote.known_hash, retries, progress)
+            out(f"{remote.label}: {path} downloaded, {alg} verified")
+        _stamp(root, remote)
         done.append(path)
     return done
 
