@@ -75,8 +75,8 @@ class Remote:
 
 
 _TFDS = "https://github.com/tensorflow/datasets/blob/master/tensorflow_datasets/datasets"
-_DISENT = ("https://github.com/nmichlo/disent/blob/main/disent/dataset/data/_groundtruth__mpi3d.py "
-           "(md5 of the whole file, computed on the earlier storage.googleapis.com copy)")
+_DISENT = ("github.com/nmichlo/disent, disent/dataset/data/_groundtruth__mpi3d.py ('full' md5 of the whole file, "
+           "computed on the earlier storage.googleapis.com/disentanglement_dataset copy)")
 _MPI3D_HF = "https://huggingface.co/datasets/waleedgondal/mpi3d/resolve/main"
 _RR = "https://github.com/rr-learning/disentanglement_dataset (README, Downloads)"
 _NV = "https://github.com/NVlabs/High-res-disentanglement-datasets (README, Links to datasets)"
