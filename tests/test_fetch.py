@@ -389,3 +389,21 @@ def test_missing_pooch_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsy
     monkeypatch.setitem(__import__("sys").modules, "pooch", None)  # import pooch now raises ImportError
     assert main(["data", "fetch", "dsprites", "--root", str(tmp_path)]) == 2
     assert "needs pooch: pip install 'latentquant[data]'" in capsys.readouterr().err
+
+
+def test_archive_another_fetch_placed_first_is_accepted(served, monkeypatch, capsys):
+    """Two fetches of one archive at once: the second finds the folder in place when it moves its own."""
+    import shutil
+
+    server, formats, root = served
+    check = fetch.check_layout
+
+    def other_process_finishes_first(remote, path):
+        if fetch.INCOMING in str(path) and not (root / remote.target).exists():
+            shutil.copytree(path, root / remote.target)
+        return check(remote, path)
+
+    monkeypatch.setattr(fetch, "check_layout", other_process_finishes_first)
+    assert _fetch("falcor3d") == 0, capsys.readouterr().err
+    assert "ready, checked: 128 images and labels" in capsys.readouterr().out
+    assert len(get_dataset("falcor3d")) == 128 and _leftovers(root) == []

@@ -417,7 +417,12 @@ def _extract(remote: Remote, root: Path, src: Path) -> str:
         if not folder.is_dir():
             raise ValueError(f"{src} holds no folder {remote.target}/")
         what = check_layout(remote, folder)
-        os.replace(folder, root / remote.target)
+        try:
+            os.replace(folder, root / remote.target)
+        except OSError:
+            if not (root / remote.target).is_dir():
+                raise
+            what = check_layout(remote, root / remote.target)  # another fetch finished first
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return what
