@@ -351,8 +351,8 @@ def test_ddp_keeps_ranks_in_sync_through_penalty_and_generator_steps(tmp_path):
     assert diff == 0.0 and moved > 1e-4
 
 
-@pytest.mark.parametrize("option, expected", [("n_critic=0", "n_critic must be a positive int, got 0"),
-                                              ("lambda_gp=-1", "lambda_gp must be a non-negative number")])
+@pytest.mark.parametrize("option, expected", [("n_critic=0", "n_critic must be an integer >= 1, got 0"),
+                                              ("lambda_gp=-1", "lambda_gp must be a finite number >= 0")])
 def test_bad_gan_options_exit_2_with_one_line(tmp_path, capsys, option, expected):
     assert main(["train", *TINY, "--model", "qlinfowgan", "-o", option, "--steps", "1",
                  "--out", str(tmp_path / "r")]) == 2

@@ -140,7 +140,7 @@ def test_table_refuses_a_row_of_mixed_settings(run2, tmp_path, capsys):
 @pytest.mark.parametrize("flags, expected", [
     (["--num-latents", "1"], "num_latents must be an integer >= 2"),
     (["--eval-samples", "1000000000"], "eval_samples must be an integer in 10..1,000,000"),
-    (["--model", "qlinfowgan", "-o", "n_critic=0"], "n_critic must be a positive int"),
+    (["--model", "qlinfowgan", "-o", "n_critic=0"], "n_critic must be an integer >= 1"),
 ])
 def test_settings_evaluation_would_reject_fail_before_step_one(tmp_path, capsys, flags, expected):
     assert main(["train", *TINY, "--steps", "1", "--out", str(tmp_path / "r"), *flags]) == 2

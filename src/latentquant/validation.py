@@ -8,10 +8,11 @@ shows its traceback. ``UserError`` is a ``ValueError``, so code that catches
 
 from __future__ import annotations
 
+import argparse
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-__all__ = ["UserError", "check_choice", "check_int", "check_number"]
+__all__ = ["UserError", "arg_type", "check_choice", "check_fraction", "check_int", "check_number"]
 
 
 class UserError(ValueError):
@@ -41,3 +42,28 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     if value not in choices:
         raise UserError(f"unknown {name} {value!r}; valid choices: {', '.join(map(str, choices))}")
     return value
+
+
+def check_fraction(name: str, value: Any) -> float:
+    """``float(value)`` if it is a number strictly between 0 and 1; UserError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise UserError(f"{name} must be a number in (0, 1), got {value!r}")
+    return float(value)
+
+
+def arg_type(convert: Callable[[str], Any], check: Callable[[Any], Any]) -> Callable[[str], Any]:
+    """An argparse ``type=``: ``convert`` the text (``int``, ``float``), then ``check`` the value;
+    either failing is argparse's one-line error, e.g. ``type=arg_type(int, partial(check_int, "--n", low=1))``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a{'n integer' if convert is int else ' number'}, "
+                                             f"got {text!r}") from None
+        try:
+            return check(value)
+        except UserError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse

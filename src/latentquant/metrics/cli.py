@@ -20,32 +20,13 @@ import os
 import sys
 import warnings
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from latentquant._atomic import atomic_write_text
-from latentquant.validation import UserError
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
-    return value
-
-
-def _bins(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}")
-    return value
+from latentquant.validation import UserError, arg_type, check_fraction, check_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="treat latents as continuous values")
     parser.add_argument("--estimator", choices=("knn", "histogram"), default="knn",
                         help="MI estimator for continuous latents in InfoM/InfoC (default knn)")
-    parser.add_argument("--num-bins", type=_bins, default=20,
+    parser.add_argument("--num-bins", type=arg_type(int, partial(check_int, "--num-bins", low=2)), default=20,
                         help="bins per continuous latent for MIG and --estimator histogram (default 20)")
     parser.add_argument("--no-explicitness", dest="explicitness", action="store_false",
                         help="skip InfoE (K logistic-regression fits)")
@@ -69,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(as disentanglement_lib), fast = 20 stages, learning rate 0.5 (default gbt)")
     parser.add_argument("--no-mig", dest="mig", action="store_false", help="skip MIG")
     parser.add_argument("--no-sap", dest="sap", action="store_false", help="skip SAP")
-    parser.add_argument("--test-fraction", type=_fraction, default=1 / 3,
+    parser.add_argument("--test-fraction", type=arg_type(float, partial(check_fraction, "--test-fraction")),
+                        default=1 / 3,
                         help="held-out fraction for DCI and SAP (default 1/3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits and estimators (default 0)")
     parser.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the NMI heatmap")

@@ -11,10 +11,11 @@ from typing import Any
 from latentquant.models.backbones import ARCHS, build_backbone
 from latentquant.models.base import DataInfo, Encoding, LatentModel, StepOutput, clip_gradients
 from latentquant.models.registry import available_models, get_model_class, register_model
+from latentquant.validation import check_choice
 
 __all__ = [
     "ARCHS", "DataInfo", "Encoding", "LatentModel", "StepOutput", "available_models", "build_backbone",
-    "build_model", "clip_gradients", "get_model_class", "register_model",
+    "build_model", "clip_gradients", "default_num_latents", "get_model_class", "register_model",
 ]
 
 
@@ -26,6 +27,10 @@ def build_model(name: str, arch: str, info: DataInfo, num_latents: int | None = 
     ``options`` are the model's keyword arguments (its ``default_options``).
     """
     cls = get_model_class(name)
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; valid choices: {', '.join(ARCHS)}")
-    return cls(arch, info, 2 * info.num_factors if num_latents is None else num_latents, **options)
+    check_choice("arch", arch, ARCHS)
+    return cls(arch, info, default_num_latents(info) if num_latents is None else num_latents, **options)
+
+
+def default_num_latents(info: DataInfo) -> int:
+    """Twice as many latents as factors, the paper's choice."""
+    return 2 * info.num_factors

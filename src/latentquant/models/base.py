@@ -20,7 +20,8 @@ runs:
   and its own schedule (a GAN's 5 critic steps per generator step) overrides
   these two and nothing else.
 - ``defaults(dataset)`` / ``default_options(dataset)`` (class methods): the
-  published hyperparameters the config resolves to when the user sets none.
+  published hyperparameters the config resolves to when the user sets none;
+  built-in models read them from the table in ``latentquant.models.defaults``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import torch
 from torch import nn
 
 from latentquant.models.backbones import build_backbone
+from latentquant.models.defaults import published
+from latentquant.validation import check_int
 
 
 class StepOutput(NamedTuple):
@@ -76,8 +79,7 @@ class LatentModel(nn.Module):
     def __init__(self, arch: str, info: DataInfo, num_latents: int, encoder_features: int,
                  decoder_features: int | None = None):
         super().__init__()
-        if not isinstance(num_latents, int) or isinstance(num_latents, bool) or num_latents < 1:
-            raise ValueError(f"num_latents must be a positive int, got {num_latents!r}")
+        check_int("num_latents", num_latents, 1)
         self.arch, self.info, self.num_latents = arch, info, num_latents
         self.encoder, self.decoder = build_backbone(
             arch, info.num_channels, encoder_features, decoder_features or num_latents)
@@ -87,12 +89,12 @@ class LatentModel(nn.Module):
     @classmethod
     def defaults(cls, dataset: str) -> dict[str, Any]:
         """Top-level config values (``lr``, ``weight_decay``, ...) published for this model on ``dataset``."""
-        return {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 128}
+        return published(cls.name, dataset)[0]
 
     @classmethod
     def default_options(cls, dataset: str) -> dict[str, Any]:
         """Model-specific hyperparameters (``--option KEY=VALUE``) and their published values."""
-        return {}
+        return published(cls.name, dataset)[1]
 
     # -- the interface ------------------------------------------------------
 

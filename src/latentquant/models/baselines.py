@@ -2,11 +2,8 @@
 
 All reconstruct with the mean binary cross-entropy over pixels (per-pixel
 Bernoulli likelihood divided by ``x_dim = c * 64 * 64``); their regularizers are
-scaled to match, as in the authors' code. Published values come from
-kylehkhsu/latent_quantization, ``configs/model_partial/*.yaml`` (defaults) and
-``configs/params/<model>/<dataset>.yaml`` (per dataset); the built-in
-``sprites`` and ``shapes`` take the values of the datasets they imitate
-(dSprites has no per-dataset file there, so it keeps the model defaults).
+scaled to match, as in the authors' code. Their published
+values, with sources, are the table in ``latentquant.models.defaults``.
 
 Shapes: b batch, l latent slots, k codebook entries, e embedding size.
 """
@@ -14,7 +11,6 @@ Shapes: b batch, l latent slots, k codebook entries, e embedding size.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,25 +18,7 @@ from einops import rearrange
 
 from latentquant.models.base import DataInfo, Encoding, LatentModel, StepOutput
 from latentquant.models.registry import register_model
-
-# the built-in datasets take the published values of the data they imitate
-_FAMILY = {"sprites": "dsprites", "shapes": "shapes3d"}
-
-
-def dataset_family(dataset: str) -> str:
-    return _FAMILY.get(dataset, dataset)
-
-
-def _pick(table: dict[str, float], dataset: str, default: float) -> float:
-    return table.get(dataset_family(dataset), default)
-
-
-def _weight(name: str, value: float) -> float:
-    """A loss weight: a finite number >= 0 (ValueError naming it otherwise)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
+from latentquant.validation import check_int, check_number
 
 def _bce(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, x)
@@ -56,10 +34,6 @@ class AE(LatentModel):
 
     def __init__(self, arch: str, info: DataInfo, num_latents: int):
         super().__init__(arch, info, num_latents, encoder_features=num_latents)
-
-    @classmethod
-    def defaults(cls, dataset: str) -> dict[str, Any]:
-        return {"lr": 1e-3, "weight_decay": 1e-3, "batch_size": 128}
 
     def forward(self, x: torch.Tensor) -> StepOutput:
         bce = _bce(self.decoder(self.encoder(x)), x)
@@ -84,16 +58,7 @@ class BioAE(AE):
     def __init__(self, arch: str, info: DataInfo, num_latents: int, nonnegative: float = 1.0,
                  activity: float = 0.1):
         super().__init__(arch, info, num_latents)
-        self.nonnegative, self.activity = _weight("nonnegative", nonnegative), _weight("activity", activity)
-
-    @classmethod
-    def defaults(cls, dataset: str) -> dict[str, Any]:
-        return {"lr": 1e-3, "weight_decay": 1e-4, "batch_size": 128}
-
-    @classmethod
-    def default_options(cls, dataset: str) -> dict[str, Any]:
-        activity = _pick({"shapes3d": 1e-2, "mpi3d": 1e-2, "falcor3d": 1e-2, "isaac3d": 0.1}, dataset, 0.1)
-        return {"nonnegative": 1.0, "activity": activity}
+        self.nonnegative, self.activity = check_number("nonnegative", nonnegative), check_number("activity", activity)
 
     def forward(self, x: torch.Tensor) -> StepOutput:
         z = self.encoder(x)
@@ -137,11 +102,7 @@ class VAE(_GaussianEncoderModel):
 
     def __init__(self, arch: str, info: DataInfo, num_latents: int, beta: float = 1.0):
         super().__init__(arch, info, num_latents)
-        self.beta = _weight("beta", beta)
-
-    @classmethod
-    def default_options(cls, dataset: str) -> dict[str, Any]:
-        return {"beta": _pick({"shapes3d": 3.0, "mpi3d": 0.1, "falcor3d": 10.0, "isaac3d": 0.3}, dataset, 1.0)}
+        self.beta = check_number("beta", beta)
 
     def forward(self, x: torch.Tensor) -> StepOutput:
         mu, sigma = self.posterior(x)
@@ -175,13 +136,8 @@ class TCVAE(_GaussianEncoderModel):
     def __init__(self, arch: str, info: DataInfo, num_latents: int, beta: float = 1.0, alpha: float = 1.0,
                  gamma: float = 1.0):
         super().__init__(arch, info, num_latents)
-        self.alpha, self.beta, self.gamma = _weight("alpha", alpha), _weight("beta", beta), _weight("gamma", gamma)
+        self.alpha, self.beta, self.gamma = check_number("alpha", alpha), check_number("beta", beta), check_number("gamma", gamma)
         self.dataset_size = int(info.size)
-
-    @classmethod
-    def default_options(cls, dataset: str) -> dict[str, Any]:
-        beta = _pick({"shapes3d": 3.0, "mpi3d": 0.3, "falcor3d": 3.0, "isaac3d": 1.0}, dataset, 1.0)
-        return {"beta": beta, "alpha": 1.0, "gamma": 1.0}
 
     def forward(self, x: torch.Tensor) -> StepOutput:
         mu, sigma = self.posterior(x)
@@ -226,26 +182,16 @@ class VQVAE(LatentModel):
     def __init__(self, arch: str, info: DataInfo, num_latents: int, num_embeddings: int = 512,
                  embedding_dim: int = 64, quantization_weight: float = 1.0, commitment_weight: float = 0.25,
                  shared_codebook: bool = True):
-        for name, value, low in (("num_embeddings", num_embeddings, 2), ("embedding_dim", embedding_dim, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        check_int("num_embeddings", num_embeddings, 2)
+        check_int("embedding_dim", embedding_dim, 1)
         super().__init__(arch, info, num_latents, encoder_features=num_latents * embedding_dim,
                          decoder_features=num_latents * embedding_dim)
         self.embedding_dim, self.num_embeddings = embedding_dim, num_embeddings
-        self.quantization_weight = _weight("quantization_weight", quantization_weight)
-        self.commitment_weight = _weight("commitment_weight", commitment_weight)
+        self.quantization_weight = check_number("quantization_weight", quantization_weight)
+        self.commitment_weight = check_number("commitment_weight", commitment_weight)
         limit = math.sqrt(3.0 / embedding_dim)
         slots = 1 if shared_codebook else num_latents
         self.codebook = torch.nn.Parameter(torch.empty(slots, num_embeddings, embedding_dim).uniform_(-limit, limit))
-
-    @classmethod
-    def defaults(cls, dataset: str) -> dict[str, Any]:
-        return {"lr": 1e-3, "weight_decay": 0.01, "batch_size": 128}
-
-    @classmethod
-    def default_options(cls, dataset: str) -> dict[str, Any]:
-        return {"num_embeddings": 512, "embedding_dim": 64, "quantization_weight": 1.0,
-                "commitment_weight": 0.25, "shared_codebook": True}
 
     def codebook_parameters(self):
         return [self.codebook]

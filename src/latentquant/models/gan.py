@@ -37,11 +37,8 @@ optimizer, split as for QLAE (``LatentModel.split_parameters``): AdamW with
 element-wise gradient clipping to [-1, 1] on non-bias weights, plain Adam on
 biases and codebook values; lr 2e-4, betas (0, 0.9).
 
-Published values: kylehkhsu/latent_quantization ``configs/train_gan.yaml``
-(lr, betas, clip, batch size, generator step period, the QL sweep's
-``l2: 1e-3``), ``configs/model_partial/info_gan.yaml`` (lambdas, ``l2: 1e-4``)
-and ``configs/params/quantized_info_gan/{shapes3d,mpi3d,falcor3d}.yaml``
-(``l2`` 1e-3, 1e-3, 1e-4).
+Published values (lr, batch size, weight decay, lambdas), with their sources
+in kylehkhsu/latent_quantization, are in the table of ``latentquant.models.defaults``.
 
 Shapes: b batch, d latents.
 """
@@ -56,9 +53,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latentquant.models.base import DataInfo, Encoding, LatentModel, StepOutput, clip_gradients
-from latentquant.models.baselines import dataset_family
 from latentquant.models.qlae import latent_quantizer
 from latentquant.models.registry import register_model
+from latentquant.validation import check_int, check_number
 
 __all__ = ["InfoWGAN", "QLInfoWGAN", "gradient_penalty"]
 
@@ -122,23 +119,9 @@ class InfoWGAN(LatentModel):
         # the backbone's head gives 1 + d outputs: the value, then the latents
         super().__init__(arch, info, num_latents, encoder_features=1 + num_latents,
                          decoder_features=num_latents)
-        for name, v in (("lambda_gp", lambda_gp), ("lambda_latent", lambda_latent)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-                raise ValueError(f"{name} must be a non-negative number, got {v!r}")
-        if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
-            raise ValueError(f"n_critic must be a positive int, got {n_critic!r}")
-        self.lambda_gp, self.lambda_latent, self.n_critic = float(lambda_gp), float(lambda_latent), n_critic
-
-    # -- published defaults -------------------------------------------------
-
-    @classmethod
-    def defaults(cls, dataset: str) -> dict[str, Any]:
-        # info_gan.yaml: l2 1e-4 (no per-dataset InfoGAN files were published)
-        return {"lr": 2e-4, "weight_decay": 1e-4, "batch_size": 64}
-
-    @classmethod
-    def default_options(cls, dataset: str) -> dict[str, Any]:
-        return {"lambda_gp": 10.0, "lambda_latent": 200.0, "n_critic": 5}
+        self.lambda_gp, self.lambda_latent = check_number("lambda_gp", lambda_gp), check_number("lambda_latent",
+                                                                                                  lambda_latent)
+        self.n_critic = check_int("n_critic", n_critic, 1)
 
     # -- the networks -------------------------------------------------------
 
@@ -291,16 +274,6 @@ class QLInfoWGAN(InfoWGAN):
         self.values_per_latent = values_per_latent
         self.quantization_weight, self.commitment_weight = float(quantization_weight), float(commitment_weight)
         self.quantizer = latent_quantizer(num_latents, values_per_latent, quantization_weight, commitment_weight)
-
-    @classmethod
-    def defaults(cls, dataset: str) -> dict[str, Any]:
-        # params/quantized_info_gan/<dataset>.yaml; train_gan.yaml's sweep (1e-3) elsewhere
-        wd = {"shapes3d": 1e-3, "mpi3d": 1e-3, "falcor3d": 1e-4}.get(dataset_family(dataset), 1e-3)
-        return {"lr": 2e-4, "weight_decay": wd, "batch_size": 64, "values_per_latent": 10}
-
-    @classmethod
-    def default_options(cls, dataset: str) -> dict[str, Any]:
-        return {**super().default_options(dataset), "quantization_weight": 0.01, "commitment_weight": 0.01}
 
     def codebook_parameters(self) -> list[nn.Parameter]:
         return list(self.quantizer.parameters())

@@ -17,13 +17,12 @@ kylehkhsu/latent_quantization ``configs/model_partial/quantized_ae.yaml`` and
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
 from latentquant.models.base import DataInfo, Encoding, LatentModel, StepOutput
 from latentquant.models.registry import register_model
+from latentquant.validation import check_int
 
 
 def latent_quantizer(num_latents: int, values_per_latent: int, quantization_weight: float,
@@ -33,8 +32,7 @@ def latent_quantizer(num_latents: int, values_per_latent: int, quantization_weig
     discrete representation the metrics read)."""
     from latentquant.quantize import LatentQuantize
 
-    if not isinstance(values_per_latent, int) or isinstance(values_per_latent, bool) or values_per_latent < 2:
-        raise ValueError(f"values_per_latent must be an int >= 2, got {values_per_latent!r}")
+    check_int("values_per_latent", values_per_latent, 2)
     return LatentQuantize(
         levels=[values_per_latent] * num_latents,
         quantization_loss_weight=quantization_weight,
@@ -52,17 +50,6 @@ class QLAE(LatentModel):
         super().__init__(arch, info, num_latents, encoder_features=num_latents)
         self.values_per_latent = values_per_latent
         self.quantizer = latent_quantizer(num_latents, values_per_latent, quantization_weight, commitment_weight)
-
-    @classmethod
-    def defaults(cls, dataset: str) -> dict[str, Any]:
-        # weight decay ("lambdas.l2") 0.1 everywhere but MPI3D's 0.001:
-        # configs/params/quantized_ae/{shapes3d,falcor3d,isaac3d,mpi3d}.yaml
-        weight_decay = 1e-3 if dataset == "mpi3d" else 0.1
-        return {"lr": 1e-3, "weight_decay": weight_decay, "batch_size": 128, "values_per_latent": 10}
-
-    @classmethod
-    def default_options(cls, dataset: str) -> dict[str, Any]:
-        return {"quantization_weight": 0.01, "commitment_weight": 0.01}
 
     def codebook_parameters(self):
         return list(self.quantizer.parameters())

@@ -1,8 +1,8 @@
 """One config object for a training run, resolved against the published defaults.
 
 Precedence, lowest first: the dataclass defaults below; the model's published
-values for the dataset (``LatentModel.defaults`` / ``default_options``, with
-their sources in the model docstrings and ``docs/training.md``); a YAML file
+values for the dataset (the table of ``latentquant.models.defaults``, with
+their sources, read through ``LatentModel.defaults`` / ``default_options``); a YAML file
 (``--config FILE.yaml``); command-line flags. The resolved config (no ``None``
 left) is written to ``OUT/config.yaml`` and is all that ``--resume`` and
 ``latentquant evaluate`` need to rebuild the run.
@@ -189,7 +189,7 @@ def resolve(config: TrainConfig, info) -> TrainConfig:
     wrong types are a UserError) and the model is built once on the meta device, so that
     every argument it rejects is rejected here, before the data is touched.
     """
-    from latentquant.models import build_model, get_model_class
+    from latentquant.models import build_model, default_num_latents, get_model_class
 
     config.validate()
     cls = get_model_class(config.model)
@@ -200,7 +200,7 @@ def resolve(config: TrainConfig, info) -> TrainConfig:
             c = c.replace(**{name: published[name]})
     c = c.replace(weight_decay=_resolve_weight_decay(c, published["weight_decay"]))
     if c.num_latents is None:
-        c = c.replace(num_latents=2 * int(info.num_factors))
+        c = c.replace(num_latents=default_num_latents(info))
     takes_values = "values_per_latent" in published
     if takes_values and c.values_per_latent is None:
         c = c.replace(values_per_latent=published["values_per_latent"])

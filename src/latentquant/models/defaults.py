@@ -1,0 +1,72 @@
+"""The published settings of every built-in model, per dataset: one table, with its sources.
+
+``latentquant.train.config.resolve`` fills every setting a user leaves out from
+here (through ``LatentModel.defaults`` / ``default_options``, which a model
+outside this table may override). Sources are files of the authors'
+repository, kylehkhsu/latent_quantization; the training values shared by all
+autoencoders (lr 1e-3, batch 128, 200,000 steps, clip 1) are
+``configs/train_ae.yaml``, the GANs' ``configs/train_gan.yaml``.
+
+An entry holds the top-level config values (``lr``, ``batch_size``,
+``weight_decay``, and ``values_per_latent`` for quantized-latent models), the
+model's options (``-o KEY=VALUE``) and, under ``datasets``, what a dataset
+family changes in either. The built-in ``sprites`` and ``shapes`` take the
+values of the data they imitate (dSprites has no per-dataset file there, so it
+keeps the model defaults).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FAMILY = {"sprites": "dsprites", "shapes": "shapes3d"}
+
+_GAN = {"lambda_gp": 10.0, "lambda_latent": 200.0, "n_critic": 5}  # configs/model_partial/info_gan.yaml
+_QUANTIZED = {"quantization_weight": 0.01, "commitment_weight": 0.01}  # configs/model_partial/quantized_*.yaml
+
+PUBLISHED: dict[str, dict[str, Any]] = {
+    "qlae": {  # configs/model_partial/quantized_ae.yaml, configs/params/quantized_ae/*.yaml
+        "lr": 1e-3, "batch_size": 128, "weight_decay": 0.1, "values_per_latent": 10, "options": _QUANTIZED,
+        "datasets": {"mpi3d": {"weight_decay": 1e-3}},
+    },
+    "ae": {  # configs/params/ae/ae_mpi3d.yaml
+        "lr": 1e-3, "batch_size": 128, "weight_decay": 1e-3, "options": {},
+    },
+    "bioae": {  # configs/model_partial/bio_ae.yaml, configs/params/bio_ae/*.yaml
+        "lr": 1e-3, "batch_size": 128, "weight_decay": 1e-4, "options": {"nonnegative": 1.0, "activity": 0.1},
+        "datasets": {"shapes3d": {"activity": 1e-2}, "mpi3d": {"activity": 1e-2}, "falcor3d": {"activity": 1e-2}},
+    },
+    "vae": {  # configs/model_partial/vae.yaml, configs/params/vae/vae_*.yaml
+        "lr": 1e-3, "batch_size": 128, "weight_decay": 0.0, "options": {"beta": 1.0},
+        "datasets": {"shapes3d": {"beta": 3.0}, "mpi3d": {"beta": 0.1}, "falcor3d": {"beta": 10.0},
+                     "isaac3d": {"beta": 0.3}},
+    },
+    "tcvae": {  # configs/model_partial/tcvae.yaml, configs/params/tcvae/*.yaml
+        "lr": 1e-3, "batch_size": 128, "weight_decay": 0.0, "options": {"beta": 1.0, "alpha": 1.0, "gamma": 1.0},
+        "datasets": {"shapes3d": {"beta": 3.0}, "mpi3d": {"beta": 0.3}, "falcor3d": {"beta": 3.0}},
+    },
+    "vqvae": {  # configs/model_partial/vqvae.yaml, configs/params/vqvae/*.yaml
+        "lr": 1e-3, "batch_size": 128, "weight_decay": 0.01,
+        "options": {"num_embeddings": 512, "embedding_dim": 64, "quantization_weight": 1.0,
+                    "commitment_weight": 0.25, "shared_codebook": True},
+    },
+    "infowgan": {  # configs/train_gan.yaml (lr, betas, batch), configs/model_partial/info_gan.yaml (l2 1e-4)
+        "lr": 2e-4, "batch_size": 64, "weight_decay": 1e-4, "options": _GAN,
+    },
+    "qlinfowgan": {  # configs/params/quantized_info_gan/<dataset>.yaml; train_gan.yaml's sweep (1e-3) elsewhere
+        "lr": 2e-4, "batch_size": 64, "weight_decay": 1e-3, "values_per_latent": 10,
+        "options": {**_GAN, **_QUANTIZED}, "datasets": {"falcor3d": {"weight_decay": 1e-4}},
+    },
+}
+
+GENERIC = {"lr": 1e-3, "batch_size": 128, "weight_decay": 0.0}  # a registered model outside the table
+
+
+def published(model: str, dataset: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(top-level values, options)`` published for ``model`` on ``dataset``."""
+    entry = PUBLISHED.get(model, {**GENERIC, "options": {}})
+    values = {k: v for k, v in entry.items() if k not in ("options", "datasets")}
+    options = dict(entry["options"])
+    for key, value in entry.get("datasets", {}).get(FAMILY.get(dataset, dataset), {}).items():
+        (options if key in options else values)[key] = value
+    return values, options
