@@ -1,6 +1,10 @@
-"""The training loop, top to bottom: config, distributed setup, data, model,
-optimizers, resume, the loop (log, checkpoint, evaluate), and the final
-evaluation with figures and a report.
+"""The training loop. ``train`` reads top to bottom: the config resolved once
+against the data, processes and devices, the run directory taken (marked and
+locked, ``rundir.RunDir``), resume, model and optimizers, then one loop of
+short blocks (a step, the log, checkpoint and evaluation) and the final
+evaluation (``evaluate.evaluate_run``). The helpers it uses come first: the
+distributed bookkeeping, the batch stream, the stop flag, the loss meter and
+the log sinks.
 
 One process: ``latentquant train ...``. Several: ``torchrun --nproc_per_node=N
 -m latentquant train ...`` runs DistributedDataParallel from torchrun's
