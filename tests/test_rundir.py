@@ -121,6 +121,29 @@ def test_resume_refuses_contradicting_flags_and_fewer_steps(run2, tmp_path, caps
     assert len((run / "evals.jsonl").read_text().splitlines()) == 1
 
 
+def test_sweep_calls_a_run_done_only_with_the_requested_settings(run2, tmp_path, capsys):
+    import shutil
+
+    cell = tmp_path / "grid" / "sprites" / "qlae" / "seed0"
+    shutil.copytree(run2, cell)
+    args = ["sweep", "--datasets", "sprites", "--models", "qlae", "--seeds", "0", "--steps", "2", "--arch", "small",
+            "--out", str(tmp_path / "grid"), "--", "--eval-samples", "100", "--eval-every", "0"]
+    assert main([*args, "--batch-size", "8"]) == 0
+    assert "1 runs: 1 done" in capsys.readouterr().out
+    before = sorted(p.name for p in cell.iterdir())
+    assert main([*args, "--batch-size", "16"]) == 2
+    captured = capsys.readouterr()
+    assert "batch_size 8 in the run, 16 requested" in captured.err and "hold other settings" in captured.err
+    assert sorted(p.name for p in cell.iterdir()) == before  # nothing started
+
+
+def test_evaluate_of_a_folder_that_is_not_a_run_is_one_line(tmp_path, capsys):
+    d = _user_folder(tmp_path)
+    assert main(["evaluate", str(d)]) == 2
+    assert "is not a latentquant run directory" in _one_line(capsys)
+    assert _tree(d) == ["config.yaml", "src", "src/a.py"]
+
+
 def test_table_refuses_a_row_of_mixed_settings(run2, tmp_path, capsys):
     import shutil
 

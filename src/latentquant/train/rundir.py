@@ -101,9 +101,10 @@ class RunDir:
         ``overwrite``, which first deletes the files of the layout, and only
         those). Otherwise (resume, evaluate) the folder must be a run already.
         """
+        if not new and not self.is_ours():
+            raise UserError(f"{flag} {self.path} is not a latentquant run directory "
+                            f"(no {MARKER}, or no config.yaml and checkpoint)")
         self.check_writable(overwrite, flag)
-        if not new and not self.config.is_file():
-            raise UserError(f"{self.path} is not a run directory (no config.yaml)")
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
