@@ -78,13 +78,7 @@ class RunDir:
             return False
         return self.latest_checkpoint() is not None
 
-    def run_id(self) -> str | None:
-        try:
-            return self.marker.read_text().strip() or None
-        except FileNotFoundError:
-            return None
-
-    def check_writable(self, overwrite: bool = False, flag: str = "--out") -> None:
+    def check_writable(self, flag: str = "--out") -> None:
         """UserError unless the tool may write here: a new or empty folder, or one marked as a run."""
         p = self.path
         if p.exists() and not p.is_dir():
@@ -104,7 +98,7 @@ class RunDir:
         if not new and not self.is_ours():
             raise UserError(f"{flag} {self.path} is not a latentquant run directory "
                             f"(no {MARKER}, or no config.yaml and checkpoint)")
-        self.check_writable(overwrite, flag)
+        self.check_writable(flag)
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
