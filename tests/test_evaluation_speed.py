@@ -1,0 +1,85 @@
+"""The faster paths of periodic evaluation give the same numbers as the plain
+definitions they replace (kept here as short reference functions). Equality
+only: nothing here is timed (benchmarks/evaluation.py times them)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from latentquant.metrics import _knn, _mi, infomec
+
+
+def reference_knn_mi(z, s_codes, s_values, seed):
+    """The old definition: one mutual_info_classif call per non-constant source."""
+    from sklearn.feature_selection import mutual_info_classif
+
+    mi = np.zeros((s_codes.shape[1], z.shape[1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "more classes than 50% of samples"
+        for i in np.flatnonzero(s_values > 1):
+            mi[i] = mutual_info_classif(z, s_codes[:, i], discrete_features=False, n_neighbors=10,
+                                        random_state=seed)
+    return mi
+
+
+def random_case(seed: int):
+    """Sources with 1 to 40 values (constant, singleton and brute-force-sized
+    classes included) and latents of one of several awkward kinds."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.choice([12, 30, 200, 1000]))
+    num_sources, num_latents = 3, 5
+    sizes = rng.integers(1, 41, num_sources)
+    sources = np.stack([rng.integers(0, m, n) for m in sizes], 1)
+    sources[:, 0] = sources[:, 0] * (seed % 3 != 0)  # a constant source in a third of the cases
+    z = rng.standard_normal((n, num_latents))
+    kind = seed % 6
+    if kind == 1:  # a constant latent
+        z[:, 0] = 3.0
+    elif kind == 2:  # ties: few distinct values
+        z = np.round(z, 1)
+    elif kind == 3:  # one active latent
+        z[:, 1:] = 0.0
+    elif kind == 4:  # integer-valued latents, many exact ties
+        z = rng.integers(0, 3, (n, num_latents)).astype(float)
+    elif kind == 5:  # informative latents: sources plus noise, widely different scales
+        z[:, :num_sources] = sources + 0.1 * z[:, :num_sources]
+        z *= 10.0 ** rng.integers(-3, 4, num_latents)
+    return sources, z
+
+
+@pytest.mark.parametrize("seed", range(18))
+def test_knn_mutual_info_is_sklearns(seed):
+    sources, z = random_case(seed)
+    s_codes, s_values = _mi.label_encode(sources)
+    z = _mi.standardize(z)
+    expected = reference_knn_mi(z, s_codes, s_values, seed)
+    got = _knn.knn_mutual_info(z, s_codes, s_values, n_neighbors=10, seed=seed)
+    np.testing.assert_array_equal(got, expected)  # bitwise
+
+
+def test_knn_mutual_info_fortran_and_all_constant():
+    rng = np.random.default_rng(0)
+    sources = rng.integers(0, 5, (400, 2))
+    z = _mi.standardize(np.asfortranarray(rng.standard_normal((400, 3))))
+    s_codes, s_values = _mi.label_encode(sources)
+    np.testing.assert_array_equal(_knn.knn_mutual_info(z, s_codes, s_values, seed=3),
+                                  reference_knn_mi(z, s_codes, s_values, 3))
+    zeros = np.zeros((400, 3))  # every latent constant: distances are the 1e-10 jitter alone
+    np.testing.assert_array_equal(_knn.knn_mutual_info(zeros, s_codes, s_values, seed=1),
+                                  reference_knn_mi(zeros, s_codes, s_values, 1))
+
+
+def test_infomec_knn_scores_unchanged():
+    """The whole InfoMEC of continuous latents against the reference NMI."""
+    sources, z = random_case(5)
+    s_codes, s_values = _mi.label_encode(sources)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = infomec(sources, z, discrete_latents=False, explicitness=False, seed=7)
+    mi = reference_knn_mi(_mi.standardize(z), s_codes, s_values, 7)
+    h = _mi.entropy(s_codes, s_values)
+    nmi = np.where(h[:, None] > 0, mi / np.where(h > 0, h, 1.0)[:, None], 0.0)
+    np.testing.assert_array_equal(got.nmi, nmi)
