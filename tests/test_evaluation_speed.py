@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from latentquant.metrics import _knn, _mi, infomec
 
@@ -83,3 +84,39 @@ def test_infomec_knn_scores_unchanged():
     h = _mi.entropy(s_codes, s_values)
     nmi = np.where(h[:, None] > 0, mi / np.where(h > 0, h, 1.0)[:, None], 0.0)
     np.testing.assert_array_equal(got.nmi, nmi)
+
+
+@torch.no_grad()
+def reference_encode_all(model, dataset, indices, batch_size=256):
+    """The old encode_all: batches of 256, PSNR summed batch by batch."""
+    model.eval()
+    codes, psnr_sum, z_first = [], 0.0, None
+    for start in range(0, len(indices), batch_size):
+        x = dataset.get_images(indices[start:start + batch_size])
+        enc = model.encode(x)
+        logits = model.decode(enc.z)
+        mse = (torch.sigmoid(logits.float()) - x).square().flatten(1).mean(1).clamp_min(1e-10)
+        psnr_sum += float((-10 * torch.log10(mse)).sum())
+        code = enc.code.detach()
+        codes.append((code.float() if code.is_floating_point() else code).cpu())
+        if z_first is None:
+            z_first = enc.z.detach().float().cpu()[:16]
+    return torch.cat(codes), psnr_sum / len(indices), z_first
+
+
+@pytest.mark.parametrize("name", ["qlae", "ae"])
+def test_encode_all_same_as_batches_of_256(name):
+    """Batches of 64 (CPU default) give the codes, decoder inputs and mean PSNR
+    of the old batches of 256, bitwise; 600 samples: a last partial batch."""
+    from latentquant.data import get_dataset
+    from latentquant.models import DataInfo, build_model
+    from latentquant.train.evaluate import encode_all, eval_indices
+
+    torch.manual_seed(0)
+    model = build_model(name, "small", DataInfo("sprites", 1, 5, 737_280))
+    dataset = get_dataset("sprites")
+    idx = eval_indices(dataset, 600, seed=0)
+    codes, psnr, z_first = encode_all(model, dataset, idx, torch.device("cpu"))
+    ref_codes, ref_psnr, ref_z = reference_encode_all(model, dataset, idx)
+    assert torch.equal(codes, ref_codes) and torch.equal(z_first, ref_z)
+    assert psnr == ref_psnr
