@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from latentquant import LatentQuantize
-from latentquant import quantize as lqmod
+from latentquant import _quantize_kernel as kernel
 
 # ----------------------------------------------------------------------------
 # plain references
@@ -80,9 +80,9 @@ def perturb_values(lq: LatentQuantize, seed: int = 0, shuffle: bool = True) -> N
 
 
 def big_input_numel(levels) -> int:
-    """A latent count above which the layer leaves the small-input ("rows")
-    argmin search for the sorted-midpoint one."""
-    return 2 * (lqmod._ROWS_MAX_DISTANCES // max(levels) + 1)
+    """A latent count above which the kernel leaves the small-input argmin
+    search for the sorted-midpoint one."""
+    return 2 * (kernel.SMALL_DISTANCES // max(levels) + 1)
 
 
 # ----------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def test_constructor_signature_matches_vector_quantize_pytorch():
     params = inspect.signature(LatentQuantize).parameters
     expected = dict(levels=inspect.Parameter.empty, dim=None, commitment_loss_weight=0.1, quantization_loss_weight=0.1,
                     num_codebooks=1, codebook_dim=None, keep_num_codebooks_dim=None, optimize_values=True,
-                    channel_first=None, projection_has_bias=True, flat_indices=True)
+                    in_place_codebook_optimizer=None, channel_first=None, projection_has_bias=True, flat_indices=True)
     assert list(params) == list(expected)
     assert {k: p.default for k, p in params.items()} == expected
 
@@ -349,10 +349,10 @@ def test_small_and_large_feature_maps_agree_with_reference():
     levels = [8, 3, 8, 5]
     lq = LatentQuantize(levels=levels).eval()
     perturb_values(lq, seed=3)
-    small = torch.randn(2, 4, 3, 3)  # rows
+    small = torch.randn(2, 4, 3, 3)  # argmin search
     side = int(math.sqrt(big_input_numel(levels) / 8)) + 1
-    large = torch.randn(2, 4, side, side)  # batched planes, in place
-    many = torch.randn(big_input_numel(levels) // 36 + 1, 4, 3, 3)  # planes after a transpose
+    large = torch.randn(2, 4, side, side)  # midpoint count search
+    many = torch.randn(big_input_numel(levels) // 36 + 1, 4, 3, 3)  # count, many short maps
     for x in (small, large, many):
         out = lq(x)
         z = x.movedim(1, -1)
@@ -498,18 +498,20 @@ def test_indices_to_codes_equals_eval_output_with_projections_and_codebooks(shap
 
 
 @pytest.mark.parametrize("levels", [[4, 6, 3], [5] * 3])
-@pytest.mark.parametrize("layout", ["rows", "planes"])
-def test_gradcheck_float64(levels, layout):
+@pytest.mark.parametrize("search", ["argmin", "count"])
+def test_gradcheck_float64(levels, search, monkeypatch):
     torch.manual_seed(0)
     d = len(levels)
     lq = LatentQuantize(levels=levels).double()
     perturb_values(lq)
     table = lq._values_table().detach()
-    shape = (13, d) if layout == "rows" else (9, d, 4)
+    if search == "count":
+        monkeypatch.setattr(kernel, "SMALL_DISTANCES", 0)
+    shape = (2, d, 7)
     x = torch.randn(shape, dtype=torch.float64) * 0.6
 
     def fn(z, t, quant_weight, commit_weight):
-        return lqmod._QuantizeFn.apply(z, t, lq._basis, lq._last, (quant_weight, commit_weight, True, False))[2]
+        return kernel.QuantizeFn.apply(z, t, lq._basis, lq._last, (quant_weight, commit_weight, True, False))[2]
 
     def commit_only(z):
         return fn(z, table, 0.0, 1.0)
@@ -666,7 +668,7 @@ def test_autocast_bfloat16_quantizes_in_float32_and_returns_input_dtype():
     assert plain(torch.randn(4, 3, dtype=torch.bfloat16)).quantized.dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("shape, eval_too", [((3, 5, 4, 4), True), ((2, 5, 64, 64), False)])  # argmin rows; midpoint planes
+@pytest.mark.parametrize("shape, eval_too", [((3, 5, 4, 4), True), ((2, 5, 64, 64), False)])  # argmin search; midpoint count
 def test_compile_fullgraph_matches_eager(shape, eval_too):
     torch.manual_seed(0)
     lq = LatentQuantize(levels=[5, 3, 4], dim=5).train()
