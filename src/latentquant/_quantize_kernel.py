@@ -25,10 +25,15 @@ terms of the breakdown; absent ones are zero):
     dtable[i, s]  = -(2 / N) (w_q g + g_q) * sum of e_i over positions with slot_i = s
 
 so the quantization term trains the values only and the commitment term only
-what produced z. Under ``create_graph=True`` the backward recomputes e from the
-saved z and table with differentiable ops, so second derivatives are right
-(d dz / dz = (2 / N) (w_c g + g_c), d dtable / dtable = (2 / N) (w_q g + g_q)
-times the count of positions at each slot), not silently zero.
+what produced z. Under ``create_graph=True`` the backward recomputes e = z - q
+from the saved z and table with differentiable ops (the slots held fixed, as
+they are almost everywhere), so second derivatives are those of the backward
+as a function of z, the table and the upstream gradients, as
+``torch.autograd.gradgradcheck`` measures them, never silently zero: e.g.
+d dz / dz = (2 / N) (w_c g + g_c), and d dz / dtable[i, s] = -(2 / N)
+(w_c g + g_c) at the positions of slot s. (A reference written with
+``.detach()`` drops that last term: the stop-gradient holds for the loss, not
+for its gradient as a function of the values.)
 
 The nearest value is found in one of two exact ways, both on the same layout:
 small inputs take one argmin over the (k, d, n, l) distances (few ops; ties go
@@ -120,7 +125,9 @@ class QuantizeFn(torch.autograd.Function):
             return (q, idx, zero, zero.clone(), zero.clone()) if breakdown else (q, idx, zero)
         err = z - q
         mse = squared_error(err) / max(z.numel(), 1)  # an empty input: 0, not NaN
-        ctx.save_for_backward(z, table, err, pos, perm)
+        # a table without gradient is copied (it is tiny): the values may then
+        # change in place before this backward runs (the in-place optimizer)
+        ctx.save_for_backward(z, table if table.requires_grad else table.clone(), err, pos, perm)
         ctx.weights = (w_q, w_c)
         loss = mse * (w_q + w_c)
         return (q, idx, loss, mse, mse.clone()) if breakdown else (q, idx, loss)
@@ -132,23 +139,29 @@ class QuantizeFn(torch.autograd.Function):
         z, table, err, pos, perm = ctx.saved_tensors
         w_q, w_c = ctx.weights
         scale = 2.0 / max(z.numel(), 1)
-        err_z = err_t = err
         if torch.is_grad_enabled():  # create_graph=True: e as a function of z and table
             slots = pos if perm is None else torch.gather(perm.expand(pos.shape[0], *perm.shape), 2, pos)
-            q = torch.gather(table.expand(z.shape[0], *table.shape), 2, slots)
-            err_z, err_t = z - q.detach(), z.detach() - q
+            err = z - torch.gather(table.expand(z.shape[0], *table.shape), 2, slots)
         grad_z = grad_table = None
         if ctx.needs_input_grad[0]:
             w = _weighted(grad_loss, w_c * scale, grad_commit, scale)
             if w is None:
                 grad_z = grad_q
             else:
-                grad_z = err_z * w if grad_q is None else torch.addcmul(grad_q, err_z, w)
+                grad_z = err * w if grad_q is None else torch.addcmul(grad_q, err, w)
         if ctx.needs_input_grad[1]:
             w = _weighted(grad_loss, -w_q * scale, grad_quant, -scale)
             if w is not None:
-                grad_table = _slot_sums(err_t, pos, perm, table.shape[1]) * w
+                grad_table = _slot_sums(err, pos, perm, table.shape[1]) * w
         return grad_z, grad_table, None, None, None
+
+
+def quantization_grad(z: Tensor, table: Tensor, last: Tensor | None) -> Tensor:
+    """The gradient of mean((sg(z) - q)^2) with respect to the table, (d, l):
+    -(2 / N) times the per-slot sums of e (zero on padding). Closed form, no
+    autograd graph, for the layer's in-place codebook optimizer."""
+    q, pos, perm = nearest(z, table, last)
+    return _slot_sums(z - q, pos, perm, table.shape[1]) * (-2.0 / max(z.numel(), 1))
 
 
 def squared_error(err: Tensor) -> Tensor:

@@ -426,14 +426,14 @@ class LatentQuantize(nn.Module):
         return (out, LossBreakdown(*parts)) if return_loss_breakdown else out
 
     def _step_values(self, z: Tensor) -> None:
-        """One step of ``in_place_codebook_optimizer`` on mean((sg(z) - q)^2),
-        with a gradient of its own: the values' ``.grad`` is left as it was."""
-        table = self._values_table().to(z.dtype)
-        _, _, loss = kernel.quantize(z.detach(), table, None, self._last, (1.0, 0.0, True, False))
-        (grad,) = torch.autograd.grad(loss, self.values)
-        held, self.values.grad = self.values.grad, grad
-        self.in_place_codebook_optimizer.step()
-        self.values.grad = held
+        """One step of ``in_place_codebook_optimizer`` on mean((sg(z) - q)^2).
+        Its gradient is written in closed form (no autograd graph, no graph
+        break under torch.compile); the values' ``.grad`` is left as it was."""
+        with torch.no_grad():
+            grad = kernel.quantization_grad(z, self._values_table().to(z.dtype), self._last)
+            held, self.values.grad = self.values.grad, grad.to(self.values.dtype)
+            self.in_place_codebook_optimizer.step()
+            self.values.grad = held
 
     # ------------------------------------------------------------------ indices
 
