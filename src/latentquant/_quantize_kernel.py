@@ -64,6 +64,12 @@ def _count_below(z: Tensor, mids: Tensor) -> Tensor:
     return count.long()
 
 
+def _long_axis_last(t: Tensor) -> Tensor:
+    """(k, d, 1) -> the view (1, d, k): channel-last inputs put their positions
+    on k, and passes and sums are cheaper along the last axis."""
+    return t.permute(2, 1, 0) if t.shape[2] == 1 else t  # 'k d 1 -> 1 d k' 
+
+
 def nearest(z: Tensor, table: Tensor, last: Tensor | None):
     """z (k, d, n), table (d, l) -> q (k, d, n), pos (k, d, n), perm (d, l) or None.
 
@@ -80,7 +86,10 @@ def nearest(z: Tensor, table: Tensor, last: Tensor | None):
         return torch.gather(table.expand(k, d, l), 2, pos), pos, None
     sorted_table, perm = torch.sort(table, dim=-1, stable=True)
     mids = (sorted_table[:, 1:] + sorted_table[:, :-1]) * 0.5  # +inf past each latent's values
-    pos = _count_below(z.contiguous(), mids)
+    if z.shape[2] == 1:  # channel-last inputs: the passes run along the long axis k
+        pos = _count_below(_long_axis_last(z).contiguous(), mids).permute(2, 1, 0)  # '1 d k -> k d 1' 
+    else:
+        pos = _count_below(z.contiguous(), mids)
     return torch.gather(sorted_table.expand(k, d, l), 2, pos), pos, perm
 
 
@@ -94,9 +103,17 @@ def indices(pos: Tensor, perm: Tensor | None, basis: Tensor | None) -> Tensor:
 
 
 def _slot_sums(err: Tensor, pos: Tensor, perm: Tensor | None, width: int) -> Tensor:
-    """Per (latent, slot) sums of err over the positions assigned there: (d, l)."""
-    k, d, _ = err.shape
-    sums = err.new_zeros(k, d, width).scatter_add(2, pos, err).sum(0)
+    """Per (latent, slot) sums of err over the positions assigned there: (d, l),
+    through an (l, d, 1) buffer for channel-last inputs, else a (k, d, l) one.
+    Differentiable (out of place) only under create_graph."""
+    k, d, n = err.shape
+    graph = torch.is_grad_enabled()
+    if n == 1:
+        sums = err.new_zeros(width, d, 1)
+        sums = (sums.scatter_add(0, pos, err) if graph else sums.scatter_add_(0, pos, err)).view(width, d).t()
+    else:
+        sums = err.new_zeros(k, d, width)
+        sums = (sums.scatter_add(2, pos, err) if graph else sums.scatter_add_(2, pos, err)).sum(0)
     return sums if perm is None else torch.zeros_like(sums).scatter(1, perm, sums)
 
 
@@ -124,13 +141,15 @@ class QuantizeFn(torch.autograd.Function):
             zero = z.new_zeros(())
             return (q, idx, zero, zero.clone(), zero.clone()) if breakdown else (q, idx, zero)
         err = z - q
-        mse = squared_error(err) / max(z.numel(), 1)  # an empty input: 0, not NaN
+        sse, count = squared_error(err), max(z.numel(), 1)  # an empty input: 0, not NaN
         # a table without gradient is copied (it is tiny): the values may then
         # change in place before this backward runs (the in-place optimizer)
         ctx.save_for_backward(z, table if table.requires_grad else table.clone(), err, pos, perm)
         ctx.weights = (w_q, w_c)
-        loss = mse * (w_q + w_c)
-        return (q, idx, loss, mse, mse.clone()) if breakdown else (q, idx, loss)
+        if not breakdown:
+            return q, idx, sse * ((w_q + w_c) / count)
+        mse = sse / count
+        return q, idx, mse * (w_q + w_c), mse, mse.clone()
 
     @staticmethod
     def backward(ctx, grad_q, _grad_idx, grad_loss, grad_quant=None, grad_commit=None):
@@ -144,11 +163,14 @@ class QuantizeFn(torch.autograd.Function):
             err = z - torch.gather(table.expand(z.shape[0], *table.shape), 2, slots)
         grad_z = grad_table = None
         if ctx.needs_input_grad[0]:
-            w = _weighted(grad_loss, w_c * scale, grad_commit, scale)
-            if w is None:
-                grad_z = grad_q
+            if grad_commit is None and grad_loss is not None and grad_q is not None:
+                grad_z = torch.addcmul(grad_q, err, grad_loss, value=w_c * scale)  # the usual case: one op
             else:
-                grad_z = err * w if grad_q is None else torch.addcmul(grad_q, err, w)
+                w = _weighted(grad_loss, w_c * scale, grad_commit, scale)
+                if w is None:
+                    grad_z = grad_q
+                else:
+                    grad_z = err * w if grad_q is None else torch.addcmul(grad_q, err, w)
         if ctx.needs_input_grad[1]:
             w = _weighted(grad_loss, -w_q * scale, grad_quant, -scale)
             if w is not None:

@@ -7,19 +7,20 @@ value, so the implicit codebook is the Cartesian product of the per-latent
 value sets (``prod(L_i)`` codes, never built here).
 
 einstein notation of the shape patterns
-    b   batch (1 for channel-last inputs, whose positions all go to n)
+    b   batch
     e   input features (``dim``)
     c   codebooks (they share the values)
     d   latents per codebook (``codebook_dim``)
-    n   positions per example (flattened sequence / spatial / temporal axes)
-    k   kernel blocks, b * c
+    n   positions per example of a channel-first input (spatial / temporal axes)
+    p   all positions of a channel-last input (every axis but the last)
+    k   kernel blocks: b * c (channel-first) or p * c (channel-last)
 
-Every input is brought to one layout, ``z`` of shape ``(k, d, n)``: the input
-becomes ``(b, e, n)`` (a view for contiguous channel-first inputs), is
-projected to ``(b, c d, n)`` and split into ``((b c), d, n)``. The fused
-autograd kernel in ``latentquant._quantize_kernel`` (its docstring states the
-math) quantizes that layout; the results go back to the caller's layout by the
-inverse patterns.
+Every input is brought to one layout, ``z`` of shape ``(k, d, n)``, latents on
+axis 1: a channel-first ``(b, e, ...)`` input as ``((b c), d, n)``, a
+channel-last ``(..., e)`` one as ``((p c), d, 1)``, both views of a contiguous
+input. The fused autograd kernel in ``latentquant._quantize_kernel`` (its
+docstring states the math) quantizes that layout; the results go back to the
+caller's layout by the inverse patterns.
 
 All values live in one ``(d, max L)`` tensor ``values`` (a parameter, or a
 buffer with ``optimize_values=False``), row i holding latent i's values in its
@@ -362,32 +363,32 @@ class LatentQuantize(nn.Module):
     # ------------------------------------------------------------------ layout
 
     def _to_kernel(self, x: Tensor, channel_first: bool) -> Tensor:
-        """The caller's input -> z (k, d, n), projected, in the projections' dtype."""
+        """The caller's input -> z (k, d, n), projected (a view of a contiguous input)."""
         if channel_first:
-            x = rearrange(x, "b e ... -> b e (...)")
-        else:
-            x = rearrange(x, "... e -> 1 e (...)")
-        z = _project(self.project_in, x)
-        return rearrange(z, "b (c d) n -> (b c) d n", c=self.num_codebooks)
+            z = _project(self.project_in, rearrange(x, "b e ... -> b e (...)"))
+            return rearrange(z, "b (c d) n -> (b c) d n", c=self.num_codebooks)
+        z = self.project_in(x) if self.has_projections else x
+        # '... (c d) -> (... c) d 1': one reshape (einops would take four ops, which shows on small inputs)
+        return z.reshape(math.prod(z.shape[:-1]) * self.num_codebooks, self.codebook_dim, 1)
 
     def _from_kernel(self, q: Tensor, shape: tuple, channel_first: bool, project_out: bool = True) -> Tensor:
         """q (k, d, n) -> the caller's layout of ``shape`` (features: dim, or c * d without project_out)."""
-        q = rearrange(q, "(b c) d n -> b (c d) n", c=self.num_codebooks)
-        if project_out:
-            q = _project(self.project_out, q)
         if channel_first:
-            return q.reshape(shape)
-        return rearrange(q, "1 e n -> n e").contiguous().reshape(shape)
+            q = rearrange(q, "(b c) d n -> b (c d) n", c=self.num_codebooks)
+            q = _project(self.project_out, q) if project_out and self.has_projections else q
+        elif project_out and self.has_projections:
+            q = self.project_out(q.reshape(q.shape[0] // self.num_codebooks, self.effective_codebook_dim))  # '(p c) d 1 -> p (c d)'
+        return q.reshape(shape)
 
-    def _indices_to_caller(self, idx: Tensor, lead: tuple) -> Tensor:
-        """Kernel indices, flat ((b c), n) or per-latent ((b c), d, n) -> (*lead, c[, d])."""
-        if self.flat_indices:
-            idx = rearrange(idx, "(b c) n -> (b n) c", c=self.num_codebooks)
-        else:
-            idx = rearrange(idx, "(b c) d n -> (b n) c d", c=self.num_codebooks)
-        if not self.keep_num_codebooks_dim:
-            idx = idx[:, 0]
-        return idx.reshape(*lead, *idx.shape[1:])
+    def _indices_to_caller(self, idx: Tensor, lead: tuple, channel_first: bool) -> Tensor:
+        """Kernel indices, flat (k, n) or per-latent (k, d, n) -> (*lead, c, d),
+        less the codebook axis unless kept and the latent axis for flat ones."""
+        c, d = self.num_codebooks, self.codebook_dim
+        if channel_first:
+            idx = rearrange(idx, "(b c) ... n -> b n c ...", c=c)
+        tail = ((c,) if self.keep_num_codebooks_dim else ()) + (() if self.flat_indices else (d,))
+        shape = (*lead, *tail)
+        return idx if idx.shape == shape else idx.reshape(shape)
 
     # ------------------------------------------------------------------ forward
 
@@ -410,7 +411,10 @@ class LatentQuantize(nn.Module):
         projected_dtype = z.dtype
         table = self._values_table()
         dtype = torch.promote_types(torch.promote_types(z.dtype, table.dtype), torch.float32)
-        z, table = z.to(dtype), table.to(dtype)
+        if z.dtype != dtype:
+            z = z.to(dtype)
+        if table.dtype != dtype:
+            table = table.to(dtype)
         step = self.training and torch.is_grad_enabled() and self.in_place_codebook_optimizer is not None
         if step:
             self._step_values(z)
@@ -421,8 +425,12 @@ class LatentQuantize(nn.Module):
         config = (self.quantization_loss_weight, self.commitment_loss_weight, self.training, return_loss_breakdown)
         q, indices, loss, *parts = kernel.quantize(z, table, self._index_basis(), self._last, config)
 
-        quantized = self._from_kernel(q.to(projected_dtype), x.shape, channel_first).to(x.dtype)
-        out = Return(quantized, self._indices_to_caller(indices, lead), loss)
+        if q.dtype != projected_dtype:
+            q = q.to(projected_dtype)
+        quantized = self._from_kernel(q, x.shape, channel_first)
+        if quantized.dtype != x.dtype:
+            quantized = quantized.to(x.dtype)
+        out = Return(quantized, self._indices_to_caller(indices, lead, channel_first), loss)
         return (out, LossBreakdown(*parts)) if return_loss_breakdown else out
 
     def _step_values(self, z: Tensor) -> None:
@@ -512,7 +520,7 @@ class LatentQuantize(nn.Module):
             q = rearrange(codes, "b ... c d -> (b c) d (...)")
             shape = (lead[0], features, *lead[1:])
         else:
-            q = rearrange(codes, "... c d -> c d (...)")
+            q = rearrange(codes, "... c d -> (... c) d 1")
             shape = (*lead, features)
         # contiguous, as forward's codes: a transposed GEMM operand would round differently
         return self._from_kernel(q.contiguous(), shape, channel_first, project_out)
@@ -529,10 +537,10 @@ class LatentQuantize(nn.Module):
         with torch.no_grad():
             table = self._values_table()
             dtype = torch.promote_types(torch.promote_types(codes.dtype, table.dtype), torch.float32)
-            z = rearrange(codes.to(dtype), "... (c d) -> c d (...)", c=self.num_codebooks)
+            z = rearrange(codes.to(dtype), "... (c d) -> (... c) d 1", c=self.num_codebooks)
             _, pos, perm = kernel.nearest(z, table.to(dtype), self._last)
             idx = kernel.indices(pos, perm, self._index_basis())
-        return self._indices_to_caller(idx, tuple(codes.shape[:-1]))
+        return self._indices_to_caller(idx, tuple(codes.shape[:-1]), channel_first=False)
 
     # ------------------------------------------------------------------ sampling
 
