@@ -80,7 +80,10 @@ def nearest(z: Tensor, table: Tensor, last: Tensor | None):
     """
     k, (d, l) = z.shape[0], table.shape
     if z.numel() * l <= SMALL_DISTANCES:
-        pos = (z.unsqueeze(-1) - table.unsqueeze(1)).abs_().argmin(-1)  # (k, d, n, l) -> (k, d, n)
+        if z.shape[2] == 1:  # (k, d, 1) - (d, l) -> (k, d, l) -> (k, d, 1)
+            pos = (z - table).abs_().argmin(-1, keepdim=True)
+        else:  # (k, d, n, 1) - (d, 1, l) -> (k, d, n, l) -> (k, d, n)
+            pos = (z.unsqueeze(-1) - table.unsqueeze(1)).abs_().argmin(-1)
         if last is not None:
             pos = torch.minimum(pos, last.unsqueeze(-1))
         return torch.gather(table.expand(k, d, l), 2, pos), pos, None

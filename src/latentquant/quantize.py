@@ -119,6 +119,47 @@ def _levels_repr(levels: Sequence[int]) -> str:
     return compact if len(compact) < len(plain) else plain
 
 
+def _check_options(num_codebooks, keep_num_codebooks_dim, commitment_loss_weight, quantization_loss_weight,
+                   channel_first, optimize_values, in_place_codebook_optimizer) -> tuple[bool, dict[str, float]]:
+    """The constructor's other arguments: (keep_num_codebooks_dim, the two loss weights)."""
+    if not _is_int(num_codebooks) or num_codebooks < 1:
+        raise ValueError(f"num_codebooks must be a positive integer, got {num_codebooks!r}")
+    if keep_num_codebooks_dim is None:
+        keep_num_codebooks_dim = num_codebooks > 1
+    if num_codebooks > 1 and not keep_num_codebooks_dim:
+        raise ValueError(f"num_codebooks={num_codebooks} needs keep_num_codebooks_dim=True (got False)")
+    weights = {}
+    for name, w in (("commitment_loss_weight", commitment_loss_weight), ("quantization_loss_weight", quantization_loss_weight)):
+        w = 0.0 if w is None else w
+        if not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {w!r}")
+        weights[name] = float(w)
+    if channel_first not in (None, True, False):
+        raise ValueError(f"channel_first must be None, True or False, got {channel_first!r}")
+    if in_place_codebook_optimizer is not None and not optimize_values:
+        raise ValueError("in_place_codebook_optimizer needs optimize_values=True (got optimize_values=False): "
+                         "it steps the values, which are then a frozen buffer")
+    if in_place_codebook_optimizer is not None and not callable(in_place_codebook_optimizer):
+        raise TypeError("in_place_codebook_optimizer must be a callable taking the values and returning an "
+                        f"optimizer, e.g. lambda p: torch.optim.Adam(p, lr=1e-3); got {in_place_codebook_optimizer!r}")
+    return bool(keep_num_codebooks_dim), weights
+
+
+def _check_index_tensor(indices, name: str) -> None:
+    if not isinstance(indices, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(indices).__name__}")
+    if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got dtype {indices.dtype}")
+
+
+def _size_repr(levels: Sequence[int]) -> str:
+    """'=60', '=10**12' or '~2.62e+14': codes per codebook, short."""
+    size = math.prod(levels)
+    if size < 10**9:
+        return f"={size}"
+    return f"={levels[0]}**{len(levels)}" if len(set(levels)) == 1 else f"~{size:.3g}"
+
+
 class _LatentValues(Sequence):
     """``values_per_latent``: latent i's values as a 1-D view of the packed table."""
 
@@ -174,6 +215,14 @@ class LatentQuantize(nn.Module):
         ``num_codebooks > 1``.
     optimize_values : bool, default True
         ``values`` is a parameter; otherwise a buffer (still in the state_dict).
+    in_place_codebook_optimizer : callable, optional
+        Builds an optimizer over ``[values]``, e.g. ``lambda p:
+        torch.optim.Adam(p, lr=1e-3)``; needs ``optimize_values=True``. Each
+        training-mode forward with grad enabled steps it once on
+        ``mean((sg(z) - q)^2)`` and then quantizes with the new values; the
+        returned output and loss carry no gradient to the values. Its state
+        is not in the module's state_dict: save
+        ``lq.in_place_codebook_optimizer.state_dict()`` alongside.
     channel_first : bool, optional
         Feature axis 1 (True) or last (False). By default inputs with 4 or more
         dimensions, ``(b, d, h, w)`` and ``(b, d, t, h, w)``, are channel-first
@@ -190,6 +239,9 @@ class LatentQuantize(nn.Module):
     values : Tensor (codebook_dim, max(levels))
         All learned values; row i holds latent i's in its first ``levels[i]``
         slots (the rest is unused padding, zero).
+    num_values : Tensor (codebook_dim,) int64
+        The levels, a buffer saved with the values: a state_dict of other
+        levels is refused on loading.
     values_per_latent : sequence of 1-D Tensor
         ``values_per_latent[i]`` is the view ``values[i, :levels[i]]``, built
         afresh on each access: not a Parameter or buffer of its own and not
@@ -197,12 +249,10 @@ class LatentQuantize(nn.Module):
     codebook_size : int
         ``prod(levels)``, codes per codebook, exact.
 
-    Indices always name slots of ``values_per_latent``, whatever order
-    training leaves the values in. An empty input gives empty outputs and a
-    zero loss. A NaN or infinite latent gets an unspecified in-range index
-    and its finite code; in training the loss and gradients turn non-finite. ``forward`` returns ``Return(quantized,
-    indices, loss)``, or ``(Return, LossBreakdown(quantization, commitment))``
-    with ``return_loss_breakdown=True``.
+    ``forward`` returns ``Return(quantized, indices, loss)``, or ``(Return,
+    LossBreakdown(quantization, commitment))`` with ``return_loss_breakdown=True``.
+    Indices name slots of ``values_per_latent``. Empty inputs, NaN and
+    infinities: see docs/quantizer.md.
 
     References
     ----------
@@ -227,26 +277,9 @@ class LatentQuantize(nn.Module):
     ):
         super().__init__()
         levels = _check_levels(levels, codebook_dim)
-        if not _is_int(num_codebooks) or num_codebooks < 1:
-            raise ValueError(f"num_codebooks must be a positive integer, got {num_codebooks!r}")
-        if keep_num_codebooks_dim is None:
-            keep_num_codebooks_dim = num_codebooks > 1
-        if num_codebooks > 1 and not keep_num_codebooks_dim:
-            raise ValueError(f"num_codebooks={num_codebooks} needs keep_num_codebooks_dim=True (got False)")
-        weights = {}
-        for name, w in (("commitment_loss_weight", commitment_loss_weight), ("quantization_loss_weight", quantization_loss_weight)):
-            w = 0.0 if w is None else w
-            if not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {w!r}")
-            weights[name] = float(w)
-        if channel_first not in (None, True, False):
-            raise ValueError(f"channel_first must be None, True or False, got {channel_first!r}")
-        if in_place_codebook_optimizer is not None and not optimize_values:
-            raise ValueError("in_place_codebook_optimizer needs optimize_values=True (got optimize_values=False): "
-                             "it steps the values, which are then a frozen buffer")
-        if in_place_codebook_optimizer is not None and not callable(in_place_codebook_optimizer):
-            raise TypeError("in_place_codebook_optimizer must be a callable taking the values and returning an "
-                            f"optimizer, e.g. lambda p: torch.optim.Adam(p, lr=1e-3); got {in_place_codebook_optimizer!r}")
+        keep_num_codebooks_dim, weights = _check_options(num_codebooks, keep_num_codebooks_dim, commitment_loss_weight,
+                                                         quantization_loss_weight, channel_first, optimize_values,
+                                                         in_place_codebook_optimizer)
 
         self.levels = tuple(levels)
         self.codebook_dim = d = len(levels)
@@ -445,12 +478,6 @@ class LatentQuantize(nn.Module):
 
     # ------------------------------------------------------------------ indices
 
-    def _check_index_tensor(self, indices, name: str) -> None:
-        if not isinstance(indices, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(indices).__name__}")
-        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
-            raise TypeError(f"{name} must be an integer tensor, got dtype {indices.dtype}")
-
     def _check_level_indices(self, digits: Tensor, name: str) -> None:
         """digits (..., d): each within its latent's levels."""
         if digits.shape[-1:] != (self.codebook_dim,):
@@ -475,7 +502,7 @@ class LatentQuantize(nn.Module):
     def indices_to_level_indices(self, indices: Tensor) -> Tensor:
         """Flat indices (...) -> per-latent value slots (..., codebook_dim)."""
         self._require_flat("indices_to_level_indices")
-        self._check_index_tensor(indices, "indices")
+        _check_index_tensor(indices, "indices")
         indices = indices.long()
         if not torch.compiler.is_compiling() and indices.numel():
             lo, hi = int(indices.min()), int(indices.max())
@@ -487,7 +514,7 @@ class LatentQuantize(nn.Module):
     def level_indices_to_indices(self, level_indices: Tensor) -> Tensor:
         """Per-latent value slots (..., codebook_dim) -> exact int64 flat indices (...)."""
         self._require_flat("level_indices_to_indices")
-        self._check_index_tensor(level_indices, "level_indices")
+        _check_index_tensor(level_indices, "level_indices")
         self._check_level_indices(level_indices, "level_indices")
         return (level_indices.long() * self._basis).sum(-1)
 
@@ -500,7 +527,7 @@ class LatentQuantize(nn.Module):
         forward's ``quantized`` exactly, in the module's dtype (forward casts
         to the input's).
         """
-        self._check_index_tensor(indices, "indices")
+        _check_index_tensor(indices, "indices")
         c, d = self.num_codebooks, self.codebook_dim
         if self.flat_indices:
             flat = indices if self.keep_num_codebooks_dim else indices.unsqueeze(-1)
@@ -565,16 +592,9 @@ class LatentQuantize(nn.Module):
         return self.project_out(codes) if project_out else codes
 
     def extra_repr(self) -> str:
-        size = self.codebook_size
-        if size < 10**9:
-            size = f"={size}"
-        elif len(set(self.levels)) == 1:
-            size = f"={self.levels[0]}**{self.codebook_dim}"
-        else:
-            size = f"~{size:.3g}"
         parts = [f"levels={_levels_repr(self.levels)}", f"dim={self.dim}", f"num_codebooks={self.num_codebooks}",
-                 f"codebook_size{size}", f"flat_indices={self.flat_indices}", f"optimize_values={self.optimize_values}",
-                 f"quantization_loss_weight={self.quantization_loss_weight}",
+                 f"codebook_size{_size_repr(self.levels)}", f"flat_indices={self.flat_indices}",
+                 f"optimize_values={self.optimize_values}", f"quantization_loss_weight={self.quantization_loss_weight}",
                  f"commitment_loss_weight={self.commitment_loss_weight}"]
         if self.in_place_codebook_optimizer is not None:
             parts.append(f"in_place_codebook_optimizer={type(self.in_place_codebook_optimizer).__name__}")
