@@ -443,11 +443,10 @@ class LatentQuantize(nn.Module):
         z = self._to_kernel(x, channel_first)  # (k, d, n)
         projected_dtype = z.dtype
         table = self._values_table()
-        dtype = torch.promote_types(torch.promote_types(z.dtype, table.dtype), torch.float32)
-        if z.dtype != dtype:
-            z = z.to(dtype)
-        if table.dtype != dtype:
-            table = table.to(dtype)
+        dtype = z.dtype  # quantize in float32, or float64 when either is
+        if dtype != table.dtype or dtype not in (torch.float32, torch.float64):
+            dtype = torch.promote_types(torch.promote_types(z.dtype, table.dtype), torch.float32)
+            z, table = z.to(dtype), table.to(dtype)
         step = self.training and torch.is_grad_enabled() and self.in_place_codebook_optimizer is not None
         if step:
             self._step_values(z)
