@@ -1,8 +1,10 @@
 """The fused kernel behind ``LatentQuantize`` (private).
 
-It works on one layout only, which ``LatentQuantize`` reaches with einops:
+It works on one layout only, which ``LatentQuantize`` reaches by the shape
+patterns in ``quantize.py``:
 
-    z      (k, d, n)   k blocks (batch x codebooks), d latents, n positions
+    z      (k, d, n)   k blocks, d latents, n positions: ((b c), d, n) for
+                       channel-first inputs, ((p c), d, 1) for channel-last ones
     table  (d, l)      latent i's values in its first levels[i] slots, +inf after
 
 Forward. For every latent i and position, with N = z.numel():
@@ -40,7 +42,8 @@ small inputs take one argmin over the (k, d, n, l) distances (few ops; ties go
 to the lowest slot), larger ones sort the tiny table and count, per latent,
 the midpoints below z with one comparison pass per midpoint (no (k, d, n, l)
 temporary; ties go to the lower value). The two differ only for z equally
-near two values up to rounding.
+near two values up to rounding. With n = 1 the passes and the values'
+gradient run along k instead, so that they never loop over rows of d.
 """
 
 from __future__ import annotations
@@ -97,10 +100,10 @@ def nearest(z: Tensor, table: Tensor, last: Tensor | None):
 
 
 def indices(pos: Tensor, perm: Tensor | None, basis: Tensor | None) -> Tensor:
-    """Flat indices (k, n) with a mixed-radix ``basis`` (d,), else slots (k, d, n)."""
+    """Flat indices (k, n) with a mixed-radix ``basis`` (d, 1), else slots (k, d, n)."""
     if perm is None:
-        return pos if basis is None else (pos * basis.unsqueeze(-1)).sum(1)
-    codes = perm if basis is None else perm * basis.unsqueeze(-1)  # (d, l): sorted position -> code digit
+        return pos if basis is None else (pos * basis).sum(1)
+    codes = perm if basis is None else perm * basis  # (d, l): sorted position -> code digit
     codes = torch.gather(codes.expand(pos.shape[0], *perm.shape), 2, pos)
     return codes if basis is None else codes.sum(1)
 

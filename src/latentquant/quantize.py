@@ -310,7 +310,7 @@ class LatentQuantize(nn.Module):
             self.project_in = self.project_out = nn.Identity()
 
         # the values, packed (d, max L); padding is stored as 0 and never used
-        self._lmax = lmax = max(levels)
+        lmax = max(levels)
         values = torch.zeros(d, lmax)
         if self.optimize_values:
             self.values = nn.Parameter(values)
@@ -322,7 +322,9 @@ class LatentQuantize(nn.Module):
 
         # small constant tables, moved with the module, not saved
         basis = [math.prod(levels[:i]) for i in range(d)] if self.codebook_size <= _INT64_CODES else None
-        self.register_buffer("_basis", None if basis is None else torch.tensor(basis, dtype=torch.int64), persistent=False)
+        # (d, 1): the mixed-radix weight of each latent's slot, shaped for the kernel's (k, d, n)
+        basis = None if basis is None else torch.tensor(basis, dtype=torch.int64).view(d, 1)
+        self.register_buffer("_basis", basis, persistent=False)
         self.register_buffer("_offsets", torch.arange(d, dtype=torch.int64) * lmax, persistent=False)
         equal = len(set(levels)) == 1
         pad = [[0.0 if s < level else math.inf for s in range(lmax)] for level in levels]
@@ -451,7 +453,7 @@ class LatentQuantize(nn.Module):
         if step:
             self._step_values(z)
             table = self._values_table().detach().to(dtype)
-        elif not self.training:
+        elif not self.training and torch.is_grad_enabled():
             table = table.detach()
 
         config = (self.quantization_loss_weight, self.commitment_loss_weight, self.training, return_loss_breakdown)
@@ -508,14 +510,14 @@ class LatentQuantize(nn.Module):
             if lo < 0 or hi >= self.codebook_size:
                 bad = lo if lo < 0 else hi
                 raise ValueError(f"index {bad} is out of range: flat indices run from 0 to {self.codebook_size - 1}")
-        return torch.div(indices.unsqueeze(-1), self._basis, rounding_mode="floor") % self.num_values
+        return torch.div(indices.unsqueeze(-1), self._basis.view(-1), rounding_mode="floor") % self.num_values
 
     def level_indices_to_indices(self, level_indices: Tensor) -> Tensor:
         """Per-latent value slots (..., codebook_dim) -> exact int64 flat indices (...)."""
         self._require_flat("level_indices_to_indices")
         _check_index_tensor(level_indices, "level_indices")
         self._check_level_indices(level_indices, "level_indices")
-        return (level_indices.long() * self._basis).sum(-1)
+        return (level_indices.long() * self._basis.view(-1)).sum(-1)
 
     def indices_to_codes(self, indices: Tensor, project_out: bool = True) -> Tensor:
         """Decode indices (as forward returns them) with the current values.
