@@ -188,8 +188,8 @@ def add_arguments(parser) -> None:
                         help="submitit's executor: slurm, or local (jobs in the background here); "
                              "default slurm where srun is on the PATH, else local")
     parser.add_argument("--slurm-partition", default=None, help="SLURM partition")
-    parser.add_argument("--slurm-time", type=int, default=1440, metavar="MINUTES",
-                        help="time limit of each job in minutes (default 1440)")
+    parser.add_argument("--slurm-time", type=int, default=600, metavar="MINUTES",
+                        help="time limit of each job in minutes (default 600, the authors' launcher)")
     parser.add_argument("--slurm-gpus-per-node", type=int, default=None, metavar="N", help="GPUs per job")
     parser.add_argument("--slurm-cpus-per-task", type=int, default=None, metavar="N",
                         help="CPUs per job (default --threads)")
