@@ -82,12 +82,14 @@ def test_slurm_flags_reach_the_sbatch_script(tmp_path, monkeypatch):
     (["--slurm-option", "account"], "--slurm-option expects KEY=VALUE"),
     (["--slurm-time", "0"], "--slurm-time must be >= 1, got 0"),
     (["--submitit-cluster", "slurm"], "--submitit-cluster slurm: no SLURM here (srun is not on the PATH)"),
+    (["--launcher", "local", "--slurm-partition", "gpu"], "--slurm-partition applies to --launcher submitit"),
 ])
 def test_submitit_flag_errors_are_one_line(tmp_path, capsys, flags, message):
     if flags[0] == "--submitit-cluster" and submitit.SlurmExecutor.affinity() > 0:
         pytest.skip("this machine has SLURM")
-    args = ["sweep", "--datasets", "sprites", "--models", "qlae", "--out", str(tmp_path), "--launcher", "submitit",
-            *flags]
+    args = ["sweep", "--datasets", "sprites", "--models", "qlae", "--out", str(tmp_path), *flags]
+    if "--launcher" not in flags:
+        args += ["--launcher", "submitit"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"latentquant: error: {message}") and err.count("\n") == 1

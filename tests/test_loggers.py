@@ -2,6 +2,7 @@
 ``.wandb`` file; the one-line error without the package; wandb never imported unless asked for."""
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -110,3 +111,16 @@ def test_wandb_is_not_imported_unless_asked_for(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
     assert (tmp_path / "tensorboard").is_dir()
+
+
+def test_wandb_without_an_account_is_one_line(tmp_path):
+    """Online mode with no API key (a fresh HOME, no netrc): wandb's UsageError becomes one line, exit 2."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), WANDB_DIR=str(tmp_path), WANDB_CONFIG_DIR=str(tmp_path / "config"))
+    result = subprocess.run([sys.executable, "-m", "latentquant", *TINY, "--out", str(tmp_path / "run"),
+                             "--logger", "wandb"], env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                            timeout=300)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("latentquant: error: --logger wandb: ") and "WANDB_MODE=offline" in last
+    assert "Traceback" not in result.stderr

@@ -188,7 +188,7 @@ def add_arguments(parser) -> None:
                         help="submitit's executor: slurm, or local (jobs in the background here); "
                              "default slurm where srun is on the PATH, else local")
     parser.add_argument("--slurm-partition", default=None, help="SLURM partition")
-    parser.add_argument("--slurm-time", type=int, default=600, metavar="MINUTES",
+    parser.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES",
                         help="time limit of each job in minutes (default 600, the authors' launcher)")
     parser.add_argument("--slurm-gpus-per-node", type=int, default=None, metavar="N", help="GPUs per job")
     parser.add_argument("--slurm-cpus-per-task", type=int, default=None, metavar="N",
@@ -200,7 +200,13 @@ def add_arguments(parser) -> None:
 
 def from_args(args) -> Launcher:
     """The launcher the parsed flags ask for; ValueError naming a bad value."""
+    submitit_flags = {"--submitit-cluster": args.submitit_cluster, "--slurm-partition": args.slurm_partition,
+                      "--slurm-time": args.slurm_time, "--slurm-gpus-per-node": args.slurm_gpus_per_node,
+                      "--slurm-cpus-per-task": args.slurm_cpus_per_task, "--slurm-option": args.slurm_option or None}
     if args.launcher == "local":
+        given = [flag for flag, value in submitit_flags.items() if value is not None]
+        if given:
+            raise ValueError(f"{given[0]} applies to --launcher submitit, not to the default --launcher local")
         jobs = args.jobs or max(1, (os.cpu_count() or 1) // args.threads)
         if jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {jobs}")
@@ -215,7 +221,7 @@ def from_args(args) -> Launcher:
         if not sep or not key.strip():
             raise ValueError(f"--slurm-option expects KEY=VALUE (an sbatch option without its dashes), got {text!r}")
         options[key.strip().lstrip("-")] = value.strip()
-    parameters = {"timeout_min": args.slurm_time, "cpus_per_task": args.slurm_cpus_per_task or args.threads,
+    parameters = {"timeout_min": args.slurm_time or 600, "cpus_per_task": args.slurm_cpus_per_task or args.threads,
                   "gpus_per_node": args.slurm_gpus_per_node, "slurm_partition": args.slurm_partition,
                   "slurm_additional_parameters": options or None}
     return SubmititLauncher(args.steps, args.submitit_cluster,

@@ -91,8 +91,13 @@ class WandbLogger:
         id_file = Path(out) / "wandb" / "run_id"
         id_file.parent.mkdir(parents=True, exist_ok=True)
         run_id = id_file.read_text().strip() if id_file.is_file() else None  # None: wandb makes one
-        self.run = self.wandb.init(project=os.environ.get("WANDB_PROJECT", "latentquant"), name=name, group=group,
-                                   id=run_id, resume="allow", dir=os.environ.get("WANDB_DIR") or str(out))
+        try:
+            self.run = self.wandb.init(project=os.environ.get("WANDB_PROJECT", "latentquant"), name=name,
+                                       group=group, id=run_id, resume="allow",
+                                       dir=os.environ.get("WANDB_DIR") or str(out))
+        except self.wandb.errors.Error as err:  # no API key, no network, a bad entity: one line
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"--logger wandb: {first} (WANDB_MODE=offline logs without an account)") from None
         id_file.write_text(self.run.id + "\n")
 
     def log_config(self, config: Mapping[str, Any]) -> None:
