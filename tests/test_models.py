@@ -32,7 +32,7 @@ def test_registry_lists_the_paper_models_and_rejects_unknown_names():
     assert set(AE_MODELS) <= set(available_models())
     with pytest.raises(ValueError, match="valid choices: .*qlae"):
         get_model_class("qlae2")
-    with pytest.raises(ValueError, match="valid choices: paper, small"):
+    with pytest.raises(ValueError, match="valid choices: paper, small, compact"):
         build_model("qlae", "large", SPRITES)
 
 

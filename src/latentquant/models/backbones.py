@@ -1,6 +1,6 @@
 """Image encoders and decoders shared by every model, chosen with ``--arch``.
 
-Two architectures, both for 64 x 64 images with ``C`` channels:
+Three architectures, all for 64 x 64 images with ``C`` channels:
 
 ``paper``
     The backbone of Hsu et al. (2023), as published in their repository
@@ -16,10 +16,26 @@ Two architectures, both for 64 x 64 images with ``C`` channels:
     ``[scale, bias] = ReLU(Linear(w))``; a final 3 x 3 conv (no bias, as in the
     authors' ``Conv2DBlock``) gives per-channel logits.
 
+``compact``
+    The authors' smaller design (``configs/encoder_partial/image_small.yaml``,
+    ``configs/decoder_partial/style_image_small.yaml``) at a CPU-sized width:
+    4 conv blocks (no bias) -> instance norm (affine, eps 1e-6) -> LeakyReLU(0.2)
+    with kernel 4, stride 2, padding 1 and widths 12, 24, 48, 96 (theirs: 64,
+    128, 256, 512), so 64 -> 4 pixels; Linear 256, ReLU (theirs: 512) and a
+    linear head. Decoder: the style decoder above with one hidden layer of 256,
+    a learned constant ``0.1 * ones(96, 4, 4)``, 4 style blocks of widths 96,
+    48, 24, 12 (kernel 4, stride 2) and the final 3 x 3 conv. As in ``paper``,
+    every convolution is followed by an instance norm, so its weights are
+    scale-invariant and weight decay changes their effective learning rate, not
+    the function. The widths keep a training step under twice ``small``'s
+    (``benchmarks/train_step.py``).
+
 ``small``
-    A CPU-sized network in the spirit of Burgess et al. (2018, arXiv 1804.03599):
-    4 conv layers (32, 32, 64, 64; kernel 4, stride 2, padding 1) with ReLU,
-    Linear 256, ReLU and a linear head; the decoder mirrors it.
+    The convolutional network of Burgess et al. (2018, arXiv 1804.03599), as used
+    by disentanglement_lib, not the authors' ``image_small``: 4 conv layers (32,
+    32, 64, 64; kernel 4, stride 2, padding 1) with ReLU, Linear 256, ReLU and a
+    linear head; the decoder mirrors it with transposed convolutions. No
+    normalization: weight decay shrinks the function itself.
 
 Shapes: b batch, c image channels, h w pixels (64), d features/latents.
 """
@@ -33,7 +49,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-ARCHS = ("paper", "small")
+ARCHS = ("paper", "small", "compact")
 IMAGE_SIZE = 64
 
 # the authors' conv stacks (encoder; the decoder reverses the widths)
@@ -41,6 +57,11 @@ PAPER_WIDTHS = (32, 32, 32, 64, 64, 64, 128, 128, 128, 256, 256, 256)
 PAPER_KERNELS = (3, 3, 4) * 4
 PAPER_STRIDES = (1, 1, 2) * 4
 PAPER_MLP = (256, 256)
+
+# the authors' smaller design (``image_small`` / ``style_image_small``: widths 64, 128, 256, 512,
+# kernel 4, stride 2, one dense layer of 512) at a CPU-sized width, see ``compact`` above
+COMPACT_WIDTHS = (12, 24, 48, 96)
+COMPACT_MLP = (256,)
 
 SMALL_WIDTHS = (32, 32, 64, 64)
 SMALL_HIDDEN = 256
@@ -59,17 +80,36 @@ def _check_image(x: torch.Tensor, channels: int) -> None:
 
 
 # ---------------------------------------------------------------------------
-# paper
+# the authors' design: conv blocks with instance norm, a style decoder
+
+
+class ConvSpec(NamedTuple):
+    """One architecture of the authors' family: conv stack, MLP, decoder constant."""
+
+    widths: tuple[int, ...]  # encoder conv widths; the decoder's style blocks take them reversed
+    kernels: tuple[int, ...]
+    strides: tuple[int, ...]
+    mlp: tuple[int, ...]  # hidden widths of the encoder's and the decoder's MLP
+
+    @property
+    def side(self) -> int:
+        """Pixels per side after the encoder's convolutions (the decoder's constant)."""
+        return IMAGE_SIZE // 2 ** self.strides.count(2)
+
+
+PAPER = ConvSpec(PAPER_WIDTHS, PAPER_KERNELS, PAPER_STRIDES, PAPER_MLP)
+COMPACT = ConvSpec(COMPACT_WIDTHS, (4,) * 4, (2,) * 4, COMPACT_MLP)
 
 
 class PaperEncoder(nn.Module):
-    """(b, c, 64, 64) -> (b, out_features): 12 conv blocks, MLP (256, 256), linear head."""
+    """(b, c, 64, 64) -> (b, out_features): conv blocks Conv (no bias) -> instance norm -> LeakyReLU(0.2),
+    an MLP with ReLU, a linear head. ``spec`` chooses the authors' ``image`` (default) or ``compact``."""
 
-    def __init__(self, in_channels: int, out_features: int):
+    def __init__(self, in_channels: int, out_features: int, spec: ConvSpec = PAPER):
         super().__init__()
         self.in_channels, self.out_features = in_channels, out_features
         blocks, c_in = [], in_channels
-        for width, k, s in zip(PAPER_WIDTHS, PAPER_KERNELS, PAPER_STRIDES):
+        for width, k, s in zip(spec.widths, spec.kernels, spec.strides):
             blocks += [
                 nn.Conv2d(c_in, width, k, s, padding=1, bias=False),
                 nn.InstanceNorm2d(width, affine=True, eps=1e-6),
@@ -77,17 +117,21 @@ class PaperEncoder(nn.Module):
             ]
             c_in = width
         self.conv = nn.Sequential(*blocks)
-        side = IMAGE_SIZE // 2 ** PAPER_STRIDES.count(2)
-        self.mlp = nn.Sequential(
-            nn.Linear(c_in * side * side, PAPER_MLP[0]), nn.ReLU(),
-            nn.Linear(PAPER_MLP[0], PAPER_MLP[1]), nn.ReLU(),
-        )
-        self.head = nn.Linear(PAPER_MLP[1], out_features)
+        self.mlp = _mlp(c_in * spec.side * spec.side, spec.mlp)
+        self.head = nn.Linear(spec.mlp[-1], out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(x, self.in_channels)
         h = rearrange(self.conv(x), "b c h w -> b (c h w)")
         return self.head(self.mlp(h))
+
+
+def _mlp(in_features: int, widths: tuple[int, ...]) -> nn.Sequential:
+    layers = []
+    for width in widths:
+        layers += [nn.Linear(in_features, width), nn.ReLU()]
+        in_features = width
+    return nn.Sequential(*layers)
 
 
 class StyleBlock(nn.Module):
@@ -106,21 +150,18 @@ class StyleBlock(nn.Module):
 
 
 class StyleDecoder(nn.Module):
-    """(b, d) -> (b, c, 64, 64) logits: MLP -> w; learned constant modulated by w through 12 style blocks."""
+    """(b, d) -> (b, c, 64, 64) logits: MLP -> w; a learned constant modulated by w through style blocks
+    (the encoder's widths reversed), then a 3 x 3 conv. ``spec`` as for :class:`PaperEncoder`."""
 
-    def __init__(self, in_features: int, out_channels: int):
+    def __init__(self, in_features: int, out_channels: int, spec: ConvSpec = PAPER):
         super().__init__()
         self.in_features, self.out_channels = in_features, out_channels
-        self.mlp = nn.Sequential(
-            nn.Linear(in_features, PAPER_MLP[0]), nn.ReLU(),
-            nn.Linear(PAPER_MLP[0], PAPER_MLP[1]), nn.ReLU(),
-        )
-        widths = PAPER_WIDTHS[::-1]
-        side = IMAGE_SIZE // 2 ** PAPER_STRIDES.count(2)
-        self.constant = nn.Parameter(0.1 * torch.ones(widths[0], side, side))
+        self.mlp = _mlp(in_features, spec.mlp)
+        widths = spec.widths[::-1]
+        self.constant = nn.Parameter(0.1 * torch.ones(widths[0], spec.side, spec.side))
         c_in, blocks = widths[0], []
-        for width, k, s in zip(widths, PAPER_KERNELS, PAPER_STRIDES):
-            blocks.append(StyleBlock(c_in, width, k, s, PAPER_MLP[1]))
+        for width, k, s in zip(widths, spec.kernels, spec.strides):
+            blocks.append(StyleBlock(c_in, width, k, s, spec.mlp[-1]))
             c_in = width
         self.blocks = nn.ModuleList(blocks)
         self.out = nn.Conv2d(c_in, out_channels, 3, 1, padding=1, bias=False)
@@ -192,6 +233,8 @@ def build_backbone(arch: str, in_channels: int, encoder_features: int, decoder_f
                         ("decoder_features", decoder_features)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if arch == "paper":
-        return Backbone(PaperEncoder(in_channels, encoder_features), StyleDecoder(decoder_features, in_channels))
+    if arch in ("paper", "compact"):
+        spec = PAPER if arch == "paper" else COMPACT
+        return Backbone(PaperEncoder(in_channels, encoder_features, spec),
+                        StyleDecoder(decoder_features, in_channels, spec))
     return Backbone(SmallEncoder(in_channels, encoder_features), SmallDecoder(decoder_features, in_channels))

@@ -206,25 +206,26 @@ class TCVAE(_GaussianEncoderModel):
 
 @register_model("vqvae")
 class VQVAE(LatentModel):
-    """VQ-VAE (van den Oord et al., NeurIPS 2017) with one codebook per latent slot.
+    """VQ-VAE (van den Oord et al., NeurIPS 2017) over ``l`` latent slots.
 
-    The encoder emits ``l`` slots of size ``e``; slot ``l`` is replaced by its nearest
-    entry of codebook ``l`` (``k`` entries), straight-through to the decoder:
+    The encoder emits ``l`` slots of size ``e``; each slot is replaced by its nearest
+    entry of the codebook (``k`` entries), straight-through to the decoder:
 
         loss = BCE_mean + quantization * mean(||sg(z_e) - q||^2) + commitment * mean(||z_e - sg(q)||^2)
 
     Defaults (``configs/model_partial/vqvae.yaml``, ``configs/params/vqvae/*.yaml``):
     512 entries of size 64, quantization 1, commitment 0.25, weight decay 0.01.
-    The authors' code shares one codebook among the slots
-    (``disentangle/latents/vector_quantized.py``); ``shared_codebook=True`` does that.
-    The metrics read the per-slot entry indices.
+    As in the authors' code (``disentangle/latents/vector_quantized.py``) one codebook
+    is shared by all slots (``shared_codebook=True``, the default);
+    ``-o shared_codebook=false`` gives each slot its own. The metrics read the per-slot
+    entry indices.
     """
 
     discrete_latents = True
 
     def __init__(self, arch: str, info: DataInfo, num_latents: int, num_embeddings: int = 512,
                  embedding_dim: int = 64, quantization_weight: float = 1.0, commitment_weight: float = 0.25,
-                 shared_codebook: bool = False):
+                 shared_codebook: bool = True):
         for name, value, low in (("num_embeddings", num_embeddings, 2), ("embedding_dim", embedding_dim, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
@@ -244,7 +245,7 @@ class VQVAE(LatentModel):
     @classmethod
     def default_options(cls, dataset: str) -> dict[str, Any]:
         return {"num_embeddings": 512, "embedding_dim": 64, "quantization_weight": 1.0,
-                "commitment_weight": 0.25, "shared_codebook": False}
+                "commitment_weight": 0.25, "shared_codebook": True}
 
     def codebook_parameters(self):
         return [self.codebook]

@@ -34,7 +34,7 @@ def evaluate_dir(run_dir: str | Path, checkpoint: str | Path | None = None, **ov
     from latentquant.models import DataInfo, build_model
     from latentquant.train.checkpoint import latest_checkpoint, load_model_state, load_model_weights
     from latentquant.train.config import load_config
-    from latentquant.train.loop import evaluate_run, make_autocast, resolve_device
+    from latentquant.train.loop import evaluate_run, resolve_device
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -55,7 +55,7 @@ def evaluate_dir(run_dir: str | Path, checkpoint: str | Path | None = None, **ov
     model = build_model(cfg.model, cfg.arch, info, **cfg.model_kwargs())
     load_model_weights(model, state)
     model.to(device)
-    return evaluate_run(model, dataset, cfg, int(doc["step"]), device, make_autocast(cfg.precision, device))
+    return evaluate_run(model, dataset, cfg, int(doc["step"]), device)
 
 
 def run(args: argparse.Namespace) -> int:

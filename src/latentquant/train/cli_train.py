@@ -26,6 +26,9 @@ FLAGS = {
     "--lr": ("lr", float, "learning rate (default: model's, 1e-3)"),
     "--weight-decay": ("weight_decay", float, "decoupled weight decay of the non-bias weights "
                                               "(default: model's, e.g. qlae 0.1, ae 1e-3)"),
+    "--weight-decay-timescale": ("weight_decay_timescale", float,
+                                 "set the weight decay so that its time constant 1/(lr x wd) is this fraction "
+                                 "of the run: wd = 1/(F x lr x steps); instead of --weight-decay"),
     "--clip": ("clip", float, "element-wise gradient clip of the decayed weights, 0 = off (default 1)"),
     "--num-latents": ("num_latents", int, "latents (default 2 x number of factors)"),
     "--values-per-latent": ("values_per_latent", int, "values per latent of quantized models (default 10)"),
@@ -81,6 +84,8 @@ def build_config(args: argparse.Namespace):
     for dest in ("compile", "logger"):  # [issue 14 hook: "logger"]
         if hasattr(args, dest):
             overrides[dest] = getattr(args, dest)
+    if "weight_decay" in overrides and "weight_decay_timescale" in overrides:
+        raise ValueError("use either --weight-decay or --weight-decay-timescale, not both")
     if args.resume and args.config_file:
         raise ValueError("use either --resume DIR (its config.yaml) or --config FILE, not both")
     if args.resume:
@@ -99,6 +104,10 @@ def build_config(args: argparse.Namespace):
     options.update(parse_option(text) for text in args.option)
     if "model" in overrides and overrides["model"] != base.model and not args.option:
         options = {}  # options of another model do not carry over
+    if "weight_decay" in overrides:  # the flag given replaces the file's way of setting the decay
+        base = base.replace(weight_decay_timescale=None)
+    elif "weight_decay_timescale" in overrides:
+        base = base.replace(weight_decay=None)
     return base.replace(**overrides, options=options)
 
 

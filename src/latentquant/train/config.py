@@ -35,6 +35,9 @@ class TrainConfig:
     batch_size: int | None = None  # global batch (split across DDP ranks); model default 128 (64 for GANs)
     lr: float | None = None
     weight_decay: float | None = None
+    # decay time constant 1 / (lr x weight_decay) as a fraction of the run's steps; when set,
+    # weight_decay = 1 / (fraction x lr x steps) (Wang & Aitchison 2024, arXiv 2405.13698)
+    weight_decay_timescale: float | None = None
     clip: float | None = 1.0  # element-wise gradient clip of the decayed weights; None or 0 disables
     num_latents: int | None = None  # default 2 x number of factors
     values_per_latent: int | None = None  # quantized-latent models only; default 10
@@ -113,6 +116,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.lr is not None and self.lr == 0:
             raise ValueError("lr must be > 0, got 0")
+        tau = self.weight_decay_timescale
+        if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float))
+                                or not 0 < tau < float("inf")):
+            raise ValueError(f"weight_decay_timescale must be a finite number > 0 (the decay time constant "
+                             f"as a fraction of the run), got {tau!r}")
         if not isinstance(self.options, dict):
             raise ValueError(f"options must be a mapping of model options, got {self.options!r}")
         if not isinstance(self.compile, bool):
@@ -135,9 +143,10 @@ class TrainConfig:
         cls = get_model_class(self.model)
         published = cls.defaults(self.dataset)
         c = self.replace(options=dict(self.options))
-        for name in ("lr", "weight_decay", "batch_size"):
+        for name in ("lr", "batch_size"):
             if getattr(c, name) is None:
                 c = c.replace(**{name: published[name]})
+        c = c.replace(weight_decay=_resolve_weight_decay(c, published["weight_decay"]))
         if c.num_latents is None:
             c = c.replace(num_latents=2 * int(num_factors))
         takes_values = "values_per_latent" in inspect.signature(cls.__init__).parameters
@@ -160,6 +169,27 @@ class TrainConfig:
         if self.values_per_latent is not None:
             kwargs["values_per_latent"] = self.values_per_latent
         return kwargs
+
+
+def timescale_weight_decay(fraction: float, lr: float, steps: int) -> float:
+    """The weight decay whose AdamW time constant ``1 / (lr x wd)`` is ``fraction`` of ``steps``."""
+    return 1.0 / (fraction * lr * steps)
+
+
+def _resolve_weight_decay(c: TrainConfig, published: float) -> float:
+    """``c.weight_decay``, or the one ``c.weight_decay_timescale`` implies, or the published value.
+
+    A config holding both (a resolved ``config.yaml``) must agree to 1e-9; else
+    one of the two was changed, and which one the user meant is unknown."""
+    if c.weight_decay_timescale is None:
+        return published if c.weight_decay is None else c.weight_decay
+    implied = timescale_weight_decay(c.weight_decay_timescale, c.lr, c.steps)
+    if c.weight_decay is not None and abs(c.weight_decay - implied) > 1e-9 * implied:
+        raise ValueError(
+            f"weight_decay {c.weight_decay:g} and weight_decay_timescale {c.weight_decay_timescale:g} disagree "
+            f"(the timescale gives {implied:g} for lr {c.lr:g} and {c.steps} steps); give one of them: "
+            f"--weight-decay W keeps a fixed decay, --weight-decay-timescale F sets it for the run's length")
+    return implied
 
 
 def resolve_options(cls: type, dataset: str, given: dict[str, Any]) -> dict[str, Any]:

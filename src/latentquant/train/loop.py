@@ -349,7 +349,7 @@ def _train(config, resume, dist, get_dataset, DataInfo, build_model):
         })
 
     def evaluate_and_report(step: int) -> dict[str, Any]:
-        scores = evaluate_run(model, dataset, cfg, step, dist.device, autocast, train_seconds=time.time() - t_start)
+        scores = evaluate_run(model, dataset, cfg, step, dist.device, train_seconds=time.time() - t_start)
         if loggers is not None:  # [issue 14 hook] the scores (counts, seed and names are not plotted) and figures
             loggers.log_scalars({f"eval/{k}": v for k, v in scores.items() if isinstance(v, float)}, step)
             loggers.log_figures(sorted((out / "figures").glob("*.png")), step)
@@ -440,9 +440,12 @@ def _progress(total: int, initial: int, enabled: bool):
                 smoothing=0.05, file=sys.stderr, mininterval=0.5 if interactive else 30.0)
 
 
-def evaluate_run(model, dataset, cfg: TrainConfig, step: int, device: torch.device, autocast,
+def evaluate_run(model, dataset, cfg: TrainConfig, step: int, device: torch.device,
                  train_seconds: float | None = None) -> dict[str, Any]:
     """Evaluate, write ``eval.json`` (and append to ``evals.jsonl``), the figures and ``report.md``.
+
+    Always in float32, whatever the training precision: under bf16 autocast the
+    continuous models' latents would be rounded to 8 bits before scoring.
 
     Runs on its own random stream (torch seeded from ``cfg.seed``, the training
     stream saved and restored around it): an evaluation in the middle of a run
@@ -459,11 +462,11 @@ def evaluate_run(model, dataset, cfg: TrainConfig, step: int, device: torch.devi
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(cfg.seed)
         result = evaluate(model, dataset, num_samples=cfg.eval_samples, seed=cfg.seed, step=step, device=device,
-                          dci_model=cfg.dci_model, autocast=autocast)
+                          dci_model=cfg.dci_model)
         scores = {**result.scores, "model": cfg.model, "dataset": cfg.dataset, "arch": cfg.arch, "seed": cfg.seed}
         write_eval(out / "eval.json", scores)
         with open(out / "evals.jsonl", "a") as f:
             f.write(json.dumps(scores) + "\n")
-        figures = write_figures(model, result, dataset.factor_names, out / "figures", device, autocast)
+        figures = write_figures(model, result, dataset.factor_names, out / "figures", device, nullcontext)
     write_report(out, cfg.to_dict(), scores, figures, train_seconds)
     return scores
