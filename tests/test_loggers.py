@@ -76,7 +76,12 @@ def test_wandb_offline_run_holds_config_scalars_and_figures(tmp_path, monkeypatc
     assert "eval/seed" not in history[4]
     for name in ("reconstructions", "traversals", "nmi"):
         assert history[4][f"figures/{name}/_type"] == "image-file"
-    assert (out / "tensorboard").is_dir()  # both sinks
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0})  # both sinks, same content
+    events.Reload()
+    assert {"figures/reconstructions", "figures/traversals", "figures/nmi"} <= set(events.Tags()["images"])
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4]
     run_id = (out / "wandb" / "run_id").read_text().strip()  # kept so that a resumed run continues this one
     assert len(list(tmp_path.glob(f"wandb/offline-run-*/run-{run_id}.wandb"))) == 1
 
