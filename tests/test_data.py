@@ -572,6 +572,22 @@ def test_cli_show_public_file_and_errors(tmp_path, capsys):
         main(["data", "show", "sprites", "--n", "0"])
 
 
+def test_cli_unknown_option_is_one_line_exit_2(tmp_path, capsys):
+    """Issue 12 section 4: `data info sprites -O foo=1` was a TypeError traceback."""
+    from latentquant.cli import main
+
+    assert main(["data", "info", "sprites", "-O", "foo=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "dataset 'sprites' has no option 'foo'; it takes no options" in err
+    assert main(["data", "info", "mpi3d", "--root", str(tmp_path), "-O", "colour=red"]) == 2
+    assert "has no option 'colour'; its options are variant, factor_sizes" in capsys.readouterr().err
+    assert main(["data", "show", "sprites", "-O", "root=x"]) == 2
+    assert "use --root" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="has no option 'foo'"):
+        get_dataset("shapes", foo=1)
+
+
 def test_zip_member_offsets_with_extra_fields(tmp_path):
     """A stored member whose local header carries an extra field is still mapped at the right offset."""
     images = np.arange(2 * 64 * 64 * 3, dtype=np.uint64).astype(np.uint8).reshape(2, 64, 64, 3)

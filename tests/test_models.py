@@ -250,7 +250,8 @@ def test_negative_or_non_finite_loss_weights_are_rejected(name, option, value):
 
 def test_vqvae_quantizes_each_slot_to_its_own_codebook():
     torch.manual_seed(0)
-    model = build_model("vqvae", "small", SPRITES, num_embeddings=16, embedding_dim=4).eval()
+    model = build_model("vqvae", "small", SPRITES, num_embeddings=16, embedding_dim=4,
+                        shared_codebook=False).eval()
     enc = model.encode(torch.rand(3, 1, 64, 64))
     assert enc.code.shape == (3, 10) and enc.z.shape == (3, 40)
     z = enc.z.view(3, 10, 4)

@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("latentquant.train.cli_evaluate", "recompute eval.json and figures of a run"),
     "sweep": ("latentquant.results.sweep", "run a grid of training runs"),
     "table": ("latentquant.results.table", "tabulate the results of a sweep"),
+    "curves": ("latentquant.results.curves", "plot learning curves (scores against step) of runs or sweeps"),
     "metrics": ("latentquant.metrics.cli", "score latents against sources stored in an .npz file"),
     "data": ("latentquant.data.cli", "inspect datasets: info and sample grids"),
 }

@@ -14,6 +14,7 @@ Shapes: ``n`` images, ``C`` channels, ``K`` factors, 64 x 64 pixels.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from pathlib import Path
@@ -283,7 +284,28 @@ def get_dataset(name: str, root: str | os.PathLike | None = None,
     key = name.lower()
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}")
-    return DATASETS[key](root=root, path=path, **options)
+    factory = DATASETS[key]
+    _check_options(key, factory, options)
+    return factory(root=root, path=path, **options)
+
+
+def dataset_options(factory) -> list[str] | None:
+    """The option names ``factory`` accepts besides root and path (None: any)."""
+    params = inspect.signature(factory).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.name not in ("self", "root", "path")
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+
+
+def _check_options(name: str, factory, options: dict) -> None:
+    accepted = dataset_options(factory)
+    if accepted is None:
+        return
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        valid = f"its options are {', '.join(accepted)}" if accepted else "it takes no options"
+        raise ValueError(f"dataset {name!r} has no option {unknown[0]!r}; {valid}")
 
 
 def default_root() -> Path:

@@ -1,8 +1,10 @@
-"""``latentquant data``: list datasets, print their factors, save a sample grid.
+"""``latentquant data``: list datasets, print their factors, save a sample grid, download.
 
     latentquant data list
     latentquant data info NAME [--root DIR] [--path FILE] [--option KEY=VALUE]
     latentquant data show NAME [--out PNG] [--n 16] [--seed 0] [--root DIR] [--path FILE]
+    latentquant data fetch NAME [--variant V] [--root DIR] [--archive ZIP] [--retries N] [--no-progress]
+    latentquant data fetch --list [--verify] [--root DIR]
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ def _positive_count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if not 1 <= n <= MAX_SHOW:
         raise argparse.ArgumentTypeError(f"expected 1..{MAX_SHOW} samples, got {n}")
+    return n
+
+
+def _retries(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= n <= 10:
+        raise argparse.ArgumentTypeError(f"expected 0..10 retries, got {n}")
     return n
 
 
@@ -55,12 +67,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--out", default=None, help="output PNG (default NAME_samples.png)")
     show.add_argument("--n", type=_positive_count, default=16, help=f"number of samples, 1..{MAX_SHOW} (default 16)")
     show.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    fetch = sub.add_parser("fetch", help="download a public dataset into the data root, verified",
+                           description="Download a public dataset (dsprites, shapes3d, mpi3d, falcor3d, "
+                           "isaac3d) from its published location into the data root, verify it and leave "
+                           "the layout its loader reads. Set LATENTQUANT_DATA_URL to download from a mirror.")
+    fetch.add_argument("name", nargs="?", default=None, help="dataset to download (omit with --list)")
+    fetch.add_argument("--list", action="store_true",
+                       help="show each dataset's size, destination and whether it is present and verified")
+    fetch.add_argument("--verify", action="store_true", help="with --list: hash every present file now")
+    fetch.add_argument("--variant", default=None, help="mpi3d only: toy, realistic, real or complex "
+                       "(default: all four)")
+    fetch.add_argument("--root", default=None, help="data root (default $LATENTQUANT_DATA, else ~/.cache/latentquant)")
+    fetch.add_argument("--archive", default=None, metavar="ZIP",
+                       help="falcor3d/isaac3d: extract this zip, downloaded by hand, instead of downloading")
+    fetch.add_argument("--retries", type=_retries, default=1,
+                       help="restart a failed download this many more times (default 1)")
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _open(args):
     from latentquant.data import get_dataset
 
-    return get_dataset(args.name, root=args.root, path=args.path, **dict(args.option))
+    options = dict(args.option)
+    for key in ("root", "path"):
+        if key in options:
+            raise ValueError(f"-O {key}=... is not a dataset option; use --{key}")
+    return get_dataset(args.name, root=args.root, path=args.path, **options)
 
 
 def save_grid(dataset, out: str | os.PathLike, n: int = 16, seed: int = 0) -> Path:
@@ -98,7 +130,30 @@ def save_grid(dataset, out: str | os.PathLike, n: int = 16, seed: int = 0) -> Pa
     return out
 
 
+def _fetch(args) -> int:
+    from latentquant.data import fetch as fetch_module
+    from latentquant.data import list_datasets
+
+    if args.list:
+        if args.name or args.variant or args.archive:
+            raise ValueError("fetch --list takes no NAME, --variant or --archive")
+        fetch_module.print_list(args.root, verify=args.verify)
+        return 0
+    if args.verify:
+        raise ValueError("--verify goes with --list (a fetch always verifies what it downloads)")
+    if args.name is None:
+        raise ValueError(f"fetch needs a dataset NAME ({', '.join(fetch_module.DATASETS)}) or --list")
+    name = args.name.lower()
+    if name not in fetch_module.DATASETS and name in list_datasets():
+        raise ValueError(f"{name!r} is rendered by latentquant itself; there is nothing to download")
+    fetch_module.fetch(name, variant=args.variant, root=args.root, archive=args.archive,
+                       retries=args.retries, progress=not args.no_progress)
+    return 0
+
+
 def run(args) -> int:
+    if args.data_command == "fetch":
+        return _fetch(args)
     if args.data_command == "list":
         from latentquant.data import list_datasets
 

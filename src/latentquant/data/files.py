@@ -1,4 +1,4 @@
-"""Loaders for the public ground-truth-factor datasets (nothing is downloaded).
+"""Loaders for the public ground-truth-factor datasets (``latentquant data fetch NAME`` downloads them).
 
 Each loader finds its file from ``path=`` or under ``root`` (default
 ``$LATENTQUANT_DATA``, else ``~/.cache/latentquant``):
@@ -61,7 +61,17 @@ URLS = {
 }
 
 
-def _find(name: str, root, path, candidates: list[str]) -> Path:
+def fetch_command(name: str, root=None, variant: str | None = None) -> str:
+    """The ``latentquant data fetch`` command that puts dataset ``name`` under ``root``."""
+    cmd = f"latentquant data fetch {name}"
+    if name == "mpi3d":
+        cmd += f" --variant {variant or 'toy'}"
+    if root is not None:
+        cmd += f" --root {Path(root).expanduser()}"
+    return cmd
+
+
+def _find(name: str, root, path, candidates: list[str], variant: str | None = None) -> Path:
     """The file or folder to read: ``path`` if given, else the first candidate under root."""
     if path is not None:
         p = Path(path).expanduser()
@@ -73,8 +83,10 @@ def _find(name: str, root, path, candidates: list[str]) -> Path:
         if (base / c).exists():
             return base / c
     looked = ", ".join(str(base / c) for c in candidates)
-    raise FileNotFoundError(f"{name}: not found, looked for {looked}; download it from {URLS[name]} "
-                            f"and place it there (or pass path=, or set LATENTQUANT_DATA)")
+    others = " (or another variant)" if name == "mpi3d" and variant is None else ""
+    raise FileNotFoundError(f"{name}: not found, looked for {looked}; run `{fetch_command(name, root, variant)}`"
+                            f"{others}, or download it from {URLS[name]} and place it there "
+                            f"(or pass path=, or set LATENTQUANT_DATA)")
 
 
 def _nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
@@ -332,7 +344,7 @@ class MPI3D(FactorDataset):
         if variant is not None and variant not in MPI3D_FILES:
             raise ValueError(f"mpi3d: unknown variant {variant!r}; expected one of {', '.join(MPI3D_FILES)}")
         candidates = [MPI3D_FILES[variant]] if variant else list(MPI3D_FILES.values())
-        self.path = _find(self.name, root, path, candidates)
+        self.path = _find(self.name, root, path, candidates, variant)
         self._cache_dir = (Path(root).expanduser() if root is not None else default_root()) / "extracted"
         images = self._open()
         if images.ndim != 4 or images.shape[1:] != (64, 64, 3) or images.dtype != np.uint8:
@@ -397,11 +409,12 @@ class _PngFolder(FactorDataset):
             raise ValueError(f"{self.name}: {self.path} must be a folder holding images/ and {self.labels_file}")
         labels_path = self.path / self.labels_file
         if not labels_path.exists():
-            raise FileNotFoundError(f"{self.name}: {labels_path} not found; the dataset is published at "
-                                    f"{URLS[self.name]}")
+            raise FileNotFoundError(f"{self.name}: {labels_path} not found; run `{fetch_command(self.name, root)}` "
+                                    f"(the dataset is published at {URLS[self.name]})")
         if not (self.path / "images").is_dir():
-            raise FileNotFoundError(f"{self.name}: {self.path / 'images'} not found; the dataset is "
-                                    f"published at {URLS[self.name]}")
+            raise FileNotFoundError(f"{self.name}: {self.path / 'images'} not found; run "
+                                    f"`{fetch_command(self.name, root)}` (the dataset is published at "
+                                    f"{URLS[self.name]})")
         try:
             values = np.load(labels_path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:

@@ -1,0 +1,165 @@
+"""``latentquant curves``: learning curves, score against training step, mean and 95% interval over seeds.
+
+    latentquant curves results/curves --metrics infom infoe infoc psnr --out curves.png
+    latentquant curves runs/a runs/b --out ab.png        # single runs work too
+
+Every evaluation a run made during training is a line of its ``evals.jsonl``
+(``--eval-every``). Runs are grouped as ``latentquant table`` groups them, by
+(dataset, model) under a grid root ``ROOT/<dataset>/<model>/seed<k>/``; a
+single run directory given directly joins the group of its dataset and folder
+name (its model folder when it is a grid's ``seed<k>``). For each group and step the line is the mean over the
+seeds evaluated at that step, the band its two-sided 95% Student-t interval
+(``table.mean_ci``: no band where one seed has the step). One column per
+metric, one row per dataset. The figure is written atomically; ``--csv`` also
+writes the plotted numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from latentquant._atomic import atomic_path, atomic_write_text
+from latentquant.results.table import COLUMNS, mean_ci
+
+TITLES = {**dict(COLUMNS), "mig": "MIG"}
+DEFAULT_METRICS = ("infom", "infoe", "infoc", "psnr")
+
+
+def read_evals(run_dir: Path) -> dict[int, dict]:
+    """A run's evaluations by step (the last line wins where a step was evaluated twice)."""
+    path = run_dir / "evals.jsonl"
+    by_step: dict[int, dict] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            by_step[int(record["step"])] = record
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}:{number}: not an evaluation record (JSON with a 'step')") from None
+    return by_step
+
+
+def collect(paths) -> dict[tuple[str, str], dict[str, dict[int, dict]]]:
+    """(dataset, model) -> seed -> step -> evaluation, from grid roots and single run directories."""
+    groups: dict[tuple[str, str], dict[str, dict[int, dict]]] = defaultdict(dict)
+    for root in map(Path, paths):
+        if (root / "evals.jsonl").is_file():  # one run
+            evals = read_evals(root)
+            first = next(iter(evals.values()), {})
+            # a run of a grid (<model>/seed<k>) is named by its model folder, any other by its own
+            name = root.resolve().parent.name if re.fullmatch(r"seed\d+", root.name) else root.name
+            key = (str(first.get("dataset", "?")), name)
+            groups[key][str(first.get("seed", root.name))] = evals
+            continue
+        if not root.is_dir():
+            raise FileNotFoundError(f"no run or results directory at {root}")
+        found = sorted(root.glob("*/*/seed*/evals.jsonl"))
+        if not found:
+            raise FileNotFoundError(f"no evals.jsonl under {root} (expected a run directory or "
+                                    f"<dataset>/<model>/seed<k>/evals.jsonl; runs evaluate during "
+                                    f"training with --eval-every)")
+        for path in found:
+            dataset, model, seed = path.parts[-4], path.parts[-3], path.parts[-2][len("seed"):]
+            groups[(dataset, model)][seed] = read_evals(path.parent)
+    return dict(groups)
+
+
+def summarise(groups, metrics) -> list[dict]:
+    """Rows (dataset, model, metric, step, n, mean, half) of the plotted lines."""
+    rows = []
+    for (dataset, model), seeds in sorted(groups.items()):
+        steps = sorted({step for evals in seeds.values() for step in evals})
+        for metric in metrics:
+            for step in steps:
+                values = [evals[step].get(metric) for evals in seeds.values() if step in evals]
+                values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+                if values:
+                    mean, half = mean_ci(values)
+                    rows.append({"dataset": dataset, "model": model, "metric": metric, "step": step,
+                                 "n": len(values), "mean": mean, "half": half})
+    return rows
+
+
+def plot(rows, metrics, path: Path, title: str | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({r["dataset"] for r in rows})
+    models = sorted({r["model"] for r in rows})
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
+    fig, axes = plt.subplots(len(datasets), len(metrics), squeeze=False,
+                             figsize=(3.4 * len(metrics), 2.7 * len(datasets)))
+    for i, dataset in enumerate(datasets):
+        for j, metric in enumerate(metrics):
+            ax = axes[i][j]
+            for model in models:
+                line = [r for r in rows if (r["dataset"], r["model"], r["metric"]) == (dataset, model, metric)]
+                if not line:
+                    continue
+                steps = [r["step"] for r in line]
+                mean = [r["mean"] for r in line]
+                ax.plot(steps, mean, marker="o", markersize=3, color=colors[model],
+                        label=f"{model} (n={max(r['n'] for r in line)})")
+                lo = [r["mean"] - r["half"] if math.isfinite(r["half"]) else r["mean"] for r in line]
+                hi = [r["mean"] + r["half"] if math.isfinite(r["half"]) else r["mean"] for r in line]
+                ax.fill_between(steps, lo, hi, color=colors[model], alpha=0.2, linewidth=0)
+            ax.set_title(f"{dataset}: {TITLES.get(metric, metric)}", fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(labels) > 4), 1, 1))
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def to_csv(rows) -> str:
+    lines = ["dataset,model,metric,step,seeds,mean,ci95_half"]
+    lines += [f"{r['dataset']},{r['model']},{r['metric']},{r['step']},{r['n']},{r['mean']:.6g},"
+              f"{'' if math.isnan(r['half']) else format(r['half'], '.6g')}" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="RUN_OR_GRID",
+                        help="run directories or results roots laid out as <dataset>/<model>/seed<k>/")
+    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), metavar="KEY",
+                        help=f"eval.json keys, one panel each (default {' '.join(DEFAULT_METRICS)}; "
+                             f"also dci_d, dci_c, dci_i, mig)")
+    parser.add_argument("--out", required=True, help="figure to write (PNG)")
+    parser.add_argument("--csv", default=None, help="also write the plotted means and intervals as CSV")
+    parser.add_argument("--title", default=None, help="figure title")
+
+
+def run(args) -> int:
+    known = {k for k, _ in COLUMNS} | {"mig"}
+    unknown = [m for m in args.metrics if m not in known]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out must name a .png file, got {out}")
+    groups = collect(args.paths)
+    rows = summarise(groups, args.metrics)
+    if not rows:
+        raise ValueError(f"no finite {', '.join(args.metrics)} in the evaluations found")
+    plot(rows, args.metrics, out, args.title)
+    if args.csv:
+        atomic_write_text(args.csv, to_csv(rows))
+    for (dataset, model), seeds in sorted(groups.items()):
+        steps = sorted({s for evals in seeds.values() for s in evals})
+        print(f"{dataset}/{model}: {len(seeds)} seed(s), steps {', '.join(map(str, steps))}")
+    print(f"wrote {out}" + (f" and {args.csv}" if args.csv else ""))
+    return 0
