@@ -3,6 +3,8 @@ to SLURM, with jobs that run as background processes here."""
 
 import argparse
 import json
+import pickle
+import shutil
 import sys
 
 import pytest
@@ -102,3 +104,19 @@ def test_missing_submitit_is_one_line_naming_the_extra(tmp_path, monkeypatch, ca
                  "--launcher", "submitit"]) == 2
     assert capsys.readouterr().err == ("latentquant: error: --launcher submitit needs the submitit package: "
                                        "pip install 'latentquant[slurm]'\n")
+
+
+def test_a_job_slurm_cannot_account_for_is_left_alone_with_the_way_out(tmp_path, capsys):
+    """A recorded SLURM job whose state sacct cannot give (here: no sacct at all) counts as queued,
+    as submitit's Job.done() has it; nothing is submitted and the sweep names the file to delete."""
+    if shutil.which("sacct"):
+        pytest.skip("this machine has SLURM accounting: job 4242 may exist")
+    (spec,) = sweep.plan(["sprites"], ["qlae"], [0], tmp_path)
+    (spec.out / "jobs").mkdir(parents=True)
+    (spec.out / "jobs" / "job.pkl").write_bytes(pickle.dumps(submitit.SlurmJob(spec.out / "jobs", "4242")))
+    assert main(["sweep", "--datasets", "sprites", "--models", "qlae", "--seeds", "0", "--out", str(tmp_path),
+                 "--launcher", "submitit", "--submitit-cluster", "local"]) == 0
+    out = capsys.readouterr().out
+    assert f"job 4242 is unknown; left alone; if it is gone, delete {spec.out / 'jobs' / 'job.pkl'}" in out
+    assert "0 job(s) submitted to local, 1 already queued or running" in out
+    assert sorted(p.name for p in (spec.out / "jobs").iterdir()) == ["job.pkl"]

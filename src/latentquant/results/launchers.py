@@ -147,7 +147,10 @@ class SubmititLauncher:
         submitted = 0
         for spec in runs:
             if spec in queued:
-                print(f"{_label(spec)}: job {jobs[spec].job_id} is {jobs[spec].state.lower()}; left alone")
+                state = jobs[spec].state
+                hint = ("" if state != "UNKNOWN" else  # sacct does not know it (yet, or any more)
+                        f"; if it is gone, delete {spec.out / 'jobs' / 'job.pkl'} to resubmit")
+                print(f"{_label(spec)}: job {jobs[spec].job_id} is {state.lower()}; left alone{hint}")
                 continue
             try:
                 job = self._submit(spec)
