@@ -1,6 +1,6 @@
 """Training throughput of QLAE: images/s of forward + backward + optimizer step.
 
-For each backbone (``small``, ``paper``) two regimes, interleaved and repeated
+For each backbone (``small``, ``compact``, ``paper``) two regimes, interleaved and repeated
 so that machine load hits both alike, medians reported:
 
 - ``excluded``: one batch held in memory (the model alone);
@@ -21,6 +21,10 @@ alone, interleaved. Run:
 
     .venv/bin/python benchmarks/train_step.py                      # both archs, batch 64
     .venv/bin/python benchmarks/train_step.py --archs small --steps 20 --threads 1
+    .venv/bin/python benchmarks/train_step.py --archs small compact --threads 1 --no-peer   # issue 16's ratio
+
+With both ``small`` and ``compact`` it also prints compact's step time over
+small's, the two timed alternately (the budget for ``compact`` is 2x).
 """
 
 from __future__ import annotations
@@ -112,10 +116,10 @@ def time_loading(dataset, batch: int, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--archs", nargs="+", default=["small", "paper"])
+    parser.add_argument("--archs", nargs="+", default=["small", "compact", "paper"])
     parser.add_argument("--dataset", default="sprites")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per repeat (default small 10, paper 2)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per repeat (default small/compact 10, paper 2)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
@@ -138,7 +142,7 @@ def main() -> None:
           f"{time_loading(dataset, args.batch_size, 20):,.0f} images/s")
     x = dataset.get_images(list(range(0, len(dataset), len(dataset) // args.batch_size))[: args.batch_size]).to(device)
     for arch in args.archs:
-        steps = args.steps or (10 if arch == "small" else 2)
+        steps = args.steps or (2 if arch == "paper" else 10)
         model, opts = build(arch, dataset, device)
         time_excluded(model, opts, x, 1)  # warm-up
         excluded, included = [], []
@@ -153,6 +157,22 @@ def main() -> None:
             ours, theirs = peer_ratio(arch, dataset, x, args.peer_values, steps, args.repeats, device)
             print(f"{arch:>6}: {args.peer_values} values/latent, data excluded: ours {ours:8.1f} images/s | "
                   f"vqp LatentQuantize {theirs:8.1f} images/s | ratio (their time / ours) {ours / theirs:.2f}x")
+    if {"small", "compact"} <= set(args.archs):
+        ratio = arch_ratio("compact", "small", dataset, x, args.steps or 10, args.repeats + 2, device)
+        print(f"compact / small step time, interleaved (data excluded): {ratio:.2f} "
+              f"(issue 16's budget: at most 2)")
+
+
+def arch_ratio(arch: str, base: str, dataset, x, steps: int, repeats: int, device) -> float:
+    """Median step time of ``arch`` over that of ``base``, the two timed alternately."""
+    models = {a: build(a, dataset, device) for a in (arch, base)}
+    for model, opts in models.values():
+        time_excluded(model, opts, x, 1)  # warm-up
+    times: dict[str, list[float]] = {arch: [], base: []}
+    for _ in range(repeats):
+        for a, (model, opts) in models.items():
+            times[a].append(x.shape[0] / time_excluded(model, opts, x, steps))  # seconds per step
+    return statistics.median(times[arch]) / statistics.median(times[base])
 
 
 if __name__ == "__main__":

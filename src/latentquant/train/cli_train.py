@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=dest, type=typ, default=argparse.SUPPRESS, help=text)
     parser.add_argument("--compile", dest="compile", action=argparse.BooleanOptionalAction,
                         default=argparse.SUPPRESS, help="torch.compile the model (for GPUs)")
+    # [issue 14 hook] several sinks allowed: --logger tensorboard wandb
+    parser.add_argument("--logger", dest="logger", nargs="+", default=argparse.SUPPRESS, metavar="NAME",
+                        help="where scalars and figures go: tensorboard, wandb and/or none (default tensorboard)")
     parser.add_argument("--option", "-o", dest="option", action="append", default=[], metavar="KEY=VALUE",
                         help="a model-specific hyperparameter, e.g. -o beta=4 (repeatable)")
     parser.add_argument("--config", dest="config_file", default=None, metavar="FILE.yaml",
@@ -78,8 +81,9 @@ def build_config(args: argparse.Namespace):
     from latentquant.train.config import TrainConfig, load_config, parse_option
 
     overrides = {dest: getattr(args, dest) for dest, *_ in FLAGS.values() if hasattr(args, dest)}
-    if hasattr(args, "compile"):
-        overrides["compile"] = args.compile
+    for dest in ("compile", "logger"):  # [issue 14 hook: "logger"]
+        if hasattr(args, dest):
+            overrides[dest] = getattr(args, dest)
     if "weight_decay" in overrides and "weight_decay_timescale" in overrides:
         raise ValueError("use either --weight-decay or --weight-decay-timescale, not both")
     if args.resume and args.config_file:

@@ -57,6 +57,8 @@ class TrainConfig:
     data_path: str | None = None
     prefetch: int = 4  # batches a background thread loads ahead
     threads: int | None = None  # torch CPU threads per process; default torch's (per-rank share under DDP)
+    # [issue 14 hook] where scalars and figures go besides metrics.jsonl: tensorboard, wandb, none (loggers.py)
+    logger: list[str] = field(default_factory=lambda: ["tensorboard"])
 
     # -- construction -------------------------------------------------------
 
@@ -123,6 +125,9 @@ class TrainConfig:
             raise ValueError(f"options must be a mapping of model options, got {self.options!r}")
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile must be true or false, got {self.compile!r}")
+        from latentquant.train.loggers import check as check_loggers  # [issue 14 hook]
+
+        check_loggers(self.logger)
         return self
 
     def resolve(self, num_factors: int) -> "TrainConfig":

@@ -44,6 +44,7 @@ from latentquant.train.checkpoint import (
     latest_checkpoint, list_checkpoints, load_latest, restore, save_checkpoint,
 )
 from latentquant.train.config import TrainConfig, load_config, save_config
+from latentquant.train.loggers import open_loggers
 
 
 class TrainingDiverged(RuntimeError):
@@ -233,14 +234,6 @@ class LossMeter:
         return {k: values[i] / max(values[n + i], 1.0) for i, k in enumerate(keys)}, bool(flag.item())
 
 
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(out / "tensorboard"))
-
-
 def _truncate_jsonl(path: Path, last_step: int) -> None:
     """Drop lines logged after ``last_step`` (a crash after the last checkpoint), atomically."""
     if not path.exists():
@@ -357,14 +350,13 @@ def _train(config, resume, dist, get_dataset, DataInfo, build_model):
 
     def evaluate_and_report(step: int) -> dict[str, Any]:
         scores = evaluate_run(model, dataset, cfg, step, dist.device, train_seconds=time.time() - t_start)
-        if writer is not None:
-            for k, v in scores.items():
-                if isinstance(v, float):  # the scores; counts, seed and names are not plotted
-                    writer.add_scalar(f"eval/{k}", v, step)
+        if loggers is not None:  # [issue 14 hook] the scores (counts, seed and names are not plotted) and figures
+            loggers.log_scalars({f"eval/{k}": v for k, v in scores.items() if isinstance(v, float)}, step)
+            loggers.log_figures(sorted((out / "figures").glob("*.png")), step)
         return scores
 
     # -- the loop --------------------------------------------------------------
-    writer = _tensorboard(out) if dist.master else None
+    loggers = open_loggers(cfg) if dist.master else None  # [issue 14 hook] tensorboard / wandb / none
     metrics_file = open(out / "metrics.jsonl", "a") if dist.master else None
     meter, t_start = LossMeter(), time.time()
     window = (start, t_start)  # (step, time) where the current logging window began, for img/s
@@ -399,9 +391,8 @@ def _train(config, resume, dist, get_dataset, DataInfo, build_model):
                         img_s = cfg.batch_size * (step - window[0]) / max(now - window[1], 1e-9)
                         progress.set_postfix(loss=f"{logged.get('loss', float('nan')):.4f}",
                                              img_s=f"{img_s:.0f}", refresh=False)
-                        if writer is not None:
-                            for k, v in logged.items():
-                                writer.add_scalar(f"train/{k}", v, step)
+                        if loggers is not None:  # [issue 14 hook]
+                            loggers.log_scalars({f"train/{k}": v for k, v in logged.items()}, step)
                     window = (step, now)
                     if stop_all and step < cfg.steps:
                         path = checkpoint(step)
@@ -414,13 +405,15 @@ def _train(config, resume, dist, get_dataset, DataInfo, build_model):
                     evaluate_and_report(step)
                 if want_ckpt or want_eval:
                     window = (step, time.time())  # img/s counts training steps, not saving or evaluating
+    except BaseException:
+        if loggers is not None:  # [issue 14 hook] a stopped run still flushes what it logged
+            loggers.close()
+        raise
     finally:
         stream.close()
         progress.close()
         if metrics_file is not None:
             metrics_file.close()
-        if writer is not None:
-            writer.flush()
 
     # -- final evaluation ---------------------------------------------------------
     if not dist.master:
@@ -428,8 +421,7 @@ def _train(config, resume, dist, get_dataset, DataInfo, build_model):
     try:
         scores = evaluate_and_report(step)
     finally:
-        if writer is not None:
-            writer.close()
+        loggers.close()  # [issue 14 hook]
     print(f"run directory: {out}  (report: {out / 'report.md'})", file=sys.stderr)
     return scores
 
