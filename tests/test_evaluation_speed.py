@@ -9,6 +9,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from latentquant.metrics import _knn, _mi, infomec
 
@@ -120,3 +122,15 @@ def test_encode_all_same_as_batches_of_256(name):
     ref_codes, ref_psnr, ref_z = reference_encode_all(model, dataset, idx)
     assert torch.equal(codes, ref_codes) and torch.equal(z_first, ref_z)
     assert psnr == ref_psnr
+
+
+@settings(max_examples=100)
+@given(st.lists(st.sampled_from([-1.0, -0.1, 0.0, 1e-10, 0.1, 0.3, 1.0, 2.5]), min_size=1, max_size=40),
+       st.lists(st.sampled_from([0.0, 1e-10, 0.1, 0.2, 0.7, 1.0, 5.0]), min_size=1, max_size=40))
+def test_count_within_is_the_definition(values, radii):
+    """Counts within a radius, ties and exact boundaries included, against
+    the leaf test of sklearn's KD tree written out: (x_q - x_j)^2 <= r_q^2."""
+    c = np.sort(np.asarray(values))
+    r = np.resize(np.asarray(radii), c.size)
+    expected = [int(np.sum(np.square(c[q] - c) <= r[q] * r[q])) for q in range(c.size)]
+    assert _knn._count_within(c, r).tolist() == expected

@@ -22,8 +22,10 @@ column, and the sort of a column serves every source:
 
 Distances are compared as the trees compare them: the squared difference
 ``(x_i - x_j) ** 2`` against ``r * r``, r = ``nextafter(sqrt(r^2), 0)``;
-the means are taken over arrays in sample order, as sklearn's. The scores are
-therefore the same floats as sklearn's (checked against ``mutual_info_classif``
+the means are taken over arrays in sample order, as sklearn's. (The trees'
+node bounds compare unsquared distances; they agree with the leaf test because
+squaring keeps adjacent doubles apart.) The scores are therefore the same
+floats as sklearn's (checked against ``mutual_info_classif``
 in tests/test_evaluation_speed.py). Classes small enough that sklearn searches
 them by brute force (k >= N_d // 2, where its distances are computed
 differently) are passed to sklearn's own ``NearestNeighbors``.
@@ -114,7 +116,10 @@ def _count_within(sorted_c, radius):
     queries sorted too, which keeps the binary searches in cache)."""
     query = sorted_c
     r2 = radius * radius
-    inside = lambda idx, q: np.square(query[q] - sorted_c[idx]) <= r2[q]  # noqa: E731
+
+    def inside(idx, q):
+        return np.square(query[q] - sorted_c[idx]) <= r2[q]
+
     m = sorted_c.size
     hi = np.searchsorted(sorted_c, query + radius, side="right")
     lo = np.searchsorted(sorted_c, query - radius, side="left")
