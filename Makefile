@@ -38,6 +38,7 @@ bench: install-bench
 	$(PY) benchmarks/metrics.py
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/data.py
+	$(PY) benchmarks/evaluation.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

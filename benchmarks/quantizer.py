@@ -27,7 +27,11 @@ temporaries internal to a single op are not seen, for any implementation);
 torch.cuda.max_memory_allocated above the starting level.
 
 Usage:  python benchmarks/quantizer.py [--regime feature|vectors|all]
-        [--rounds N] [--device cpu|cuda]
+        [--rounds N] [--device cpu|cuda] [--threads N]
+
+``--threads 1`` is a diagnostic for a loaded machine: with other processes
+on the cores, every 2-thread OpenMP region waits for a descheduled thread,
+which hides the work each implementation does.
 """
 
 from __future__ import annotations
@@ -224,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regime", choices=[*REGIMES, "all"], default="all")
     parser.add_argument("--rounds", type=_positive_int, default=None, help="interleaved rounds (default: 30 feature, 400 vectors)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     regimes = list(REGIMES) if args.regime == "all" else [args.regime]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -30,9 +30,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("latentquant.data.cli", "inspect datasets: info and sample grids"),
 }
 
-# subcommands whose modules still raise plain ValueError for bad input (their
-# layer's own convention); for these, ValueError is shown as one line too
-VALUE_ERRORS_ARE_USER_ERRORS = ("data",)
+# subcommands whose modules still raise plain ValueError for bad input (the data
+# layer's and the launchers' convention); for these, ValueError is shown as one line too
+VALUE_ERRORS_ARE_USER_ERRORS = ("data", "sweep")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -64,13 +64,15 @@ def _one_line_error(command: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from latentquant._optional import MissingExtra
     from latentquant.validation import UserError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
-    user_errors = (UserError, OSError) + ((ValueError,) if args.command in VALUE_ERRORS_ARE_USER_ERRORS else ())
+    user_errors = (UserError, MissingExtra, OSError) + (
+        (ValueError,) if args.command in VALUE_ERRORS_ARE_USER_ERRORS else ())
     try:
         return int(args._run(args) or 0)
     except user_errors as err:

@@ -4,56 +4,42 @@ Hsu, Dorrell, Whittington, Wu, Finn, "Disentanglement via Latent
 Quantization", NeurIPS 2023 (arXiv 2305.18378). Every latent ``i`` owns
 ``L_i`` learnable values; each projected latent is replaced by its nearest
 value, so the implicit codebook is the Cartesian product of the per-latent
-value sets (``prod(L_i)`` codes, never materialized here).
+value sets (``prod(L_i)`` codes, never built here).
 
-einstein notation used in the shape comments
+einstein notation of the shape patterns
     b   batch
-    n   positions per example (flattened sequence / spatial / temporal axes)
-    p   all positions, b * n
-    c   codebooks (the values are shared between codebooks)
+    e   input features (``dim``)
+    c   codebooks (they share the values)
     d   latents per codebook (``codebook_dim``)
-    l   values per latent, padded to the largest level with +inf
-    k   kernel batch: b * c, p * c or c, by layout (see LatentQuantize.forward)
+    n   positions per example of a channel-first input (spatial / temporal axes)
+    p   all positions of a channel-last input (every axis but the last)
+    k   kernel blocks: b * c (channel-first) or p * c (channel-last)
 
-Design
-------
-All values live in one ``(d, l)`` tensor ``values`` (an ``nn.Parameter``, or
-a persistent buffer when ``optimize_values=False``): row i holds latent i's
-``L_i`` values, the rest of the row is unused padding. ``values_per_latent[i]``
-is the 1-D view ``values[i, :L_i]``. One tensor means one leaf for autograd
-and optimizers (the per-latent ``ParameterList`` of other implementations
-costs a stack in forward and one gradient accumulation per latent in
-backward, a third of the layer's time on small inputs), and a state_dict
-entry ``values`` that follows ``.to()`` / ``.double()`` in both modes; state
-dicts with per-latent ``values_per_latent.{i}`` entries still load. Each
-forward uses that table directly (equal levels) or with +inf added on the
-padding.
+Every input is brought to one layout, ``z`` of shape ``(k, d, n)``, latents on
+axis 1: a channel-first ``(b, e, ...)`` input as ``((b c), d, n)``, a
+channel-last ``(..., e)`` one as ``((p c), d, 1)``, both views of a contiguous
+input. The fused autograd kernel in ``latentquant._quantize_kernel`` (its
+docstring states the math) quantizes that layout; the results go back to the
+caller's layout by the inverse patterns.
 
-Nearest-value assignment is exact and never builds an ``(N, d, l)``
-temporary beyond a fixed small cap: small inputs take one argmin over the
-distances (capped at ``_ROWS_MAX_DISTANCES`` elements; three ops, no sort),
-larger ones sort the tiny table and count, per latent, the sorted midpoints
-below ``z`` with ``l - 1`` vectorized comparison passes (on CPU cheaper than
-a binary search for so few values). The sort permutation maps sorted
-positions back to the value slots, so indices always name a slot of
-``values_per_latent`` even after training has reordered the values.
-
-Training goes through one ``torch.autograd.Function`` that computes the
-quantized values, the indices and the shared squared error in its forward,
-and in its backward both the straight-through gradient for ``z`` plus the
-commitment term, and the values' gradient by a per-latent ``scatter_add``
-over the assigned slots.
+All values live in one ``(d, max L)`` tensor ``values`` (a parameter, or a
+buffer with ``optimize_values=False``), row i holding latent i's values in its
+first ``L_i`` slots; ``num_values`` (a buffer, saved with them) holds the
+``L_i``. ``values_per_latent[i]`` is the view ``values[i, :L_i]``.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
+
+from latentquant import _quantize_kernel as kernel
 
 __all__ = ["LatentQuantize", "Return", "LossBreakdown"]
 
@@ -71,169 +57,12 @@ class LossBreakdown(NamedTuple):
     commitment: Tensor
 
 
-# ----------------------------------------------------------------------------
-# the kernel. Two layouts of the projected latents z:
-#   rows    (r, d)     r = p * c rows of d latents; small inputs only
-#   planes  (k, d, n)  latents on axis 1, long rows n; everything else
-# and two nearest-value searches, both exact:
-#   rows:   argmin over the (r, d, l) distances. Three ops and no sort: the
-#           cheapest for small inputs, where each op's fixed cost dominates.
-#           The temporary is capped at _ROWS_MAX_DISTANCES elements.
-#   planes: count the sorted midpoints below z, one comparison pass per
-#           midpoint; no (N, d, l) temporary, and on CPU cheaper than a binary
-#           search (``torch.searchsorted`` costs ~10 ns per element).
-
-_ROWS_MAX_DISTANCES = 65536
-
-
-def _lookup_rows(z: Tensor, table: Tensor, basis: Tensor | None, last: Tensor | None):
-    """z (r, d), table (d, l) -> q (r, d), indices (r,) or (r, d), slots (r, d).
-
-    Ties go to the lowest slot (argmin). ``last`` (d,) clamps slots onto each
-    latent's own values, where +inf padding and an infinite z would give NaN.
-    """
-    slots = (z.unsqueeze(-1) - table).abs_().argmin(-1)  # (r, d, l) -> (r, d)
-    if last is not None:
-        slots = torch.minimum(slots, last)
-    q = torch.gather(table.t(), 0, slots)
-    indices = slots if basis is None else (slots * basis).sum(-1)
-    return q, indices, slots
-
-
-def _search(z: Tensor, mids: Tensor) -> Tensor:
-    """Sorted position of each z among its latent's values: the number of that
-    latent's midpoints strictly below z. z (k, d, n), mids (d, l-1) -> (k, d, n) int64.
-
-    Comparisons are written into preallocated buffers of z's dtype (bool
-    outputs are several times slower on CPU). NaN counts no midpoint.
-    Exact while l < 2**24.
-    """
-    m = mids.shape[1]
-    if m == 0:
-        return torch.zeros(z.shape, dtype=torch.int64, device=z.device)
-    count = torch.gt(z, mids[:, :1], out=torch.empty_like(z))
-    if m > 1:
-        scratch = torch.empty_like(z)
-        for j in range(1, m):
-            count.add_(torch.gt(z, mids[:, j : j + 1], out=scratch))
-    return count.long()
-
-
-def _lookup_planes(z: Tensor, table: Tensor, basis: Tensor | None):
-    """z (k, d, n), table (d, l) -> q (k, d, n), indices (k, n) or (k, d, n),
-    sorted positions (k, d, n), perm (d, l) from sorted positions to slots.
-
-    The table is sorted first, so values left unsorted by training are fine;
-    ``perm`` maps positions back to slots of ``values_per_latent``. Ties (z on
-    a midpoint) go to the lower value.
-    """
-    sorted_values, perm = torch.sort(table, dim=-1, stable=True)
-    mids = (sorted_values[:, 1:] + sorted_values[:, :-1]) * 0.5  # +inf on padding
-    pos = _search(z, mids)
-    shape = (z.shape[0],) + table.shape
-    q = torch.gather(sorted_values.expand(shape), 2, pos)
-    codes = perm if basis is None else perm * basis.unsqueeze(-1)
-    codes = torch.gather(codes.expand(shape), 2, pos)
-    return q, (codes if basis is None else codes.sum(1)), pos, perm
-
-
-def _lookup(z: Tensor, table: Tensor, basis: Tensor | None, last: Tensor | None):
-    if z.ndim == 2:
-        return _lookup_rows(z, table, basis, last) + (None,)
-    return _lookup_planes(z, table, basis)
-
-
-def _scalar_sum(a: Tensor | None, wa: float, b: Tensor | None, wb: float) -> Tensor | None:
-    """a * wa + b * wb for optional 0-d gradients (None is zero)."""
-    if a is None:
-        return None if b is None else b * wb
-    return a * wa if b is None else a * wa + b * wb
-
-
-class _QuantizeFn(torch.autograd.Function):
-    """Fused latent quantization with both losses of the paper.
-
-    Inputs: ``z`` in a kernel layout (rows or planes) and the compute dtype;
-    ``table`` (d, l) of values (+inf padding); ``basis`` (d,) int64 for flat
-    indices or None for per-latent slots; ``last`` (see ``_lookup_rows``);
-    ``config`` = (quantization weight, commitment weight, with_loss,
-    breakdown), where ``with_loss=False`` skips the losses (eval mode with
-    gradients). One tuple: ``apply`` inspects every argument, which costs on
-    small inputs.
-
-    Outputs: ``q`` (like z), the indices, ``loss`` and, with ``breakdown``,
-    ``quantization`` and ``commitment``. With e = z - q and N = z.numel(),
-    quantization = commitment = sum(e^2) / N.
-
-    Gradients: q passes straight through to z. The commitment terms reach z
-    only, as 2 e / N; the quantization terms reach the values only, as
-    -2 e / N summed over the positions assigned to each value.
-    """
-
-    @staticmethod
-    def forward(ctx, z, table, basis, last, config):
-        quant_weight, commit_weight, with_loss, breakdown = config
-        q, indices, pos, perm = _lookup(z, table, basis, last)
-        ctx.mark_non_differentiable(indices)
-        ctx.set_materialize_grads(False)
-        ctx.with_loss = with_loss
-        if not with_loss:
-            loss = z.new_zeros(())
-            return (q, indices, loss, loss.clone(), loss.clone()) if breakdown else (q, indices, loss)
-        err = z - q
-        flat_err = err.view(-1)
-        sse = torch.dot(flat_err, flat_err)
-        ctx.save_for_backward(err, pos, perm)
-        ctx.weights = (quant_weight, commit_weight)
-        ctx.table_width = table.shape[1]
-        count = max(z.numel(), 1)  # an empty input: sse = 0, so the losses are 0
-        loss = sse * ((quant_weight + commit_weight) / count)
-        if breakdown:
-            mse = sse / count
-            return q, indices, loss, mse, mse.clone()
-        return q, indices, loss
-
-    @staticmethod
-    def backward(ctx, grad_q, grad_indices, grad_loss, grad_quant=None, grad_commit=None):
-        # gradients are not materialized: None stands for zero
-        if not ctx.with_loss:
-            return grad_q, None, None, None, None
-        err, pos, perm = ctx.saved_tensors
-        quant_weight, commit_weight = ctx.weights
-        scale = 2.0 / max(err.numel(), 1)
-        grad_z = grad_table = None
-        if ctx.needs_input_grad[0]:
-            if grad_commit is None and grad_loss is not None and grad_q is not None:
-                grad_z = torch.addcmul(grad_q, err, grad_loss, value=commit_weight * scale)
-            else:
-                w = _scalar_sum(grad_loss, commit_weight * scale, grad_commit, scale)
-                if w is None:
-                    grad_z = grad_q
-                elif grad_q is None:
-                    grad_z = err * w
-                else:
-                    grad_z = torch.addcmul(grad_q, err, w)
-        if ctx.needs_input_grad[1]:
-            w = _scalar_sum(grad_loss, -quant_weight * scale, grad_quant, -scale)
-            if w is None:
-                return grad_z, None, None, None, None
-            d = err.shape[1]
-            if perm is None:
-                # rows: pos are the slots already; an (l, d) buffer
-                sums = err.new_zeros(ctx.table_width, d).scatter_add_(0, pos, err)
-                grad_table = sums.t().mul_(w)
-            else:
-                # planes: per (latent, sorted position) sums of the errors,
-                # a (k, d, l) buffer with l <= n; then back to value slots
-                sums = err.new_zeros(err.shape[0], d, perm.shape[1]).scatter_add_(2, pos, err).sum(0)
-                grad_table = torch.empty_like(sums).scatter_(1, perm, sums.mul_(w))
-        return grad_z, grad_table, None, None, None
-
-
-def _linear_channel_first(z: Tensor, linear: nn.Linear) -> Tensor:
-    """nn.Linear applied over axis 1 of (b, i, n), giving (b, o, n) without a
-    transpose. One batched GEMM whatever the grad mode (torch.matmul folds
-    differently with and without grad, which would change the rounding)."""
+def _project(linear: nn.Module, z: Tensor) -> Tensor:
+    """``linear`` over axis 1: (b, i, n) -> (b, o, n), one batched GEMM whatever
+    the grad mode (torch.matmul folds differently with and without grad,
+    which would change the rounding between forward and indices_to_codes)."""
+    if not isinstance(linear, nn.Linear):
+        return z
     b, _, n = z.shape
     weight = linear.weight.unsqueeze(0).expand(b, -1, -1)
     if linear.bias is None:
@@ -288,6 +117,47 @@ def _levels_repr(levels: Sequence[int]) -> str:
             runs.append([level, 1])
     compact = " + ".join(f"[{level}] * {k}" if k > 1 else f"[{level}]" for level, k in runs)
     return compact if len(compact) < len(plain) else plain
+
+
+def _check_options(num_codebooks, keep_num_codebooks_dim, commitment_loss_weight, quantization_loss_weight,
+                   channel_first, optimize_values, in_place_codebook_optimizer) -> tuple[bool, dict[str, float]]:
+    """The constructor's other arguments: (keep_num_codebooks_dim, the two loss weights)."""
+    if not _is_int(num_codebooks) or num_codebooks < 1:
+        raise ValueError(f"num_codebooks must be a positive integer, got {num_codebooks!r}")
+    if keep_num_codebooks_dim is None:
+        keep_num_codebooks_dim = num_codebooks > 1
+    if num_codebooks > 1 and not keep_num_codebooks_dim:
+        raise ValueError(f"num_codebooks={num_codebooks} needs keep_num_codebooks_dim=True (got False)")
+    weights = {}
+    for name, w in (("commitment_loss_weight", commitment_loss_weight), ("quantization_loss_weight", quantization_loss_weight)):
+        w = 0.0 if w is None else w
+        if not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {w!r}")
+        weights[name] = float(w)
+    if channel_first not in (None, True, False):
+        raise ValueError(f"channel_first must be None, True or False, got {channel_first!r}")
+    if in_place_codebook_optimizer is not None and not optimize_values:
+        raise ValueError("in_place_codebook_optimizer needs optimize_values=True (got optimize_values=False): "
+                         "it steps the values, which are then a frozen buffer")
+    if in_place_codebook_optimizer is not None and not callable(in_place_codebook_optimizer):
+        raise TypeError("in_place_codebook_optimizer must be a callable taking the values and returning an "
+                        f"optimizer, e.g. lambda p: torch.optim.Adam(p, lr=1e-3); got {in_place_codebook_optimizer!r}")
+    return bool(keep_num_codebooks_dim), weights
+
+
+def _check_index_tensor(indices, name: str) -> None:
+    if not isinstance(indices, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(indices).__name__}")
+    if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got dtype {indices.dtype}")
+
+
+def _size_repr(levels: Sequence[int]) -> str:
+    """'=60', '=10**12' or '~2.62e+14': codes per codebook, short."""
+    size = math.prod(levels)
+    if size < 10**9:
+        return f"={size}"
+    return f"={levels[0]}**{len(levels)}" if len(set(levels)) == 1 else f"~{size:.3g}"
 
 
 class _LatentValues(Sequence):
@@ -345,6 +215,14 @@ class LatentQuantize(nn.Module):
         ``num_codebooks > 1``.
     optimize_values : bool, default True
         ``values`` is a parameter; otherwise a buffer (still in the state_dict).
+    in_place_codebook_optimizer : callable, optional
+        Builds an optimizer over ``[values]``, e.g. ``lambda p:
+        torch.optim.Adam(p, lr=1e-3)``; needs ``optimize_values=True``. Each
+        training-mode forward with grad enabled steps it once on
+        ``mean((sg(z) - q)^2)`` and then quantizes with the new values; the
+        returned output and loss carry no gradient to the values. Its state
+        is not in the module's state_dict: save
+        ``lq.in_place_codebook_optimizer.state_dict()`` alongside.
     channel_first : bool, optional
         Feature axis 1 (True) or last (False). By default inputs with 4 or more
         dimensions, ``(b, d, h, w)`` and ``(b, d, t, h, w)``, are channel-first
@@ -361,6 +239,9 @@ class LatentQuantize(nn.Module):
     values : Tensor (codebook_dim, max(levels))
         All learned values; row i holds latent i's in its first ``levels[i]``
         slots (the rest is unused padding, zero).
+    num_values : Tensor (codebook_dim,) int64
+        The levels, a buffer saved with the values: a state_dict of other
+        levels is refused on loading.
     values_per_latent : sequence of 1-D Tensor
         ``values_per_latent[i]`` is the view ``values[i, :levels[i]]``, built
         afresh on each access: not a Parameter or buffer of its own and not
@@ -368,12 +249,10 @@ class LatentQuantize(nn.Module):
     codebook_size : int
         ``prod(levels)``, codes per codebook, exact.
 
-    Indices always name slots of ``values_per_latent``, whatever order
-    training leaves the values in. An empty input gives empty outputs and a
-    zero loss. A NaN or infinite latent gets an unspecified in-range index
-    and its finite code; in training the loss and gradients turn non-finite. ``forward`` returns ``Return(quantized,
-    indices, loss)``, or ``(Return, LossBreakdown(quantization, commitment))``
-    with ``return_loss_breakdown=True``.
+    ``forward`` returns ``Return(quantized, indices, loss)``, or ``(Return,
+    LossBreakdown(quantization, commitment))`` with ``return_loss_breakdown=True``.
+    Indices name slots of ``values_per_latent``. Empty inputs, NaN and
+    infinities: see docs/quantizer.md.
 
     References
     ----------
@@ -391,26 +270,16 @@ class LatentQuantize(nn.Module):
         codebook_dim: int | None = None,
         keep_num_codebooks_dim: bool | None = None,
         optimize_values: bool = True,
+        in_place_codebook_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
         channel_first: bool | None = None,
         projection_has_bias: bool = True,
         flat_indices: bool = True,
     ):
         super().__init__()
         levels = _check_levels(levels, codebook_dim)
-        if not _is_int(num_codebooks) or num_codebooks < 1:
-            raise ValueError(f"num_codebooks must be a positive integer, got {num_codebooks!r}")
-        if keep_num_codebooks_dim is None:
-            keep_num_codebooks_dim = num_codebooks > 1
-        if num_codebooks > 1 and not keep_num_codebooks_dim:
-            raise ValueError(f"num_codebooks={num_codebooks} needs keep_num_codebooks_dim=True (got False)")
-        weights = {}
-        for name, w in (("commitment_loss_weight", commitment_loss_weight), ("quantization_loss_weight", quantization_loss_weight)):
-            w = 0.0 if w is None else w
-            if not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {w!r}")
-            weights[name] = float(w)
-        if channel_first not in (None, True, False):
-            raise ValueError(f"channel_first must be None, True or False, got {channel_first!r}")
+        keep_num_codebooks_dim, weights = _check_options(num_codebooks, keep_num_codebooks_dim, commitment_loss_weight,
+                                                         quantization_loss_weight, channel_first, optimize_values,
+                                                         in_place_codebook_optimizer)
 
         self.levels = tuple(levels)
         self.codebook_dim = d = len(levels)
@@ -440,27 +309,31 @@ class LatentQuantize(nn.Module):
         else:
             self.project_in = self.project_out = nn.Identity()
 
-        # the values, packed: row i holds latent i's values in its first
-        # levels[i] slots (the rest, padding, is stored as 0 and never used)
+        # the values, packed (d, max L); padding is stored as 0 and never used
         lmax = max(levels)
-        self._lmax = lmax
-        self._equal_levels = len(set(levels)) == 1
         values = torch.zeros(d, lmax)
         if self.optimize_values:
             self.values = nn.Parameter(values)
         else:
             self.register_buffer("values", values)
+        # saved with the values, so that a state_dict of other levels is refused
+        self.register_buffer("num_values", torch.tensor(levels, dtype=torch.int64))
         self._reset_values()
 
         # small constant tables, moved with the module, not saved
         basis = [math.prod(levels[:i]) for i in range(d)] if self.codebook_size <= _INT64_CODES else None
-        self.register_buffer("_basis", None if basis is None else torch.tensor(basis, dtype=torch.int64), persistent=False)
-        self.register_buffer("_levels", torch.tensor(levels, dtype=torch.int64), persistent=False)
+        # (d, 1): the mixed-radix weight of each latent's slot, shaped for the kernel's (k, d, n)
+        basis = None if basis is None else torch.tensor(basis, dtype=torch.int64).view(d, 1)
+        self.register_buffer("_basis", basis, persistent=False)
         self.register_buffer("_offsets", torch.arange(d, dtype=torch.int64) * lmax, persistent=False)
+        equal = len(set(levels)) == 1
         pad = [[0.0 if s < level else math.inf for s in range(lmax)] for level in levels]
-        self.register_buffer("_pad", None if self._equal_levels else torch.tensor(pad), persistent=False)
-        last = None if self._equal_levels else torch.tensor(levels, dtype=torch.int64) - 1
-        self.register_buffer("_last", last, persistent=False)
+        self.register_buffer("_pad", None if equal else torch.tensor(pad), persistent=False)
+        self.register_buffer("_last", None if equal else torch.tensor(levels, dtype=torch.int64) - 1, persistent=False)
+
+        self.in_place_codebook_optimizer = None
+        if in_place_codebook_optimizer is not None:
+            self.in_place_codebook_optimizer = in_place_codebook_optimizer([self.values])
 
     # ------------------------------------------------------------------ values
 
@@ -486,16 +359,31 @@ class LatentQuantize(nn.Module):
         """The values as one (d, l) table, +inf past each latent's levels."""
         return self.values if self._pad is None else self.values + self._pad
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # accept per-latent entries (values_per_latent.0, ...), as written by
-        # ParameterList-based implementations, and pack them
-        key = prefix + "values"
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # per-latent entries (values_per_latent.0, ...), as ParameterList-based
+        # layers write them, are packed; state dicts from before num_values was
+        # saved load as they are (their levels cannot be checked)
+        key, counts_key = prefix + "values", prefix + "num_values"
+        found = state_dict.get(counts_key)
+        if found is not None and found.tolist() != list(self.levels):
+            error_msgs.append(f"{counts_key}: the state_dict holds values for levels {found.tolist()}, this layer has "
+                              f"levels {list(self.levels)}; build the layer with the checkpoint's levels")
+            return
         if key not in state_dict and prefix + "values_per_latent.0" in state_dict:
+            legacy = [state_dict.get(f"{prefix}values_per_latent.{i}") for i in range(self.codebook_dim)]
+            lengths = [None if v is None else v.shape[0] for v in legacy]
+            if lengths != list(self.levels) or f"{prefix}values_per_latent.{self.codebook_dim}" in state_dict:
+                error_msgs.append(f"{prefix}values_per_latent: the state_dict holds per-latent values of lengths "
+                                  f"{lengths}, this layer has levels {list(self.levels)}")
+                return
             packed = torch.zeros_like(self.values)
-            for i in range(self.codebook_dim):
-                packed[i, : self.levels[i]] = state_dict.pop(f"{prefix}values_per_latent.{i}")
+            for i, v in enumerate(legacy):
+                packed[i, : v.shape[0]] = v
+                del state_dict[f"{prefix}values_per_latent.{i}"]
             state_dict[key] = packed
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if found is None and key in state_dict:
+            state_dict[counts_key] = self.num_values.clone()
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     def _index_basis(self) -> Tensor | None:
         """The mixed-radix basis for flat indices, None for per-latent ones."""
@@ -506,6 +394,36 @@ class LatentQuantize(nn.Module):
 
     def _is_channel_first(self, ndim: int) -> bool:
         return ndim >= 4 if self.channel_first is None else self.channel_first
+
+    # ------------------------------------------------------------------ layout
+
+    def _to_kernel(self, x: Tensor, channel_first: bool) -> Tensor:
+        """The caller's input -> z (k, d, n), projected (a view of a contiguous input)."""
+        if channel_first:
+            z = _project(self.project_in, rearrange(x, "b e ... -> b e (...)"))
+            return rearrange(z, "b (c d) n -> (b c) d n", c=self.num_codebooks)
+        z = self.project_in(x) if self.has_projections else x
+        # '... (c d) -> (... c) d 1': one reshape (einops would take four ops, which shows on small inputs)
+        return z.reshape(math.prod(z.shape[:-1]) * self.num_codebooks, self.codebook_dim, 1)
+
+    def _from_kernel(self, q: Tensor, shape: tuple, channel_first: bool, project_out: bool = True) -> Tensor:
+        """q (k, d, n) -> the caller's layout of ``shape`` (features: dim, or c * d without project_out)."""
+        if channel_first:
+            q = rearrange(q, "(b c) d n -> b (c d) n", c=self.num_codebooks)
+            q = _project(self.project_out, q) if project_out and self.has_projections else q
+        elif project_out and self.has_projections:
+            q = self.project_out(q.reshape(q.shape[0] // self.num_codebooks, self.effective_codebook_dim))  # '(p c) d 1 -> p (c d)'
+        return q.reshape(shape)
+
+    def _indices_to_caller(self, idx: Tensor, lead: tuple, channel_first: bool) -> Tensor:
+        """Kernel indices, flat (k, n) or per-latent (k, d, n) -> (*lead, c, d),
+        less the codebook axis unless kept and the latent axis for flat ones."""
+        c, d = self.num_codebooks, self.codebook_dim
+        if channel_first:
+            idx = rearrange(idx, "(b c) ... n -> b n c ...", c=c)
+        tail = ((c,) if self.keep_num_codebooks_dim else ()) + (() if self.flat_indices else (d,))
+        shape = (*lead, *tail)
+        return idx if idx.shape == shape else idx.reshape(shape)
 
     # ------------------------------------------------------------------ forward
 
@@ -520,139 +438,58 @@ class LatentQuantize(nn.Module):
         axis = 1 if channel_first else x.ndim - 1
         if x.shape[axis] != self.dim:
             layout = "channel-first" if channel_first else "channel-last"
-            raise ValueError(
-                f"expected {self.dim} features on axis {axis} of the {layout} input of shape {tuple(x.shape)}, "
-                f"got {x.shape[axis]}"
-            )
-        b, c, d = x.shape[0], self.num_codebooks, self.codebook_dim
+            raise ValueError(f"expected {self.dim} features on axis {axis} of the {layout} input of shape "
+                             f"{tuple(x.shape)}, got {x.shape[axis]}")
+        lead = (x.shape[0], *x.shape[2:]) if channel_first else x.shape[:-1]
 
-        # project in: z is (b, (c d), n) for channel-first input, (p, (c d)) otherwise
-        if channel_first:
-            lead = (b,) + tuple(x.shape[2:])
-            n = math.prod(lead[1:])  # explicit: with b = 0 a -1 would be ambiguous
-            z = x.reshape(b, self.dim, n)
-            if self.has_projections:
-                z = _linear_channel_first(z, self.project_in)
-        else:
-            lead = tuple(x.shape[:-1])
-            z = x if x.ndim == 2 else x.reshape(-1, self.dim)
-            if self.has_projections:
-                z = self.project_in(z)
-            n = 1
+        z = self._to_kernel(x, channel_first)  # (k, d, n)
+        projected_dtype = z.dtype
         table = self._values_table()
-        z_dtype = z.dtype
-        compute_dtype = torch.promote_types(torch.promote_types(z_dtype, table.dtype), torch.float32)
-        if z_dtype != compute_dtype:
-            z = z.to(compute_dtype)
-        if table.dtype != compute_dtype:
-            table = table.to(compute_dtype)
+        dtype = z.dtype  # quantize in float32, or float64 when either is
+        if dtype != table.dtype or dtype not in (torch.float32, torch.float64):
+            dtype = torch.promote_types(torch.promote_types(z.dtype, table.dtype), torch.float32)
+            z, table = z.to(dtype), table.to(dtype)
+        step = self.training and torch.is_grad_enabled() and self.in_place_codebook_optimizer is not None
+        if step:
+            self._step_values(z)
+            table = self._values_table().detach().to(dtype)
+        elif not self.training and torch.is_grad_enabled():
+            table = table.detach()
 
-        # kernel layout, chosen to avoid copies where possible:
-        #   "rows"    ((p c), d)     small inputs (channel-first ones transposed)
-        #   "batched" ((b c), d, n)  channel-first maps with n >= max(64, l), in place
-        #   "planes"  (c, d, p)      the rest, transposed once so that every
-        #                            comparison pass runs over long rows
-        if z.numel() * self._lmax <= _ROWS_MAX_DISTANCES:
-            layout = "rows"
-            if channel_first:
-                zk = z.reshape(b, c, d, n).permute(0, 3, 1, 2).reshape(-1, d)
-            else:
-                zk = z if c == 1 else z.reshape(-1, d)
-        elif channel_first and n >= max(64, self._lmax):
-            layout, zk = "batched", z.reshape(b * c, d, n)
-        elif channel_first:
-            layout, zk = "planes", z.reshape(b, c, d, n).permute(1, 2, 0, 3).reshape(c, d, b * n)
-        else:
-            layout, zk = "planes", z.reshape(-1, c, d).permute(1, 2, 0).contiguous()
+        config = (self.quantization_loss_weight, self.commitment_loss_weight, self.training, return_loss_breakdown)
+        q, indices, loss, *parts = kernel.quantize(z, table, self._index_basis(), self._last, config)
 
-        training = self.training
-        basis = self._index_basis()
-        if torch.is_grad_enabled() and (zk.requires_grad or (training and table.requires_grad)):
-            config = (self.quantization_loss_weight, self.commitment_loss_weight, training, return_loss_breakdown)
-            outs = _QuantizeFn.apply(zk, table if training else table.detach(), basis, self._last, config)
-            q, indices, loss = outs[:3]
-            parts = outs[3:]
-        else:
-            q, indices, _, _ = _lookup(zk, table.detach(), basis, self._last)
-            if training:
-                err = (zk - q).view(-1)
-                mse = torch.dot(err, err) / max(err.numel(), 1)
-                loss = mse * (self.quantization_loss_weight + self.commitment_loss_weight)
-                parts = (mse, mse.clone())
-            else:
-                loss = zk.new_zeros(())
-                parts = (loss, loss)
+        if q.dtype != projected_dtype:
+            q = q.to(projected_dtype)
+        quantized = self._from_kernel(q, x.shape, channel_first)
+        if quantized.dtype != x.dtype:
+            quantized = quantized.to(x.dtype)
+        out = Return(quantized, self._indices_to_caller(indices, lead, channel_first), loss)
+        return (out, LossBreakdown(*parts)) if return_loss_breakdown else out
 
-        # back to the caller's layout, then project out
-        if layout == "rows":
-            if channel_first:
-                q = q.view(b, n, c * d).transpose(1, 2)
-            elif c > 1:
-                q = q.view(-1, c * d)
-        elif layout == "batched":
-            q = q.view(b, c * d, n)
-        elif channel_first:
-            q = q.view(c, d, b, n).permute(2, 0, 1, 3)
-        else:
-            q = q.permute(2, 0, 1).reshape(-1, c * d)  # (c, d, p) -> (p, (c d))
-        if channel_first:
-            q = q.reshape(b, c * d, n)
-        if self.has_projections:
-            q = q.to(z_dtype).contiguous()  # what project_in produced: the projections' dtype
-            q = _linear_channel_first(q, self.project_out) if channel_first else self.project_out(q)
-        if q.dtype != x.dtype:
-            q = q.to(x.dtype)
-        quantized = q if q.shape == x.shape else q.reshape(x.shape)
-        indices = self._indices_to_caller(indices, layout, lead, b, n)
-
-        out = Return(quantized, indices, loss)
-        if return_loss_breakdown:
-            return out, LossBreakdown(*parts)
-        return out
-
-    def _indices_to_caller(self, indices: Tensor, layout: str, lead: tuple, b: int, n: int) -> Tensor:
-        """Kernel-layout indices -> (*lead, c[, d]), without c unless kept."""
-        c, d = self.num_codebooks, self.codebook_dim
-        if self.flat_indices:
-            # ((p c),), ((b c), n) or (c, p) -> (p, c)
-            if layout == "batched":
-                indices = indices.view(b, c, n).transpose(1, 2)
-            elif layout == "planes":
-                indices = indices.t()
-            tail = (c,)
-        else:
-            # ((p c), d), ((b c), d, n) or (c, d, p) -> (p, c, d)
-            if layout == "batched":
-                indices = indices.view(b, c, d, n).permute(0, 3, 1, 2)
-            elif layout == "planes":
-                indices = indices.permute(2, 0, 1)
-            tail = (c, d)
-        if not self.keep_num_codebooks_dim:
-            tail = tail[1:]
-        shape = lead + tail
-        return indices if indices.shape == shape else indices.reshape(shape)
+    def _step_values(self, z: Tensor) -> None:
+        """One step of ``in_place_codebook_optimizer`` on mean((sg(z) - q)^2).
+        Its gradient is written in closed form (no autograd graph, no graph
+        break under torch.compile); the values' ``.grad`` is left as it was."""
+        with torch.no_grad():
+            grad = kernel.quantization_grad(z, self._values_table().to(z.dtype), self._last)
+            held, self.values.grad = self.values.grad, grad.to(self.values.dtype)
+            self.in_place_codebook_optimizer.step()
+            self.values.grad = held
 
     # ------------------------------------------------------------------ indices
-
-    def _check_index_tensor(self, indices, name: str) -> None:
-        if not isinstance(indices, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(indices).__name__}")
-        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
-            raise TypeError(f"{name} must be an integer tensor, got dtype {indices.dtype}")
 
     def _check_level_indices(self, digits: Tensor, name: str) -> None:
         """digits (..., d): each within its latent's levels."""
         if digits.shape[-1:] != (self.codebook_dim,):
             found = digits.shape[-1] if digits.ndim else 0
-            raise ValueError(
-                f"{name}: expected {self.codebook_dim} per-latent indices on the last axis, "
-                f"got {found} (shape {tuple(digits.shape)})"
-            )
+            raise ValueError(f"{name}: expected {self.codebook_dim} per-latent indices on the last axis, "
+                             f"got {found} (shape {tuple(digits.shape)})")
         if torch.compiler.is_compiling() or digits.numel() == 0:
             return
         flat = digits.reshape(-1, self.codebook_dim)
         lo, hi = flat.min(0).values, flat.max(0).values
-        if not bool(((lo < 0) | (hi >= self._levels.to(hi.device))).any()):  # one host sync when all is well
+        if not bool(((lo < 0) | (hi >= self.num_values.to(hi.device))).any()):  # one host sync when all is well
             return
         for i, level in enumerate(self.levels):
             if int(lo[i]) < 0 or int(hi[i]) >= level:
@@ -666,21 +503,21 @@ class LatentQuantize(nn.Module):
     def indices_to_level_indices(self, indices: Tensor) -> Tensor:
         """Flat indices (...) -> per-latent value slots (..., codebook_dim)."""
         self._require_flat("indices_to_level_indices")
-        self._check_index_tensor(indices, "indices")
+        _check_index_tensor(indices, "indices")
         indices = indices.long()
         if not torch.compiler.is_compiling() and indices.numel():
             lo, hi = int(indices.min()), int(indices.max())
             if lo < 0 or hi >= self.codebook_size:
                 bad = lo if lo < 0 else hi
                 raise ValueError(f"index {bad} is out of range: flat indices run from 0 to {self.codebook_size - 1}")
-        return torch.div(indices.unsqueeze(-1), self._basis, rounding_mode="floor") % self._levels
+        return torch.div(indices.unsqueeze(-1), self._basis.view(-1), rounding_mode="floor") % self.num_values
 
     def level_indices_to_indices(self, level_indices: Tensor) -> Tensor:
         """Per-latent value slots (..., codebook_dim) -> exact int64 flat indices (...)."""
         self._require_flat("level_indices_to_indices")
-        self._check_index_tensor(level_indices, "level_indices")
+        _check_index_tensor(level_indices, "level_indices")
         self._check_level_indices(level_indices, "level_indices")
-        return (level_indices.long() * self._basis).sum(-1)
+        return (level_indices.long() * self._basis.view(-1)).sum(-1)
 
     def indices_to_codes(self, indices: Tensor, project_out: bool = True) -> Tensor:
         """Decode indices (as forward returns them) with the current values.
@@ -691,7 +528,7 @@ class LatentQuantize(nn.Module):
         forward's ``quantized`` exactly, in the module's dtype (forward casts
         to the input's).
         """
-        self._check_index_tensor(indices, "indices")
+        _check_index_tensor(indices, "indices")
         c, d = self.num_codebooks, self.codebook_dim
         if self.flat_indices:
             flat = indices if self.keep_num_codebooks_dim else indices.unsqueeze(-1)
@@ -703,46 +540,35 @@ class LatentQuantize(nn.Module):
             self._check_level_indices(digits, "indices")
             if digits.ndim < 2 or digits.shape[-2] != c:
                 raise ValueError(f"expected {c} codebooks on axis -2, got shape {tuple(indices.shape)}")
-        table = self._values_table()
-        codes = table.reshape(-1)[digits.long() + self._offsets]  # (..., c, d)
-        codes = codes.reshape(*codes.shape[:-2], c * d)
-        lead = codes.shape[:-1]
-        channel_first = self._is_channel_first(len(lead) + 1)
-        if channel_first and len(lead) >= 1:
-            b = lead[0]
-            codes = codes.reshape(b, math.prod(lead[1:]), c * d).transpose(1, 2).contiguous()  # (b, (c d), n)
-            if project_out and self.has_projections:
-                codes = _linear_channel_first(codes, self.project_out)
-            return codes.reshape(b, codes.shape[1], *lead[1:])
-        if project_out and self.has_projections:
-            # contiguous, as in forward: per-latent indices from forward can be
-            # a transposed view, and the gather keeps their strides; a
-            # transposed GEMM operand would round differently
-            codes = self.project_out(codes.reshape(-1, c * d).contiguous()).reshape(*lead, self.dim)
-        return codes
+        codes = self._values_table().reshape(-1)[digits.long() + self._offsets]  # (*lead, c, d)
+        lead = tuple(codes.shape[:-2])
+        features = self.dim if project_out else c * d
+        channel_first = self._is_channel_first(len(lead) + 1) and len(lead) >= 1
+        if channel_first:
+            q = rearrange(codes, "b ... c d -> (b c) d (...)")
+            shape = (lead[0], features, *lead[1:])
+        else:
+            q = rearrange(codes, "... c d -> (... c) d 1")
+            shape = (*lead, features)
+        # contiguous, as forward's codes: a transposed GEMM operand would round differently
+        return self._from_kernel(q.contiguous(), shape, channel_first, project_out)
 
     def codes_to_indices(self, codes: Tensor) -> Tensor:
         """Indices of the nearest codes, ``codes`` channel-last in latent space
         (``(..., num_codebooks * codebook_dim)``, before ``project_out``)."""
         if not isinstance(codes, Tensor) or not codes.is_floating_point():
             raise TypeError(f"codes must be a floating point tensor, got {getattr(codes, 'dtype', type(codes).__name__)}")
-        c, d = self.num_codebooks, self.codebook_dim
-        if codes.ndim == 0 or codes.shape[-1] != c * d:
-            raise ValueError(f"expected {c * d} code features on the last axis, got {codes.shape[-1] if codes.ndim else 0} (shape {tuple(codes.shape)})")
-        lead = tuple(codes.shape[:-1])
+        features = self.effective_codebook_dim
+        if codes.ndim == 0 or codes.shape[-1] != features:
+            found = codes.shape[-1] if codes.ndim else 0
+            raise ValueError(f"expected {features} code features on the last axis, got {found} (shape {tuple(codes.shape)})")
         with torch.no_grad():
             table = self._values_table()
             dtype = torch.promote_types(torch.promote_types(codes.dtype, table.dtype), torch.float32)
-            zk = codes.to(dtype).reshape(-1, d)  # ((p c), d)
-            if zk.numel() * self._lmax > _ROWS_MAX_DISTANCES:
-                zk = zk.t().unsqueeze(0).contiguous()  # (1, d, (p c)): planes
-            _, idx, _, _ = _lookup(zk, table.to(dtype), self._index_basis(), self._last)
-        if self.flat_indices:
-            idx = idx.view(-1)  # ((p c),)
-        else:
-            idx = idx if idx.ndim == 2 else idx[0].t()  # ((p c), d)
-        tail = ((c,) if self.keep_num_codebooks_dim else ()) + (() if self.flat_indices else (d,))
-        return idx.reshape(lead + tail)
+            z = rearrange(codes.to(dtype), "... (c d) -> (... c) d 1", c=self.num_codebooks)
+            _, pos, perm = kernel.nearest(z, table.to(dtype), self._last)
+            idx = kernel.indices(pos, perm, self._index_basis())
+        return self._indices_to_caller(idx, tuple(codes.shape[:-1]), channel_first=False)
 
     # ------------------------------------------------------------------ sampling
 
@@ -762,22 +588,17 @@ class LatentQuantize(nn.Module):
             u = torch.rand(*shape, c, d, device=table.device)
         else:
             u = torch.rand(*shape, c, d, generator=generator, device=table.device)
-        slots = torch.minimum((u * self._levels).long(), self._levels - 1)
+        slots = torch.minimum((u * self.num_values).long(), self.num_values - 1)
         codes = table.reshape(-1)[slots + self._offsets].reshape(*shape, c * d)
         return self.project_out(codes) if project_out else codes
 
     def extra_repr(self) -> str:
-        size = self.codebook_size
-        if size < 10**9:
-            size = f"={size}"
-        elif self._equal_levels:
-            size = f"={self.levels[0]}**{self.codebook_dim}"
-        else:
-            size = f"~{size:.3g}"
         parts = [f"levels={_levels_repr(self.levels)}", f"dim={self.dim}", f"num_codebooks={self.num_codebooks}",
-                 f"codebook_size{size}", f"flat_indices={self.flat_indices}", f"optimize_values={self.optimize_values}",
-                 f"quantization_loss_weight={self.quantization_loss_weight}",
+                 f"codebook_size{_size_repr(self.levels)}", f"flat_indices={self.flat_indices}",
+                 f"optimize_values={self.optimize_values}", f"quantization_loss_weight={self.quantization_loss_weight}",
                  f"commitment_loss_weight={self.commitment_loss_weight}"]
+        if self.in_place_codebook_optimizer is not None:
+            parts.append(f"in_place_codebook_optimizer={type(self.in_place_codebook_optimizer).__name__}")
         if self.channel_first is not None:
             parts.append(f"channel_first={self.channel_first}")
         return ", ".join(parts)

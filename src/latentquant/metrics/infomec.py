@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _mi
+from . import _knn, _mi
 
 
 class InfoMEC(NamedTuple):
@@ -68,14 +68,9 @@ def _nmi(s_codes, s_values, latents, z_codes, estimator, num_bins, seed):
         z_codes, z_values = _mi.label_encode(_mi.histogram_discretize(latents, num_bins))
         mi = _mi.mutual_info_matrix(s_codes, s_values, z_codes, z_values)
     elif estimator == "knn":
-        from sklearn.feature_selection import mutual_info_classif
-
-        z = _mi.standardize(latents)
-        mi = np.zeros((s_codes.shape[1], z.shape[1]))
-        for i in np.flatnonzero(s_values > 1):
-            mi[i] = mutual_info_classif(
-                z, s_codes[:, i], discrete_features=False, n_neighbors=10, random_state=seed
-            )
+        # mutual_info_classif(z, s_codes[:, i], discrete_features=False,
+        # n_neighbors=10, random_state=seed) for every source, by sorting
+        mi = _knn.knn_mutual_info(_mi.standardize(latents), s_codes, s_values, n_neighbors=10, seed=seed)
     else:
         raise ValueError(f"estimator must be 'knn' or 'histogram', got {estimator!r}")
     safe_h = np.where(h > 0, h, 1.0)

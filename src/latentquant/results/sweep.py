@@ -11,6 +11,10 @@ reported, and nothing is started.
 A model entry may carry flag overrides after ``+``: ``qlae+weight-decay=0``
 trains ``--model qlae --weight-decay 0`` into ``OUT/<dataset>/qlae+weight-decay=0/``
 (the ablation row of the paper's weight-decay study).
+
+How the runs are started is the launcher's business (``launchers.py``): here,
+``--jobs`` at a time (``--launcher local``), or one cluster job per run
+(``--launcher submitit``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,14 +149,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("extra", nargs="*", help="further flags passed to every train call (after --)")
+    from latentquant.results import launchers  # --launcher local|submitit and --slurm-*
+
+    launchers.add_arguments(parser)
 
 
 def run(args) -> int:
+    from latentquant.results import launchers
+    from latentquant.train.rundir import RunDir
+
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
-    jobs = args.jobs or max(1, (os.cpu_count() or 1) // args.threads)
-    if jobs < 1:
-        raise UserError(f"--jobs must be >= 1, got {jobs}")
+    launcher = launchers.from_args(args)  # local (--jobs at a time) or submitit
     common = ["--threads", str(args.threads), *args.extra]
     if args.steps is not None:
         common += ["--steps", str(args.steps)]
@@ -170,25 +177,11 @@ def run(args) -> int:
     todo = [s for s in specs if states[s] != "done"]
     print(f"{len(specs)} runs: {len(specs) - len(todo)} done, "
           f"{sum(states[s] == 'resume' for s in todo)} to resume, {sum(states[s] == 'new' for s in todo)} new; "
-          f"{jobs} at a time")
+          f"{launcher.describe()}")
     if args.dry_run:
         for spec in todo:
             print(states[spec], " ".join(command(spec, states[spec])))
         return 0
-
-    def one(spec: RunSpec) -> tuple[RunSpec, int, float]:
-        start = time.time()
-        code = execute(spec, states[spec], args.threads)
-        return spec, code, time.time() - start
-
-    failed = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for spec, code, secs in pool.map(one, todo):
-            tag = "ok" if code == 0 else f"FAILED (exit {code}, see {spec.out / 'train.log'})"
-            print(f"{spec.dataset}/{spec.model}/seed{spec.seed}: {tag} in {secs:.0f}s", flush=True)
-            if code != 0:
-                failed.append(spec)
-    if failed:
-        print(f"{len(failed)} of {len(todo)} runs failed", file=sys.stderr)
-        return 1
-    return 0
+    for spec in todo:  # before a launcher writes its logs or job files there, the folders are runs'
+        RunDir(spec.out).mark()
+    return launcher.launch(todo, states)

@@ -21,18 +21,21 @@ from dataclasses import fields
 from latentquant.train.config import TrainConfig, load_config, parse_option
 from latentquant.validation import UserError
 
-_TYPES = {"int": int, "float": float, "str": str}
+_TYPES = {"int": int, "float": float, "str": str, "list[str]": str}
 
 
 def config_flags() -> dict[str, tuple[str, type | None, str]]:
     """``{'--weight-decay': ('weight_decay', float, help), ...}`` from the config's fields
-    (``None`` type: an on/off flag)."""
+    (``None`` type: an on/off flag; a ``list[str]`` field takes one or more values)."""
     flags = {}
     for f in fields(TrainConfig):
         if "help" in f.metadata:
             typ = None if f.type == "bool" else _TYPES[f.type.split(" ")[0]]
             flags["--" + f.name.replace("_", "-")] = (f.name, typ, f.metadata["help"])
     return flags
+
+
+_LIST_FIELDS = {f.name for f in fields(TrainConfig) if f.type.startswith("list")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=text)
         else:
-            parser.add_argument(flag, dest=dest, type=typ, default=argparse.SUPPRESS, help=text)
+            parser.add_argument(flag, dest=dest, type=typ, default=argparse.SUPPRESS, help=text,
+                                nargs="+" if dest in _LIST_FIELDS else None)
     parser.add_argument("--option", "-o", dest="option", action="append", default=[], metavar="KEY=VALUE",
                         help="a model-specific hyperparameter, e.g. -o beta=4 (repeatable)")
     parser.add_argument("--config", dest="config_file", default=None, metavar="FILE.yaml",

@@ -28,7 +28,7 @@ MAX_EVAL_SAMPLES = 1_000_000  # the metrics hold (N, factors + latents) arrays a
 # fields that change how a run is executed, not what it computes: a resumed run, a sweep
 # and a table may differ in them
 RUNTIME_FIELDS = ("out", "device", "threads", "prefetch", "data_root", "data_path", "log_every",
-                  "keep_checkpoints", "checkpoint_every", "eval_every", "compile")
+                  "keep_checkpoints", "checkpoint_every", "eval_every", "compile", "logger")
 
 
 def _field(default: Any, help: str, **kwargs: Any) -> Any:
@@ -75,6 +75,9 @@ class TrainConfig:
     data_path: str | None = _field(None, "explicit file or folder of a public dataset")
     prefetch: int = _field(4, "batches loaded ahead by the background thread (default 4)")
     threads: int | None = _field(None, "torch CPU threads (default: torch's; a per-rank share under DDP)")
+    # where scalars and figures go besides metrics.jsonl (train/loggers.py)
+    logger: list[str] = field(default_factory=lambda: ["tensorboard"], metadata={
+        "help": "where scalars and figures go: tensorboard, wandb and/or none (default tensorboard)"})
 
     # -- construction -------------------------------------------------------
 
@@ -149,6 +152,12 @@ class TrainConfig:
             raise UserError(f"compile must be true or false, got {self.compile!r}")
         if self.out is not None and not str(self.out).strip():
             raise UserError("out is empty; name a run directory, e.g. --out runs/q")
+        from latentquant.train.loggers import check as check_loggers
+
+        try:
+            check_loggers(self.logger)
+        except ValueError as err:
+            raise UserError(str(err)) from None
         return self
 
     def resolve(self, num_factors: int) -> "TrainConfig":

@@ -46,6 +46,7 @@ import torch
 from latentquant.train.checkpoint import load_latest, restore, save_checkpoint
 from latentquant.train.config import RUNTIME_FIELDS, TrainConfig, resolve
 from latentquant.train.evaluate import evaluate_run
+from latentquant.train.loggers import open_loggers
 from latentquant.train.rundir import RunDir
 from latentquant.validation import UserError
 
@@ -260,23 +261,21 @@ class LossMeter:
 
 
 class RunLog:
-    """The three sinks of a run's numbers on rank 0: ``metrics.jsonl``, TensorBoard (when
-    installed) and the progress bar. Other ranks get a silent one."""
+    """The sinks of a run's numbers on rank 0: ``metrics.jsonl``, the loggers of
+    ``config.logger`` (TensorBoard, wandb: ``loggers.py``) and the progress bar.
+    Other ranks get a silent one."""
 
-    def __init__(self, run: RunDir | None, total: int, start: int):
+    def __init__(self, run: RunDir | None, cfg: TrainConfig, start: int):
         from tqdm import tqdm
 
+        try:
+            self.loggers = open_loggers(cfg) if run else None
+        except ValueError as err:  # loggers.py's convention for a logger that cannot start (no wandb account)
+            raise UserError(str(err)) from None
         self.file = open(run.metrics, "a") if run else None
-        self.writer = None
-        if run:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(run.tensorboard))
-            except ImportError:  # tensorboard is optional
-                pass
+        self.figures = run.figures if run else None
         interactive = sys.stderr.isatty()  # in a log file (a sweep's train.log), a line every 30 s is plenty
-        self.progress = tqdm(total=total, initial=start, disable=run is None, unit="step", dynamic_ncols=True,
+        self.progress = tqdm(total=cfg.steps, initial=start, disable=run is None, unit="step", dynamic_ncols=True,
                              smoothing=0.05, file=sys.stderr, mininterval=0.5 if interactive else 30.0)
 
     def losses(self, record: dict[str, Any], img_s: float) -> None:
@@ -286,21 +285,22 @@ class RunLog:
         self.file.flush()
         self.progress.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", img_s=f"{img_s:.0f}",
                                   refresh=False)
-        for k, v in record.items():
-            if self.writer is not None and k not in ("step", "lr", "seconds"):
-                self.writer.add_scalar(f"train/{k}", v, record["step"])
+        self.loggers.log_scalars({f"train/{k}": v for k, v in record.items()
+                                  if k not in ("step", "lr", "seconds")}, record["step"])
 
     def scores(self, scores: dict[str, Any]) -> None:
-        for k, v in scores.items():
-            if self.writer is not None and isinstance(v, float):  # counts, seed and names are not plotted
-                self.writer.add_scalar(f"eval/{k}", v, scores["step"])
+        """An evaluation's scores (counts, seed and names are not plotted) and figures."""
+        if self.loggers is not None:
+            self.loggers.log_scalars({f"eval/{k}": v for k, v in scores.items() if isinstance(v, float)},
+                                     scores["step"])
+            self.loggers.log_figures(sorted(self.figures.glob("*.png")), scores["step"])
 
     def close(self) -> None:
         self.progress.close()
         if self.file is not None:
             self.file.close()
-        if self.writer is not None:
-            self.writer.close()  # and its background thread
+        if self.loggers is not None:
+            self.loggers.close()  # and their background threads
 
 
 # ---------------------------------------------------------------------------
@@ -393,7 +393,7 @@ def _train(cfg: TrainConfig, dataset, info, run: RunDir, resume: bool, dist: Dis
     autocast = make_autocast(cfg.precision, dist.device)
 
     # -- the loop ------------------------------------------------------------------
-    log = RunLog(run if dist.master else None, cfg.steps, start)
+    log = RunLog(run if dist.master else None, cfg, start)
     stream = Prefetcher(dataset, cfg.seed, cfg.batch_size, start, cfg.steps, dist, cfg.prefetch)
     meter, t_start, step = LossMeter(), time.time(), start
     window = (start, t_start)  # (step, time) where the current logging window began, for img/s

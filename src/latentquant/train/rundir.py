@@ -10,7 +10,7 @@
       figures/            PNGs of the last evaluation
       report.md           one page linking all of the above
       tensorboard/        when the tensorboard package is installed
-      train.log           a sweep's log of the run
+      train.log, jobs/    a sweep's log of the run, and its launcher's job files
 
 Rules (docs/training.md, "Whose files"): the tool writes into a folder only
 when it is new, empty or marked as a run; ``overwrite`` deletes only the
@@ -34,7 +34,8 @@ from latentquant.validation import UserError
 MARKER = ".latentquant-run"
 LOCK = ".latentquant-lock"
 FILES = ("config.yaml", "metrics.jsonl", "eval.json", "evals.jsonl", "report.md", "train.log")
-FOLDERS = ("checkpoints", "figures", "tensorboard")
+FOLDERS = ("checkpoints", "figures", "tensorboard", "wandb", "jobs")
+SWEEP = ("train.log", "jobs")  # a sweep's own files: not a run's output, kept by --overwrite
 
 
 class RunDir:
@@ -83,7 +84,8 @@ class RunDir:
         p = self.path
         if p.exists() and not p.is_dir():
             raise UserError(f"{flag} {p} is a file, not a directory; choose a folder for the run")
-        if not p.exists() or all(entry.name == LOCK for entry in p.iterdir()) or self.is_ours():
+        # a folder holding only the lock, or a sweep's log and job files, is a run's not yet started
+        if not p.exists() or all(entry.name in (LOCK, *SWEEP) for entry in p.iterdir()) or self.is_ours():
             return
         raise UserError(f"{p} is not empty and not a latentquant run directory (no {MARKER}); "
                         f"its files are left alone: choose a new or empty {flag}")
@@ -121,15 +123,14 @@ class RunDir:
             atomic_write_text(self.marker, uuid.uuid4().hex + "\n")
 
     def holds_run(self) -> bool:
-        """Whether a run's output is present (a sweep's train.log alone is not a run)."""
-        return any((self.path / name).exists() for name in (*FILES, *FOLDERS) if name != "train.log")
+        """Whether a run's output is present (a sweep's log and job files alone are not a run)."""
+        return any((self.path / name).exists() for name in (*FILES, *FOLDERS) if name not in SWEEP)
 
     def delete_run_files(self) -> None:
         """Delete the files of the layout, and nothing else (``--overwrite``)."""
-        for name in FILES:
-            if name != "train.log":  # a sweep's log: it may be writing it now
-                (self.path / name).unlink(missing_ok=True)
-        for name in FOLDERS:
+        for name in (n for n in FILES if n not in SWEEP):
+            (self.path / name).unlink(missing_ok=True)
+        for name in (n for n in FOLDERS if n not in SWEEP):
             folder = self.path / name
             if folder.is_dir():
                 shutil.rmtree(folder)

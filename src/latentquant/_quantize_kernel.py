@@ -1,0 +1,215 @@
+"""The fused kernel behind ``LatentQuantize`` (private).
+
+It works on one layout only, which ``LatentQuantize`` reaches by the shape
+patterns in ``quantize.py``:
+
+    z      (k, d, n)   k blocks, d latents, n positions: ((b c), d, n) for
+                       channel-first inputs, ((p c), d, 1) for channel-last ones
+    table  (d, l)      latent i's values in its first levels[i] slots, +inf after
+
+Forward. For every latent i and position, with N = z.numel():
+
+    slot     = argmin_s |z_i - table[i, s]|                 the nearest value
+    q_i      = table[i, slot]
+    index    = sum_i slot_i * basis_i  (flat, mixed radix) or the slots themselves
+    e        = z - q
+    quantization = mean((sg(z) - q)^2) = sum(e^2) / N      (sg: stop gradient)
+    commitment   = mean((z - sg(q))^2) = sum(e^2) / N
+    loss     = w_q * quantization + w_c * commitment
+
+and the straight-through output z + sg(q - z), whose value is q. Both terms
+have the same value; they differ only in where their gradients go.
+
+Backward, for upstream gradients G (output), g (loss), g_q and g_c (the two
+terms of the breakdown; absent ones are zero):
+
+    dz            = G + (2 / N) (w_c g + g_c) e
+    dtable[i, s]  = -(2 / N) (w_q g + g_q) * sum of e_i over positions with slot_i = s
+
+so the quantization term trains the values only and the commitment term only
+what produced z. Under ``create_graph=True`` the backward recomputes e = z - q
+from the saved z and table with differentiable ops (the slots held fixed, as
+they are almost everywhere), so second derivatives are those of the backward
+as a function of z, the table and the upstream gradients, as
+``torch.autograd.gradgradcheck`` measures them, never silently zero: e.g.
+d dz / dz = (2 / N) (w_c g + g_c), and d dz / dtable[i, s] = -(2 / N)
+(w_c g + g_c) at the positions of slot s. (A reference written with
+``.detach()`` drops that last term: the stop-gradient holds for the loss, not
+for its gradient as a function of the values.)
+
+The nearest value is found in one of two exact ways, both on the same layout:
+small inputs take one argmin over the (k, d, n, l) distances (few ops; ties go
+to the lowest slot), larger ones sort the tiny table and count, per latent,
+the midpoints below z with one comparison pass per midpoint (no (k, d, n, l)
+temporary; ties go to the lower value). The two differ only for z equally
+near two values up to rounding. With n = 1 the passes and the values'
+gradient run along k instead, so that they never loop over rows of d.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+SMALL_DISTANCES = 65536  # the argmin search while k * d * n * l stays at most this
+
+
+def _count_below(z: Tensor, mids: Tensor) -> Tensor:
+    """Per latent, the number of midpoints strictly below z: z (k, d, n),
+    mids (d, l - 1) -> (k, d, n) int64. NaN counts none. The passes write into
+    float buffers (bool outputs are several times slower on CPU)."""
+    if mids.shape[1] == 0:
+        return torch.zeros(z.shape, dtype=torch.int64, device=z.device)
+    count = torch.gt(z, mids[:, :1], out=torch.empty_like(z))
+    scratch = torch.empty_like(z)
+    for j in range(1, mids.shape[1]):
+        count.add_(torch.gt(z, mids[:, j : j + 1], out=scratch))
+    return count.long()
+
+
+def _long_axis_last(t: Tensor) -> Tensor:
+    """(k, d, 1) -> the view (1, d, k): channel-last inputs put their positions
+    on k, and passes and sums are cheaper along the last axis."""
+    return t.permute(2, 1, 0) if t.shape[2] == 1 else t  # 'k d 1 -> 1 d k' 
+
+
+def nearest(z: Tensor, table: Tensor, last: Tensor | None):
+    """z (k, d, n), table (d, l) -> q (k, d, n), pos (k, d, n), perm (d, l) or None.
+
+    ``pos`` are slots of ``table`` when ``perm`` is None, else positions in
+    the sorted table with ``perm`` mapping them to slots. ``last`` (d,) clamps
+    slots onto each latent's own values (NaN or infinite z against +inf
+    padding), None when every latent has l values.
+    """
+    k, (d, l) = z.shape[0], table.shape
+    if z.numel() * l <= SMALL_DISTANCES:
+        if z.shape[2] == 1:  # (k, d, 1) - (d, l) -> (k, d, l) -> (k, d, 1)
+            pos = (z - table).abs_().argmin(-1, keepdim=True)
+        else:  # (k, d, n, 1) - (d, 1, l) -> (k, d, n, l) -> (k, d, n)
+            pos = (z.unsqueeze(-1) - table.unsqueeze(1)).abs_().argmin(-1)
+        if last is not None:
+            pos = torch.minimum(pos, last.unsqueeze(-1))
+        return torch.gather(table.expand(k, d, l), 2, pos), pos, None
+    sorted_table, perm = torch.sort(table, dim=-1, stable=True)
+    mids = (sorted_table[:, 1:] + sorted_table[:, :-1]) * 0.5  # +inf past each latent's values
+    if z.shape[2] == 1:  # channel-last inputs: the passes run along the long axis k
+        pos = _count_below(_long_axis_last(z).contiguous(), mids).permute(2, 1, 0)  # '1 d k -> k d 1' 
+    else:
+        pos = _count_below(z.contiguous(), mids)
+    return torch.gather(sorted_table.expand(k, d, l), 2, pos), pos, perm
+
+
+def indices(pos: Tensor, perm: Tensor | None, basis: Tensor | None) -> Tensor:
+    """Flat indices (k, n) with a mixed-radix ``basis`` (d, 1), else slots (k, d, n)."""
+    if perm is None:
+        return pos if basis is None else (pos * basis).sum(1)
+    codes = perm if basis is None else perm * basis  # (d, l): sorted position -> code digit
+    codes = torch.gather(codes.expand(pos.shape[0], *perm.shape), 2, pos)
+    return codes if basis is None else codes.sum(1)
+
+
+def _slot_sums(err: Tensor, pos: Tensor, perm: Tensor | None, width: int) -> Tensor:
+    """Per (latent, slot) sums of err over the positions assigned there: (d, l),
+    through an (l, d, 1) buffer for channel-last inputs, else a (k, d, l) one.
+    Differentiable (out of place) only under create_graph."""
+    k, d, n = err.shape
+    graph = torch.is_grad_enabled()
+    if n == 1:
+        sums = err.new_zeros(width, d, 1)
+        sums = (sums.scatter_add(0, pos, err) if graph else sums.scatter_add_(0, pos, err)).view(width, d).t()
+    else:
+        sums = err.new_zeros(k, d, width)
+        sums = (sums.scatter_add(2, pos, err) if graph else sums.scatter_add_(2, pos, err)).sum(0)
+    return sums if perm is None else torch.zeros_like(sums).scatter(1, perm, sums)
+
+
+def _weighted(a: Tensor | None, wa: float, b: Tensor | None, wb: float) -> Tensor | None:
+    """a * wa + b * wb for optional 0-d gradients (None is zero)."""
+    if a is None:
+        return None if b is None else b * wb
+    return a * wa if b is None else a * wa + b * wb
+
+
+class QuantizeFn(torch.autograd.Function):
+    """The math of the module docstring. ``config`` = (w_q, w_c, with_loss,
+    breakdown): ``with_loss=False`` (eval mode) keeps only the straight-through
+    gradient; ``breakdown`` adds the two terms as outputs."""
+
+    @staticmethod
+    def forward(ctx, z, table, basis, last, config):
+        w_q, w_c, with_loss, breakdown = config
+        q, pos, perm = nearest(z, table, last)
+        idx = indices(pos, perm, basis)
+        ctx.mark_non_differentiable(idx)
+        ctx.set_materialize_grads(False)
+        ctx.with_loss = with_loss
+        if not with_loss:
+            zero = z.new_zeros(())
+            return (q, idx, zero, zero.clone(), zero.clone()) if breakdown else (q, idx, zero)
+        err = z - q
+        sse, count = squared_error(err), max(z.numel(), 1)  # an empty input: 0, not NaN
+        # a table without gradient is copied (it is tiny): the values may then
+        # change in place before this backward runs (the in-place optimizer)
+        ctx.save_for_backward(z, table if table.requires_grad else table.clone(), err, pos, perm)
+        ctx.weights = (w_q, w_c)
+        if not breakdown:
+            return q, idx, sse * ((w_q + w_c) / count)
+        mse = sse / count
+        return q, idx, mse * (w_q + w_c), mse, mse.clone()
+
+    @staticmethod
+    def backward(ctx, grad_q, _grad_idx, grad_loss, grad_quant=None, grad_commit=None):
+        if not ctx.with_loss:
+            return grad_q, None, None, None, None
+        z, table, err, pos, perm = ctx.saved_tensors
+        w_q, w_c = ctx.weights
+        scale = 2.0 / max(z.numel(), 1)
+        if torch.is_grad_enabled():  # create_graph=True: e as a function of z and table
+            slots = pos if perm is None else torch.gather(perm.expand(pos.shape[0], *perm.shape), 2, pos)
+            err = z - torch.gather(table.expand(z.shape[0], *table.shape), 2, slots)
+        grad_z = grad_table = None
+        if ctx.needs_input_grad[0]:
+            if grad_commit is None and grad_loss is not None and grad_q is not None:
+                grad_z = torch.addcmul(grad_q, err, grad_loss, value=w_c * scale)  # the usual case: one op
+            else:
+                w = _weighted(grad_loss, w_c * scale, grad_commit, scale)
+                if w is None:
+                    grad_z = grad_q
+                else:
+                    grad_z = err * w if grad_q is None else torch.addcmul(grad_q, err, w)
+        if ctx.needs_input_grad[1]:
+            w = _weighted(grad_loss, -w_q * scale, grad_quant, -scale)
+            if w is not None:
+                grad_table = _slot_sums(err, pos, perm, table.shape[1]) * w
+        return grad_z, grad_table, None, None, None
+
+
+def quantization_grad(z: Tensor, table: Tensor, last: Tensor | None) -> Tensor:
+    """The gradient of mean((sg(z) - q)^2) with respect to the table, (d, l):
+    -(2 / N) times the per-slot sums of e (zero on padding). Closed form, no
+    autograd graph, for the layer's in-place codebook optimizer."""
+    q, pos, perm = nearest(z, table, last)
+    return _slot_sums(z - q, pos, perm, table.shape[1]) * (-2.0 / max(z.numel(), 1))
+
+
+def squared_error(err: Tensor) -> Tensor:
+    """sum(err^2) as one dot product."""
+    flat = err.reshape(-1)
+    return torch.dot(flat, flat)
+
+
+def quantize(z: Tensor, table: Tensor, basis: Tensor | None, last: Tensor | None, config: tuple):
+    """(q, indices, loss) or (q, indices, loss, quantization, commitment) for z
+    (k, d, n): through ``QuantizeFn`` when a gradient can flow, else the same
+    forward without a graph (``config`` as in ``QuantizeFn``)."""
+    if torch.is_grad_enabled() and (z.requires_grad or table.requires_grad):
+        return QuantizeFn.apply(z, table, basis, last, config)
+    w_q, w_c, with_loss, breakdown = config
+    q, pos, perm = nearest(z, table, last)
+    idx = indices(pos, perm, basis)
+    if with_loss:
+        mse = squared_error(z - q) / max(z.numel(), 1)
+        loss = mse * (w_q + w_c)
+    else:
+        mse = loss = z.new_zeros(())
+    return (q, idx, loss, mse, mse.clone()) if breakdown else (q, idx, loss)
