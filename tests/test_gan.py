@@ -234,13 +234,6 @@ TINY = ["--dataset", "sprites", "--arch", "small", "--batch-size", "8", "--eval-
 EVAL_KEYS = {"infom", "infoe", "infoc", "dci_d", "dci_c", "dci_i", "mig", "psnr", "step"}
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def _records(run):
     return {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
 

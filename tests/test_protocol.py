@@ -13,13 +13,6 @@ TINY = ["--dataset", "sprites", "--arch", "small", "--batch-size", "8", "--eval-
         "--eval-every", "0", "--log-every", "1", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_timescale_sets_weight_decay_from_the_run_length():
     c = TrainConfig(model="qlae", steps=10_000, weight_decay_timescale=0.05).resolve(5)
     assert c.weight_decay == pytest.approx(2.0)  # 1 / (0.05 * 1e-3 * 10,000)

@@ -1,7 +1,6 @@
 """Whose files: the run directory's marker, lock and overwrite rules; truthful labels; checks before work."""
 
 import errno
-import json
 
 import numpy as np
 import pytest
@@ -13,13 +12,6 @@ from latentquant.train.rundir import LOCK, MARKER, RunDir
 
 TINY = ["--dataset", "sprites", "--arch", "small", "--batch-size", "8", "--eval-samples", "100",
         "--eval-every", "0", "--log-every", "1", "--threads", "1"]
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def _one_line(capsys) -> str:

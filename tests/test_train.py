@@ -21,13 +21,6 @@ TINY = ["--dataset", "sprites", "--arch", "small", "--batch-size", "8", "--eval-
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def _train(*args):
     return main(["train", *TINY, *map(str, args)])
 
