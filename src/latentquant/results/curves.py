@@ -25,6 +25,7 @@ from pathlib import Path
 
 from latentquant._atomic import atomic_path, atomic_write_text
 from latentquant.results.table import COLUMNS, mean_ci
+from latentquant.validation import UserError
 
 TITLES = {**dict(COLUMNS), "mig": "MIG"}
 DEFAULT_METRICS = ("infom", "infoe", "infoc", "psnr")
@@ -41,7 +42,7 @@ def read_evals(run_dir: Path) -> dict[int, dict]:
             record = json.loads(line)
             by_step[int(record["step"])] = record
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise ValueError(f"{path}:{number}: not an evaluation record (JSON with a 'step')") from None
+            raise UserError(f"{path}:{number}: not an evaluation record (JSON with a 'step')") from None
     return by_step
 
 
@@ -147,14 +148,14 @@ def run(args) -> int:
     known = {k for k, _ in COLUMNS} | {"mig"}
     unknown = [m for m in args.metrics if m not in known]
     if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        raise UserError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
     out = Path(args.out)
     if out.suffix.lower() != ".png":
-        raise ValueError(f"--out must name a .png file, got {out}")
+        raise UserError(f"--out must name a .png file, got {out}")
     groups = collect(args.paths)
     rows = summarise(groups, args.metrics)
     if not rows:
-        raise ValueError(f"no finite {', '.join(args.metrics)} in the evaluations found")
+        raise UserError(f"no finite {', '.join(args.metrics)} in the evaluations found")
     plot(rows, args.metrics, out, args.title)
     if args.csv:
         atomic_write_text(args.csv, to_csv(rows))

@@ -1,0 +1,77 @@
+"""``latentquant curves``: learning curves of runs and grids, mean and 95% t-interval over seeds."""
+
+import csv
+import json
+import math
+
+from PIL import Image
+
+from latentquant.cli import main
+from latentquant.results.table import mean_ci
+
+
+def _run(folder, dataset, seed, scores_by_step):
+    folder.mkdir(parents=True)
+    lines = [json.dumps({"step": step, "dataset": dataset, "seed": seed, **scores})
+             for step, scores in scores_by_step.items()]
+    (folder / "evals.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _rows(path):
+    return {(r["dataset"], r["model"], r["metric"], int(r["step"])): r for r in csv.DictReader(open(path))}
+
+
+def test_grid_curves_are_means_and_t_intervals_over_seeds(tmp_path, capsys):
+    root = tmp_path / "grid"
+    infom = {0: [0.5, 0.6, 0.7], 1: [0.52, 0.58, 0.75], 2: [0.49, 0.61]}  # seed 2 stopped early
+    for seed, values in infom.items():
+        _run(root / "shapes" / "qlae" / f"seed{seed}", "shapes", seed,
+             {2000 * (i + 1): {"infom": v, "psnr": 20.0 + i} for i, v in enumerate(values)})
+    _run(root / "shapes" / "ae" / "seed0", "shapes", 0, {2000: {"infom": 0.4, "psnr": None}})
+    png, table = tmp_path / "c.png", tmp_path / "c.csv"
+    assert main(["curves", str(root), "--metrics", "infom", "psnr", "--out", str(png), "--csv", str(table)]) == 0
+    assert Image.open(png).size[0] > 300
+    rows = _rows(table)
+    for i, step in enumerate((2000, 4000, 6000)):
+        values = [v[i] for v in infom.values() if len(v) > i]
+        mean, half = mean_ci(values)
+        row = rows[("shapes", "qlae", "infom", step)]
+        assert int(row["seeds"]) == len(values) and math.isclose(float(row["mean"]), mean, rel_tol=1e-5)
+        assert math.isclose(float(row["ci95_half"]), half, rel_tol=1e-5)
+    assert rows[("shapes", "ae", "infom", 2000)]["ci95_half"] == ""  # one seed: no interval
+    assert ("shapes", "ae", "psnr", 2000) not in rows  # a null score is left out, not plotted as 0
+    assert "shapes/qlae: 3 seed(s), steps 2000, 4000, 6000" in capsys.readouterr().out
+
+
+def test_single_runs_join_their_grid_group_and_the_last_line_of_a_step_wins(tmp_path):
+    run = tmp_path / "shapes" / "qlae" / "seed4"
+    _run(run, "shapes", 4, {1000: {"infom": 0.1}})
+    with open(run / "evals.jsonl", "a") as f:  # `latentquant evaluate` appends a re-evaluation
+        f.write(json.dumps({"step": 1000, "dataset": "shapes", "seed": 4, "infom": 0.3}) + "\n")
+    other = tmp_path / "my-run"
+    _run(other, "sprites", 0, {1000: {"infom": 0.2}})
+    table = tmp_path / "c.csv"
+    assert main(["curves", str(run), str(other), "--metrics", "infom", "--out", str(tmp_path / "c.png"),
+                 "--csv", str(table)]) == 0
+    rows = _rows(table)
+    assert float(rows[("shapes", "qlae", "infom", 1000)]["mean"]) == 0.3
+    assert float(rows[("sprites", "my-run", "infom", 1000)]["mean"]) == 0.2
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    run = tmp_path / "r"
+    _run(run, "shapes", 0, {1000: {"infom": 0.1}})
+    cases = [
+        (["curves", str(run), "--metrics", "infox", "--out", str(tmp_path / "c.png")], "unknown metric(s) infox"),
+        (["curves", str(run), "--out", str(tmp_path / "c.pdf")], "must name a .png file"),
+        (["curves", str(tmp_path / "missing"), "--out", str(tmp_path / "c.png")], "no run or results directory"),
+        (["curves", str(tmp_path), "--out", str(tmp_path / "c.png")], "no evals.jsonl under"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and expected in err[0], err
+    (run / "evals.jsonl").write_text("not json\n")
+    assert main(["curves", str(run), "--out", str(tmp_path / "c.png")]) == 2
+    assert "evals.jsonl:1: not an evaluation record" in capsys.readouterr().err
+    assert not (tmp_path / "c.png").exists()
