@@ -81,3 +81,10 @@ def test_evaluation_runs_in_float32_under_bf16_training(tmp_path, monkeypatch):
     assert main(["train", *TINY, "--model", "ae", "--steps", "2", "--precision", "bf16",
                  "--out", str(tmp_path / "a")]) == 0
     assert seen and all(not autocast and dtype == torch.float32 for autocast, dtype in seen)
+
+
+def test_cuda_requested_without_cuda_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train", *TINY, "--steps", "1", "--device", "cuda", "--out", str(tmp_path / "r")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "CUDA is not available" in err[0], err

@@ -27,12 +27,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "table": ("latentquant.results.table", "tabulate the results of a sweep"),
     "curves": ("latentquant.results.curves", "plot learning curves (scores against step) of runs or sweeps"),
     "metrics": ("latentquant.metrics.cli", "score latents against sources stored in an .npz file"),
-    "data": ("latentquant.data.cli", "inspect datasets: info and sample grids"),
+    "data": ("latentquant.data.cli", "inspect and fetch datasets: list, info, sample grids, fetch"),
 }
-
-# subcommands whose modules still raise plain ValueError for bad input (the data
-# layer's and the launchers' convention); for these, ValueError is shown as one line too
-VALUE_ERRORS_ARE_USER_ERRORS = ("data", "sweep")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -71,11 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
-    user_errors = (UserError, MissingExtra, OSError) + (
-        (ValueError,) if args.command in VALUE_ERRORS_ARE_USER_ERRORS else ())
     try:
         return int(args._run(args) or 0)
-    except user_errors as err:
+    except (UserError, MissingExtra, OSError) as err:
         if os.environ.get("LATENTQUANT_DEBUG"):
             raise
         print(f"latentquant: error: {_one_line(err)}", file=sys.stderr)

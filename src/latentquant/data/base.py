@@ -23,6 +23,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from latentquant.validation import UserError
+
 IMAGE_SIZE = 64
 
 
@@ -40,7 +42,7 @@ def _as_index_array(indices, length: int) -> np.ndarray:
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.ndim != 1:
-        raise ValueError(f"indices must be a 1-d sequence of integers, got shape {arr.shape}")
+        raise UserError(f"indices must be a 1-d sequence of integers, got shape {arr.shape}")
     if arr.size == 0:
         return arr.astype(np.int64)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
@@ -98,16 +100,16 @@ class FactorDataset(torch.utils.data.Dataset):
         """
         classes = np.asarray(classes)
         if classes.ndim != 2 or classes.shape[1] != self.num_factors:
-            raise ValueError(f"{source}: expected labels of shape (N, {self.num_factors}), "
+            raise UserError(f"{source}: expected labels of shape (N, {self.num_factors}), "
                              f"got {classes.shape}")
         if not np.issubdtype(classes.dtype, np.integer):
-            raise ValueError(f"{source}: labels must be integer class indices, got {classes.dtype}")
+            raise UserError(f"{source}: labels must be integer class indices, got {classes.dtype}")
         classes = classes.astype(np.int64)
         sizes = np.asarray(self.factor_sizes)
         bad = (classes < 0) | (classes >= sizes)
         if bad.any():
             row, col = np.argwhere(bad)[0]
-            raise ValueError(f"{source}: row {row} has {self.factor_names[col]} class "
+            raise UserError(f"{source}: row {row} has {self.factor_names[col]} class "
                              f"{classes[row, col]}, expected 0..{sizes[col] - 1}")
         codes = np.ravel_multi_index(tuple(classes.T), self.factor_sizes)
         if len(codes) == self.grid_size and np.array_equal(codes, np.arange(len(codes))):
@@ -136,7 +138,7 @@ class FactorDataset(torch.utils.data.Dataset):
         if f.ndim == 1:
             f = f[None]
         if f.ndim != 2 or f.shape[1] != self.num_factors:
-            raise ValueError(f"factors must have shape (n, {self.num_factors}) for {self.name}, "
+            raise UserError(f"factors must have shape (n, {self.num_factors}) for {self.name}, "
                              f"got {np.shape(factors)}")
         if f.size and (f.dtype == bool or not np.issubdtype(f.dtype, np.integer)):
             if np.issubdtype(f.dtype, np.floating) and np.all(f == np.round(f)):
@@ -148,7 +150,7 @@ class FactorDataset(torch.utils.data.Dataset):
             col = f[:, k]
             if col.size and (col.min() < 0 or col.max() >= size):
                 bad = col.min() if col.min() < 0 else col.max()
-                raise ValueError(f"factor {self.factor_names[k]!r} has value {bad}, "
+                raise UserError(f"factor {self.factor_names[k]!r} has value {bad}, "
                                  f"expected a class index in 0..{size - 1}")
         codes = np.ravel_multi_index(tuple(f.T), self.factor_sizes).astype(np.int64)
         if self._labels is None:
@@ -158,7 +160,7 @@ class FactorDataset(torch.utils.data.Dataset):
         found = (at < len(self._codes_sorted)) & (self._codes_sorted[at_clipped] == codes)
         if not found.all():
             missing = f[np.argmin(found)].tolist()
-            raise ValueError(f"{self.name}: no image has factors {missing} "
+            raise UserError(f"{self.name}: no image has factors {missing} "
                              f"(the file holds {len(self)} of {self.grid_size} combinations)")
         return self._codes_order[at_clipped].astype(np.int64)
 
@@ -238,7 +240,7 @@ class FactorDataset(torch.utils.data.Dataset):
 
 def _check_count(n) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        raise UserError(f"n must be a non-negative integer, got {n!r}")
     return int(n)
 
 
@@ -254,7 +256,7 @@ def register(name: str):
     def wrap(factory):
         key = name.lower()
         if key in DATASETS:
-            raise ValueError(f"dataset {name!r} is already registered")
+            raise UserError(f"dataset {name!r} is already registered")
         DATASETS[key] = factory
         return factory
     return wrap
@@ -283,7 +285,7 @@ def get_dataset(name: str, root: str | os.PathLike | None = None,
         raise TypeError(f"dataset name must be a string, got {type(name).__name__}")
     key = name.lower()
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}")
+        raise UserError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}")
     factory = DATASETS[key]
     _check_options(key, factory, options)
     return factory(root=root, path=path, **options)
@@ -305,7 +307,7 @@ def _check_options(name: str, factory, options: dict) -> None:
     unknown = [k for k in options if k not in accepted]
     if unknown:
         valid = f"its options are {', '.join(accepted)}" if accepted else "it takes no options"
-        raise ValueError(f"dataset {name!r} has no option {unknown[0]!r}; {valid}")
+        raise UserError(f"dataset {name!r} has no option {unknown[0]!r}; {valid}")
 
 
 def default_root() -> Path:

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from latentquant._atomic import atomic_open
+from latentquant.validation import UserError
 
 MAX_SHOW = 256
 
@@ -91,7 +92,7 @@ def _open(args):
     options = dict(args.option)
     for key in ("root", "path"):
         if key in options:
-            raise ValueError(f"-O {key}=... is not a dataset option; use --{key}")
+            raise UserError(f"-O {key}=... is not a dataset option; use --{key}")
     return get_dataset(args.name, root=args.root, path=args.path, **options)
 
 
@@ -136,16 +137,16 @@ def _fetch(args) -> int:
 
     if args.list:
         if args.name or args.variant or args.archive:
-            raise ValueError("fetch --list takes no NAME, --variant or --archive")
+            raise UserError("fetch --list takes no NAME, --variant or --archive")
         fetch_module.print_list(args.root, verify=args.verify)
         return 0
     if args.verify:
-        raise ValueError("--verify goes with --list (a fetch always verifies what it downloads)")
+        raise UserError("--verify goes with --list (a fetch always verifies what it downloads)")
     if args.name is None:
-        raise ValueError(f"fetch needs a dataset NAME ({', '.join(fetch_module.DATASETS)}) or --list")
+        raise UserError(f"fetch needs a dataset NAME ({', '.join(fetch_module.DATASETS)}) or --list")
     name = args.name.lower()
     if name not in fetch_module.DATASETS and name in list_datasets():
-        raise ValueError(f"{name!r} is rendered by latentquant itself; there is nothing to download")
+        raise UserError(f"{name!r} is rendered by latentquant itself; there is nothing to download")
     fetch_module.fetch(name, variant=args.variant, root=args.root, archive=args.archive,
                        retries=args.retries, progress=not args.no_progress)
     return 0

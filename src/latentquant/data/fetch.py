@@ -37,6 +37,7 @@ import numpy as np
 from latentquant._atomic import atomic_write_text
 from latentquant.data.base import default_root
 from latentquant.data.files import DSPRITES_STEM, MPI3D_FILES, _read_npy_header
+from latentquant.validation import UserError
 
 BASE_URL_ENV = "LATENTQUANT_DATA_URL"
 INCOMING = ".incoming"           # downloads without a published hash wait here until checked
@@ -132,13 +133,13 @@ def remotes(name: str, variant: str | None = None) -> list[Remote]:
     """The registry entries of dataset ``name`` (all its variants unless ``variant``)."""
     entries = [r for r in REGISTRY if r.dataset == name]
     if not entries:
-        raise ValueError(f"no download for dataset {name!r}; fetchable: {', '.join(DATASETS)}")
+        raise UserError(f"no download for dataset {name!r}; fetchable: {', '.join(DATASETS)}")
     if variant is not None:
         variants = [r.variant for r in entries if r.variant]
         if not variants:
-            raise ValueError(f"{name} has no variants (--variant is for mpi3d)")
+            raise UserError(f"{name} has no variants (--variant is for mpi3d)")
         if variant not in variants:
-            raise ValueError(f"{name}: unknown variant {variant!r}; expected one of {', '.join(variants)}")
+            raise UserError(f"{name}: unknown variant {variant!r}; expected one of {', '.join(variants)}")
         entries = [r for r in entries if r.variant == variant]
     return entries
 
@@ -168,9 +169,9 @@ def _check_npz_images(path: Path, count: int) -> str:
         with zipfile.ZipFile(path) as zf, zf.open("images.npy") as fp:
             shape, _, dtype = _read_npy_header(fp)
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as err:
-        raise ValueError(f"{path} is not an npz holding 'images' ({err})") from None
+        raise UserError(f"{path} is not an npz holding 'images' ({err})") from None
     if tuple(shape) != (count, 64, 64, 3) or np.dtype(dtype) != np.uint8:
-        raise ValueError(f"{path}: 'images' is {np.dtype(dtype)} {tuple(shape)}, expected uint8 "
+        raise UserError(f"{path}: 'images' is {np.dtype(dtype)} {tuple(shape)}, expected uint8 "
                          f"{(count, 64, 64, 3)}")
     return f"images uint8 {tuple(shape)}"
 
@@ -182,16 +183,16 @@ def _check_png_folder(name: str, folder: Path) -> str:
     try:
         ds = get_dataset(name, path=folder)
     except FileNotFoundError as err:  # a missing labels file or images/ folder: the content is wrong
-        raise ValueError(str(err)) from None
+        raise UserError(str(err)) from None
     with os.scandir(folder / "images") as it:
         names = {e.name for e in it}
     missing = next((i for i in range(len(ds)) if f"{i:06d}.png" not in names), None)
     if missing is not None:
-        raise ValueError(f"{name}: {folder / 'images'} holds {len(names):,} files; "
+        raise UserError(f"{name}: {folder / 'images'} holds {len(names):,} files; "
                          f"image {missing:06d}.png of {len(ds):,} is missing")
     grid = int(np.prod(ds.factor_sizes))
     if len(ds) != grid:
-        raise ValueError(f"{name}: {folder} labels {len(ds):,} images, expected the full grid of {grid:,}")
+        raise UserError(f"{name}: {folder} labels {len(ds):,} images, expected the full grid of {grid:,}")
     return f"{len(ds):,} images and labels"
 
 
@@ -201,7 +202,7 @@ def check_layout(remote: Remote, path: Path) -> str:
         return _check_png_folder(remote.dataset, path)
     if remote.dataset == "mpi3d":
         return _check_npz_images(path, MPI3D_COUNTS[remote.variant])
-    raise ValueError(f"no layout check for {remote.label}")  # hashed files need none
+    raise UserError(f"no layout check for {remote.label}")  # hashed files need none
 
 
 # ------------------------------------------------------------------ stamps
@@ -336,7 +337,7 @@ def fetch(name: str, variant: str | None = None, root=None, archive=None, retrie
     root = _root(root)
     entries = remotes(name, variant)
     if archive is not None and not entries[0].archive:
-        raise ValueError(f"--archive is for the zip archives of {', '.join(r.dataset for r in REGISTRY if r.archive)}; "
+        raise UserError(f"--archive is for the zip archives of {', '.join(r.dataset for r in REGISTRY if r.archive)}; "
                          f"for {name}, put the file at {root / entries[0].target}")
     done = []
     for remote in entries:
@@ -409,13 +410,13 @@ def _extract(remote: Remote, root: Path, src: Path) -> str:
     pooch = _pooch_module()
 
     if not zipfile.is_zipfile(src):
-        raise ValueError(f"{src} is not a zip archive")
+        raise UserError(f"{src} is not a zip archive")
     staging = root / INCOMING / f"{remote.target}.extracting-{secrets.token_hex(4)}"
     try:
         pooch.Unzip(members=[remote.target], extract_dir=str(staging))(str(src), "download", None)
         folder = staging / remote.target
         if not folder.is_dir():
-            raise ValueError(f"{src} holds no folder {remote.target}/")
+            raise UserError(f"{src} holds no folder {remote.target}/")
         what = check_layout(remote, folder)
         try:
             os.replace(folder, root / remote.target)

@@ -50,6 +50,7 @@ import numpy as np
 
 from latentquant._atomic import atomic_open, atomic_path
 from latentquant.data.base import FactorDataset, default_root, register
+from latentquant.validation import UserError
 
 DSPRITES_STEM = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64"
 URLS = {
@@ -101,20 +102,20 @@ def _read_npy_header(fp):
         return np.lib.format.read_array_header_1_0(fp)
     if version == (2, 0):
         return np.lib.format.read_array_header_2_0(fp)
-    raise ValueError(f"unsupported .npy format version {version}")
+    raise UserError(f"unsupported .npy format version {version}")
 
 
 def _check_binary_images(imgs_shape, dtype, source) -> int:
     if len(imgs_shape) != 3 or tuple(imgs_shape[1:]) != (64, 64):
-        raise ValueError(f"{source}: 'imgs' must have shape (N, 64, 64), got {tuple(imgs_shape)}")
+        raise UserError(f"{source}: 'imgs' must have shape (N, 64, 64), got {tuple(imgs_shape)}")
     if np.dtype(dtype) != np.uint8:
-        raise ValueError(f"{source}: 'imgs' must be uint8, got {dtype}")
+        raise UserError(f"{source}: 'imgs' must be uint8, got {dtype}")
     return int(imgs_shape[0])
 
 
 def _pack_slab(slab: np.ndarray, source) -> np.ndarray:
     if slab.size and slab.max() > 1:
-        raise ValueError(f"{source}: 'imgs' must hold 0/1 pixels, found value {int(slab.max())}")
+        raise UserError(f"{source}: 'imgs' must hold 0/1 pixels, found value {int(slab.max())}")
     return np.packbits(slab.astype(bool), axis=-1)  # (n, 64, 8)
 
 
@@ -144,12 +145,12 @@ class DSprites(FactorDataset):
         elif zipfile.is_zipfile(self.path):
             packed, classes = self._read_npz(self.path)
         else:
-            raise ValueError(f"dsprites: {self.path} is neither an npz (zip) nor an hdf5 file")
+            raise UserError(f"dsprites: {self.path} is neither an npz (zip) nor an hdf5 file")
         if classes.ndim != 2 or classes.shape[1] != 6:
-            raise ValueError(f"dsprites: {self.path}: latent classes must have shape (N, 6) "
+            raise UserError(f"dsprites: {self.path}: latent classes must have shape (N, 6) "
                              f"(colour first), got {classes.shape}")
         if len(classes) != len(packed):
-            raise ValueError(f"dsprites: {self.path}: {len(packed)} images but {len(classes)} label rows")
+            raise UserError(f"dsprites: {self.path}: {len(packed)} images but {len(classes)} label rows")
         self._packed = packed
         self._set_labels(classes[:, 1:], source=f"dsprites: {self.path}")
 
@@ -158,19 +159,19 @@ class DSprites(FactorDataset):
             names = set(zf.namelist())
             for key in ("imgs", "latents_classes"):
                 if f"{key}.npy" not in names:
-                    raise ValueError(f"dsprites: {path} has no key {key!r} (keys: "
+                    raise UserError(f"dsprites: {path} has no key {key!r} (keys: "
                                      f"{', '.join(sorted(n.removesuffix('.npy') for n in names))})")
             with zf.open("imgs.npy") as fp:  # streamed: never the 3 GB array at once
                 shape, fortran, dtype = _read_npy_header(fp)
                 n = _check_binary_images(shape, dtype, f"dsprites: {path}")
                 if fortran:
-                    raise ValueError(f"dsprites: {path}: 'imgs' is stored in Fortran order")
+                    raise UserError(f"dsprites: {path}: 'imgs' is stored in Fortran order")
                 packed = np.empty((n, 64, 8), np.uint8)
                 for start in range(0, n, self.SLAB):
                     count = min(self.SLAB, n - start)
                     buf = fp.read(count * 4096)
                     if len(buf) != count * 4096:
-                        raise ValueError(f"dsprites: {path}: 'imgs' is truncated")
+                        raise UserError(f"dsprites: {path}: 'imgs' is truncated")
                     slab = np.frombuffer(buf, np.uint8).reshape(count, 64, 64)
                     packed[start:start + count] = _pack_slab(slab, f"dsprites: {path}")
             with zf.open("latents_classes.npy") as fp:
@@ -182,7 +183,7 @@ class DSprites(FactorDataset):
 
         with h5py.File(path, "r") as f:
             if "imgs" not in f or "latents/classes" not in f:
-                raise ValueError(f"dsprites: {path} must hold datasets 'imgs' and 'latents/classes' "
+                raise UserError(f"dsprites: {path} must hold datasets 'imgs' and 'latents/classes' "
                                  f"(found {', '.join(sorted(f.keys()))})")
             imgs = f["imgs"]
             n = _check_binary_images(imgs.shape, imgs.dtype, f"dsprites: {path}")
@@ -218,7 +219,7 @@ def values_to_classes(values: np.ndarray, grids, names, source, rtol: float = 0.
         tol = rtol * np.min(np.diff(grid))
         if not np.all(err <= tol):  # also catches NaN
             row = int(np.argmax(~(err <= tol)))
-            raise ValueError(f"{source}: {names[k]} value {float(col[row])!r} in row {row} is not on the "
+            raise UserError(f"{source}: {names[k]} value {float(col[row])!r} in row {row} is not on the "
                              f"grid {np.round(grid, 4).tolist()}")
         out[:, k] = cls
     return out
@@ -242,17 +243,17 @@ class Shapes3D(FactorDataset):
 
         self.path = _find(self.name, root, path, ["3dshapes.h5"])
         if not (self.path.is_file() and h5py.is_hdf5(self.path)):
-            raise ValueError(f"shapes3d: {self.path} is not an hdf5 file")
+            raise UserError(f"shapes3d: {self.path} is not an hdf5 file")
         with h5py.File(self.path, "r") as f:
             if "images" not in f or "labels" not in f:
-                raise ValueError(f"shapes3d: {self.path} must hold datasets 'images' and 'labels' "
+                raise UserError(f"shapes3d: {self.path} must hold datasets 'images' and 'labels' "
                                  f"(found {', '.join(sorted(f.keys()))})")
             images, labels = f["images"], np.asarray(f["labels"], dtype=np.float64)
             if images.ndim != 4 or images.shape[1:] != (64, 64, 3) or images.dtype != np.uint8:
-                raise ValueError(f"shapes3d: {self.path}: 'images' must be uint8 (N, 64, 64, 3), "
+                raise UserError(f"shapes3d: {self.path}: 'images' must be uint8 (N, 64, 64, 3), "
                                  f"got {images.dtype} {images.shape}")
             if labels.ndim != 2 or labels.shape != (images.shape[0], 6):
-                raise ValueError(f"shapes3d: {self.path}: 'labels' must have shape ({images.shape[0]}, 6), "
+                raise UserError(f"shapes3d: {self.path}: 'labels' must have shape ({images.shape[0]}, 6), "
                                  f"got {labels.shape}")
         classes = values_to_classes(labels, SHAPES3D_GRIDS, self.factor_names, f"shapes3d: {self.path}")
         self._set_labels(classes, source=f"shapes3d: {self.path}")
@@ -297,13 +298,13 @@ def npz_member_memmap(path: Path, member: str, cache_dir: Path) -> np.ndarray:
             info = zf.getinfo(f"{member}.npy")
         except KeyError:
             keys = ", ".join(sorted(n.removesuffix(".npy") for n in zf.namelist()))
-            raise ValueError(f"{path} has no key {member!r} (keys: {keys})") from None
+            raise UserError(f"{path} has no key {member!r} (keys: {keys})") from None
         if info.compress_type == zipfile.ZIP_STORED:
             with open(path, "rb") as fp:
                 fp.seek(info.header_offset)
                 local = fp.read(30)
                 if local[:4] != b"PK\x03\x04":
-                    raise ValueError(f"{path}: bad zip local header for {member}.npy")
+                    raise UserError(f"{path}: bad zip local header for {member}.npy")
                 name_len = int.from_bytes(local[26:28], "little")
                 extra_len = int.from_bytes(local[28:30], "little")
                 fp.seek(info.header_offset + 30 + name_len + extra_len)
@@ -342,25 +343,25 @@ class MPI3D(FactorDataset):
 
     def __init__(self, root=None, path=None, variant: str | None = None, factor_sizes=None):
         if variant is not None and variant not in MPI3D_FILES:
-            raise ValueError(f"mpi3d: unknown variant {variant!r}; expected one of {', '.join(MPI3D_FILES)}")
+            raise UserError(f"mpi3d: unknown variant {variant!r}; expected one of {', '.join(MPI3D_FILES)}")
         candidates = [MPI3D_FILES[variant]] if variant else list(MPI3D_FILES.values())
         self.path = _find(self.name, root, path, candidates, variant)
         self._cache_dir = (Path(root).expanduser() if root is not None else default_root()) / "extracted"
         images = self._open()
         if images.ndim != 4 or images.shape[1:] != (64, 64, 3) or images.dtype != np.uint8:
-            raise ValueError(f"mpi3d: {self.path}: 'images' must be uint8 (N, 64, 64, 3), "
+            raise UserError(f"mpi3d: {self.path}: 'images' must be uint8 (N, 64, 64, 3), "
                              f"got {images.dtype} {images.shape}")
         n = images.shape[0]
         if factor_sizes is not None:  # e.g. a cropped copy of a release, still in factor order
             sizes = tuple(int(x) for x in (factor_sizes.split(",") if isinstance(factor_sizes, str) else factor_sizes))
             if len(sizes) != 7 or min(sizes) < 1 or int(np.prod(sizes)) != n:
-                raise ValueError(f"mpi3d: factor_sizes must be 7 positive sizes whose product is the "
+                raise UserError(f"mpi3d: factor_sizes must be 7 positive sizes whose product is the "
                                  f"image count {n:,}, got {sizes}")
             self.factor_sizes = sizes
         elif n in MPI3D_SIZES:
             self.factor_sizes = MPI3D_SIZES[n]
         else:
-            raise ValueError(f"mpi3d: {self.path} holds {n:,} images; expected "
+            raise UserError(f"mpi3d: {self.path} holds {n:,} images; expected "
                              f"{' or '.join(f'{c:,}' for c in MPI3D_SIZES)} (the full factor grid)")
 
     def _open(self) -> np.ndarray:
@@ -371,9 +372,9 @@ class MPI3D(FactorDataset):
                 try:
                     self._mm = npz_member_memmap(self.path, "images", self._cache_dir)
                 except ValueError as err:
-                    raise ValueError(f"mpi3d: {err}") from None
+                    raise UserError(f"mpi3d: {err}") from None
             else:
-                raise ValueError(f"mpi3d: {self.path} is neither an npz nor an npy file")
+                raise UserError(f"mpi3d: {self.path} is neither an npz nor an npy file")
         return self._mm
 
     def __getstate__(self):
@@ -406,7 +407,7 @@ class _PngFolder(FactorDataset):
         self._cache_file = ((Path(root).expanduser() if root is not None else default_root())
                             / "extracted" / f"{self.name}_64_{tag}.npy")
         if not self.path.is_dir():
-            raise ValueError(f"{self.name}: {self.path} must be a folder holding images/ and {self.labels_file}")
+            raise UserError(f"{self.name}: {self.path} must be a folder holding images/ and {self.labels_file}")
         labels_path = self.path / self.labels_file
         if not labels_path.exists():
             raise FileNotFoundError(f"{self.name}: {labels_path} not found; run `{fetch_command(self.name, root)}` "
@@ -418,9 +419,9 @@ class _PngFolder(FactorDataset):
         try:
             values = np.load(labels_path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
-            raise ValueError(f"{self.name}: {labels_path} is not a readable .npy array ({err})") from None
+            raise UserError(f"{self.name}: {labels_path} is not a readable .npy array ({err})") from None
         if values.ndim != 2 or values.shape[1] != self.num_factors:
-            raise ValueError(f"{self.name}: {labels_path} must have shape (N, {self.num_factors}), "
+            raise UserError(f"{self.name}: {labels_path} must have shape (N, {self.num_factors}), "
                              f"got {values.shape}")
         # values are class / (size - 1) (NVlabs/High-res-disentanglement-datasets README)
         grids = [np.linspace(0.0, 1.0, s) for s in self.factor_sizes]
@@ -467,7 +468,7 @@ class _PngFolder(FactorDataset):
             with Image.open(file) as im:
                 im = im.convert("RGB")
                 if im.width != im.height:
-                    raise ValueError(f"{self.name}: {file} is {im.width}x{im.height}, expected a square image")
+                    raise UserError(f"{self.name}: {file} is {im.width}x{im.height}, expected a square image")
                 if im.size != (64, 64):
                     # box filter: the mean of the source pixels under each target pixel
                     im = im.resize((64, 64), Image.Resampling.BOX)
@@ -475,7 +476,7 @@ class _PngFolder(FactorDataset):
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.name}: image {file} not found") from None
         except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise ValueError(f"{self.name}: {file} is not a readable image ({err})") from None
+            raise UserError(f"{self.name}: {file} is not a readable image ({err})") from None
 
     def _images(self, idx):
         if isinstance(self._mm, str):  # unpickled in a worker: map the cache again

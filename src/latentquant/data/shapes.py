@@ -40,6 +40,7 @@ import threading
 import numpy as np
 
 from latentquant.data.base import FactorDataset, register
+from latentquant.validation import UserError
 
 HUES = np.linspace(0.0, 0.9, 10)
 SCALES = np.linspace(0.75, 1.25, 8)
@@ -163,7 +164,7 @@ def _object_hits(shape: int, s: float, o: np.ndarray, d: np.ndarray):
         zero = np.zeros_like(r)
         left, right = np.stack([-half, r, zero], -1), np.stack([half, r, zero], -1)
         return _closest(_tube(o, d, r, 0, -half, half, r), _sphere(o, d, left, r), _sphere(o, d, right, r))
-    raise ValueError(f"shape index must be 0..{len(SHAPES) - 1}, got {shape}")
+    raise UserError(f"shape index must be 0..{len(SHAPES) - 1}, got {shape}")
 
 
 def intersect_object(shape: int, scale: float, o, d):
@@ -247,7 +248,7 @@ class Shapes(FactorDataset):
 
     def __init__(self, root=None, path=None):
         if path is not None:
-            raise ValueError(f"'shapes' is rendered here and takes no path (got {path!r}); "
+            raise UserError(f"'shapes' is rendered here and takes no path (got {path!r}); "
                              "use 'shapes3d' to read the public file")
         self._colours = hue_colours()
 

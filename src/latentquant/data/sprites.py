@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from latentquant.data.base import FactorDataset, register
+from latentquant.validation import UserError
 
 SHAPES = ("square", "ellipse", "heart")
 SCALES = np.linspace(0.5, 1.0, 6)
@@ -85,7 +86,7 @@ class Sprites(FactorDataset):
 
     def __init__(self, root=None, path=None):
         if path is not None:
-            raise ValueError(f"'sprites' is rendered here and takes no path (got {path!r}); "
+            raise UserError(f"'sprites' is rendered here and takes no path (got {path!r}); "
                              "use 'dsprites' to read the public file")
 
     @classmethod

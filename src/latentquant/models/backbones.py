@@ -49,6 +49,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from latentquant.validation import UserError
+
 ARCHS = ("paper", "small", "compact")
 IMAGE_SIZE = 64
 
@@ -74,7 +76,7 @@ class Backbone(NamedTuple):
 
 def _check_image(x: torch.Tensor, channels: int) -> None:
     if x.ndim != 4 or x.shape[1] != channels or x.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(
+        raise UserError(
             f"expected images of shape (b, {channels}, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(x.shape)}"
         )
 
@@ -228,11 +230,11 @@ def build_backbone(arch: str, in_channels: int, encoder_features: int, decoder_f
     """Encoder ``(b, in_channels, 64, 64) -> (b, encoder_features)`` and decoder
     ``(b, decoder_features) -> (b, in_channels, 64, 64)`` logits of architecture ``arch``."""
     if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; valid choices: {', '.join(ARCHS)}")
+        raise UserError(f"unknown arch {arch!r}; valid choices: {', '.join(ARCHS)}")
     for name, value in (("in_channels", in_channels), ("encoder_features", encoder_features),
                         ("decoder_features", decoder_features)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+            raise UserError(f"{name} must be a positive int, got {value!r}")
     if arch in ("paper", "compact"):
         spec = PAPER if arch == "paper" else COMPACT
         return Backbone(PaperEncoder(in_channels, encoder_features, spec),

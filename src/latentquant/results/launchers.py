@@ -37,6 +37,7 @@ from typing import Any, Mapping, Protocol, Sequence
 from latentquant._atomic import atomic_write_bytes, atomic_write_text
 from latentquant._optional import require
 from latentquant.results.sweep import RunSpec, command, execute, status
+from latentquant.validation import UserError
 
 LAUNCHERS = ("local", "submitit")
 CLUSTERS = ("slurm", "local")
@@ -135,7 +136,7 @@ class SubmititLauncher:
         if self.cluster is None:
             self.cluster = self.submitit.AutoExecutor.which()
         if self.cluster == "slurm" and self.submitit.SlurmExecutor.affinity() < 0:
-            raise ValueError("--submitit-cluster slurm: no SLURM here (srun is not on the PATH); submit from a "
+            raise UserError("--submitit-cluster slurm: no SLURM here (srun is not on the PATH); submit from a "
                              "login node of the cluster, or use --submitit-cluster local to run the jobs here")
 
     def describe(self) -> str:
@@ -156,7 +157,7 @@ class SubmititLauncher:
                 job = self._submit(spec)
             except Exception as err:  # sbatch refused (a partition, a time limit, an option): one line
                 reason = (str(err).strip().splitlines() or [type(err).__name__])[-1]
-                raise ValueError(f"submitting {_label(spec)} to {self.cluster} failed ({reason}); {submitted} "
+                raise UserError(f"submitting {_label(spec)} to {self.cluster} failed ({reason}); {submitted} "
                                  f"job(s) were submitted before it, and a rerun of the sweep skips them") from None
             self._record(spec, job, states[spec])
             submitted += 1
@@ -209,20 +210,20 @@ def from_args(args) -> Launcher:
     if args.launcher == "local":
         given = [flag for flag, value in submitit_flags.items() if value is not None]
         if given:
-            raise ValueError(f"{given[0]} applies to --launcher submitit, not to the default --launcher local")
+            raise UserError(f"{given[0]} applies to --launcher submitit, not to the default --launcher local")
         jobs = args.jobs or max(1, (os.cpu_count() or 1) // args.threads)
         if jobs < 1:
-            raise ValueError(f"--jobs must be >= 1, got {jobs}")
+            raise UserError(f"--jobs must be >= 1, got {jobs}")
         return LocalLauncher(jobs, args.threads)
     for flag, low in (("slurm_time", 1), ("slurm_gpus_per_node", 0), ("slurm_cpus_per_task", 1)):
         value = getattr(args, flag)
         if value is not None and value < low:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= {low}, got {value}")
+            raise UserError(f"--{flag.replace('_', '-')} must be >= {low}, got {value}")
     options = {}
     for text in args.slurm_option:
         key, sep, value = text.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--slurm-option expects KEY=VALUE (an sbatch option without its dashes), got {text!r}")
+            raise UserError(f"--slurm-option expects KEY=VALUE (an sbatch option without its dashes), got {text!r}")
         options[key.strip().lstrip("-")] = value.strip()
     parameters = {"timeout_min": args.slurm_time or 600, "cpus_per_task": args.slurm_cpus_per_task or args.threads,
                   "gpus_per_node": args.slurm_gpus_per_node, "slurm_partition": args.slurm_partition,

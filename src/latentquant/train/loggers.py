@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
 from latentquant._optional import MissingExtra, require
+from latentquant.validation import UserError
 
 NAMES = ("tensorboard", "wandb", "none")
 
@@ -34,12 +35,12 @@ NAMES = ("tensorboard", "wandb", "none")
 def check(names: Sequence[str]) -> None:
     """Validate a ``logger`` list without importing anything: known names, ``none`` alone, wandb installed."""
     if isinstance(names, str) or not isinstance(names, (list, tuple)) or not names:
-        raise ValueError(f"logger must be a list of names from {', '.join(NAMES)}, got {names!r}")
+        raise UserError(f"logger must be a list of names from {', '.join(NAMES)}, got {names!r}")
     unknown = [n for n in names if n not in NAMES]
     if unknown:
-        raise ValueError(f"unknown logger {unknown[0]!r}; valid choices: {', '.join(NAMES)}")
+        raise UserError(f"unknown logger {unknown[0]!r}; valid choices: {', '.join(NAMES)}")
     if "none" in names and len(names) > 1:
-        raise ValueError(f"logger 'none' cannot be combined with others, got {' '.join(names)}")
+        raise UserError(f"logger 'none' cannot be combined with others, got {' '.join(names)}")
     if "wandb" in names and importlib.util.find_spec("wandb") is None:
         raise MissingExtra("--logger wandb needs the wandb package: pip install 'latentquant[wandb]'")
 
@@ -97,7 +98,7 @@ class WandbLogger:
                                        dir=os.environ.get("WANDB_DIR") or str(out))
         except self.wandb.errors.Error as err:  # no API key, no network, a bad entity: one line
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ValueError(f"--logger wandb: {first} (WANDB_MODE=offline logs without an account)") from None
+            raise UserError(f"--logger wandb: {first} (WANDB_MODE=offline logs without an account)") from None
         id_file.write_text(self.run.id + "\n")
 
     def log_config(self, config: Mapping[str, Any]) -> None:

@@ -126,11 +126,11 @@ def resolve_device(device: str, local_rank: int | None = None) -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available; valid here: cpu")
+            raise UserError(f"device {device!r} requested but CUDA is not available; valid here: cpu")
         if device == "cuda" and local_rank is not None:
             device = f"cuda:{local_rank}"
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("device 'mps' requested but MPS is not available; valid here: cpu")
+        raise UserError("device 'mps' requested but MPS is not available; valid here: cpu")
     return torch.device(device)
 
 
