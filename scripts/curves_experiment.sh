@@ -8,7 +8,8 @@
 #   3. the grid on that backbone: sprites and shapes, seeds 0 1 2, QLAE at
 #      tau/T = 0.05, QLAE at the paper's wd 0.1, QLAE at wd 0, AE at tau/T = 5.
 # The compact grid starts beside the probe (the likelier choice, so no core
-# idles); if the probe chooses small, it is stopped and discarded.
+# idles); if the probe chooses small, it is stopped and moved to
+# results/probes/compact-grid (its finished runs are kept, not rerun).
 # Resumable: run it again and finished runs are skipped.
 # Env: STEPS (10000), EVAL_EVERY (2000), EVAL_SAMPLES (10000), LQ (default "python3 -m latentquant"), JOBS (16), DEVICE (cuda),
 # BUDGET (seconds for the whole script, default 3600), PACK (a .tgz to refresh
@@ -53,8 +54,11 @@ PY
 ) || { echo "probe failed: see results/probes/compact.log"; kill -- -$GRID; pack; exit 1; }
 echo "probe chose arch: $ARCH" | tee results/probes/choice.txt
 if [ "$ARCH" = small ]; then
+  # stop the speculative compact grid; its runs checkpoint on SIGTERM, so wait until
+  # every process of its group is gone, then keep what it made beside the probe
   kill -- -"$GRID" 2>/dev/null; wait $GRID
-  rm -rf results/curves/compact
+  while pgrep -g "$GRID" > /dev/null; do sleep 1; done
+  mv results/curves/compact results/probes/compact-grid
   setsid timeout "$(left)" $LQ sweep --datasets sprites shapes --models "${GRID_MODELS[@]}" --seeds 0 1 2 \
     --arch small --out results/curves/small --jobs "$JOBS" "${COMMON[@]}" > results/curves/small.log 2>&1 &
   GRID=$!
