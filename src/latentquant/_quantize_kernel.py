@@ -1,7 +1,8 @@
 """The fused kernel behind ``LatentQuantize`` (private).
 
 It works on one layout only, which ``LatentQuantize`` reaches by the shape
-patterns in ``quantize.py``:
+patterns in ``quantize.py`` (the kernel takes the caller-side tensor and
+the layout's sizes and views it so itself, which costs no autograd node):
 
     z      (k, d, n)   k blocks, d latents, n positions: ((b c), d, n) for
                        channel-first inputs, ((p c), d, 1) for channel-last ones
@@ -108,18 +109,27 @@ def indices(pos: Tensor, perm: Tensor | None, basis: Tensor | None) -> Tensor:
     return codes if basis is None else codes.sum(1)
 
 
-def _slot_sums(err: Tensor, pos: Tensor, perm: Tensor | None, width: int) -> Tensor:
-    """Per (latent, slot) sums of err over the positions assigned there: (d, l),
-    through an (l, d, 1) buffer for channel-last inputs, else a (k, d, l) one.
+def _slot_sums(err: Tensor, pos: Tensor, perm: Tensor | None, width: int, offsets: Tensor | None,
+               alpha: float) -> Tensor:
+    """alpha times the per (latent, slot) sums of err over the positions
+    assigned there: (d, l). Channel-last inputs add into the flat (d * l)
+    table at ``offsets`` (d,) + slot; others go through a (k, d, l) buffer.
     Differentiable (out of place) only under create_graph."""
     k, d, n = err.shape
     graph = torch.is_grad_enabled()
     if n == 1:
-        sums = err.new_zeros(width, d, 1)
-        sums = (sums.scatter_add(0, pos, err) if graph else sums.scatter_add_(0, pos, err)).view(width, d).t()
+        if offsets is None:
+            offsets = torch.arange(d, device=err.device) * width
+        at, src = (pos.reshape(k, d) + offsets).reshape(-1), err.reshape(-1)
+        sums = err.new_zeros(d * width)
+        if graph:
+            sums = sums.index_add(0, at, src, alpha=alpha)
+        else:
+            sums.index_add_(0, at, src, alpha=alpha)
+        sums = sums.view(d, width)
     else:
         sums = err.new_zeros(k, d, width)
-        sums = (sums.scatter_add(2, pos, err) if graph else sums.scatter_add_(2, pos, err)).sum(0)
+        sums = (sums.scatter_add(2, pos, err) if graph else sums.scatter_add_(2, pos, err)).sum(0) * alpha
     return sums if perm is None else torch.zeros_like(sums).scatter(1, perm, sums)
 
 
@@ -136,17 +146,20 @@ class QuantizeFn(torch.autograd.Function):
     gradient; ``breakdown`` adds the two terms as outputs."""
 
     @staticmethod
-    def forward(ctx, z, table, basis, last, config):
+    def forward(ctx, z, table, basis, last, config, layout=None, offsets=None):
         w_q, w_c, with_loss, breakdown = config
-        q, pos, perm = nearest(z, table, last)
+        ctx.shapes = shapes = (z.shape, layout or z.shape)  # the caller's, the kernel's (k, d, n)
+        ctx.offsets = offsets
+        q, pos, perm = nearest(z.reshape(shapes[1]), table, last)
         idx = indices(pos, perm, basis)
         ctx.mark_non_differentiable(idx)
         ctx.set_materialize_grads(False)
         ctx.with_loss = with_loss
+        q = q.view(shapes[0])
         if not with_loss:
             zero = z.new_zeros(())
             return (q, idx, zero, zero.clone(), zero.clone()) if breakdown else (q, idx, zero)
-        err = z - q
+        err = z - q  # in the caller's shape, as the gradients of z are
         sse, count = squared_error(err), max(z.numel(), 1)  # an empty input: 0, not NaN
         # a table without gradient is copied (it is tiny): the values may then
         # change in place before this backward runs (the in-place optimizer)
@@ -160,13 +173,13 @@ class QuantizeFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_q, _grad_idx, grad_loss, grad_quant=None, grad_commit=None):
         if not ctx.with_loss:
-            return grad_q, None, None, None, None
+            return grad_q, None, None, None, None, None, None
         z, table, err, pos, perm = ctx.saved_tensors
         w_q, w_c = ctx.weights
         scale = 2.0 / max(z.numel(), 1)
         if torch.is_grad_enabled():  # create_graph=True: e as a function of z and table
             slots = pos if perm is None else torch.gather(perm.expand(pos.shape[0], *perm.shape), 2, pos)
-            err = z - torch.gather(table.expand(z.shape[0], *table.shape), 2, slots)
+            err = z - torch.gather(table.expand(pos.shape[0], *table.shape), 2, slots).view(z.shape)
         grad_z = grad_table = None
         if ctx.needs_input_grad[0]:
             if grad_commit is None and grad_loss is not None and grad_q is not None:
@@ -178,10 +191,14 @@ class QuantizeFn(torch.autograd.Function):
                 else:
                     grad_z = err * w if grad_q is None else torch.addcmul(grad_q, err, w)
         if ctx.needs_input_grad[1]:
-            w = _weighted(grad_loss, -w_q * scale, grad_quant, -scale)
+            if grad_quant is None:  # the usual case: no scalar op
+                alpha, w = -w_q * scale, grad_loss
+            else:
+                alpha, w = -scale, _weighted(grad_loss, w_q, grad_quant, 1.0)
             if w is not None:
-                grad_table = _slot_sums(err, pos, perm, table.shape[1]) * w
-        return grad_z, grad_table, None, None, None
+                sums = _slot_sums(err.reshape(ctx.shapes[1]), pos, perm, table.shape[1], ctx.offsets, alpha)
+                grad_table = sums * w
+        return grad_z, grad_table, None, None, None, None, None
 
 
 def quantization_grad(z: Tensor, table: Tensor, last: Tensor | None) -> Tensor:
@@ -189,7 +206,7 @@ def quantization_grad(z: Tensor, table: Tensor, last: Tensor | None) -> Tensor:
     -(2 / N) times the per-slot sums of e (zero on padding). Closed form, no
     autograd graph, for the layer's in-place codebook optimizer."""
     q, pos, perm = nearest(z, table, last)
-    return _slot_sums(z - q, pos, perm, table.shape[1]) * (-2.0 / max(z.numel(), 1))
+    return _slot_sums(z - q, pos, perm, table.shape[1], None, -2.0 / max(z.numel(), 1))
 
 
 def squared_error(err: Tensor) -> Tensor:
@@ -198,13 +215,17 @@ def squared_error(err: Tensor) -> Tensor:
     return torch.dot(flat, flat)
 
 
-def quantize(z: Tensor, table: Tensor, basis: Tensor | None, last: Tensor | None, config: tuple):
+def quantize(z: Tensor, layout: tuple, table: Tensor, basis: Tensor | None, last: Tensor | None, config: tuple,
+             offsets: Tensor | None = None):
     """(q, indices, loss) or (q, indices, loss, quantization, commitment) for z
-    (k, d, n): through ``QuantizeFn`` when a gradient can flow, else the same
-    forward without a graph (``config`` as in ``QuantizeFn``)."""
+    viewed as ``layout`` (k, d, n), q in z's shape: through ``QuantizeFn`` when
+    a gradient can flow, else the same forward without a graph (``config`` as
+    in ``QuantizeFn``; ``offsets`` (d,) = arange(d) * l, given to spare the
+    backward an op)."""
     if torch.is_grad_enabled() and (z.requires_grad or table.requires_grad):
-        return QuantizeFn.apply(z, table, basis, last, config)
+        return QuantizeFn.apply(z, table, basis, last, config, layout, offsets)
     w_q, w_c, with_loss, breakdown = config
+    shape, z = z.shape, z.reshape(layout)
     q, pos, perm = nearest(z, table, last)
     idx = indices(pos, perm, basis)
     if with_loss:
@@ -212,4 +233,5 @@ def quantize(z: Tensor, table: Tensor, basis: Tensor | None, last: Tensor | None
         loss = mse * (w_q + w_c)
     else:
         mse = loss = z.new_zeros(())
+    q = q.view(shape)
     return (q, idx, loss, mse, mse.clone()) if breakdown else (q, idx, loss)

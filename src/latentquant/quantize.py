@@ -19,8 +19,9 @@ Every input is brought to one layout, ``z`` of shape ``(k, d, n)``, latents on
 axis 1: a channel-first ``(b, e, ...)`` input as ``((b c), d, n)``, a
 channel-last ``(..., e)`` one as ``((p c), d, 1)``, both views of a contiguous
 input. The fused autograd kernel in ``latentquant._quantize_kernel`` (its
-docstring states the math) quantizes that layout; the results go back to the
-caller's layout by the inverse patterns.
+docstring states the math) quantizes that layout; it takes the projected
+input and the layout's sizes and takes the view itself, so that the views in
+and out cost no autograd nodes, and returns q in the shape it was given.
 
 All values live in one ``(d, max L)`` tensor ``values`` (a parameter, or a
 buffer with ``optimize_values=False``), row i holding latent i's values in its
@@ -357,7 +358,8 @@ class LatentQuantize(nn.Module):
 
     def _values_table(self) -> Tensor:
         """The values as one (d, l) table, +inf past each latent's levels."""
-        return self.values if self._pad is None else self.values + self._pad
+        pad = self._buffers["_pad"]  # the dict, not nn.Module's attribute lookup, which shows on small inputs
+        return self.values if pad is None else self.values + pad
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         # per-latent entries (values_per_latent.0, ...), as ParameterList-based
@@ -386,34 +388,38 @@ class LatentQuantize(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     def _index_basis(self) -> Tensor | None:
-        """The mixed-radix basis for flat indices, None for per-latent ones."""
-        if self.flat_indices:
-            self._require_flat("flat_indices=True")
-            return self._basis
-        return None
+        """The mixed-radix basis for flat indices (which the constructor only
+        allows where it exists), None for per-latent ones."""
+        return self._buffers["_basis"] if self.flat_indices else None
 
     def _is_channel_first(self, ndim: int) -> bool:
         return ndim >= 4 if self.channel_first is None else self.channel_first
 
     # ------------------------------------------------------------------ layout
 
-    def _to_kernel(self, x: Tensor, channel_first: bool) -> Tensor:
-        """The caller's input -> z (k, d, n), projected (a view of a contiguous input)."""
-        if channel_first:
-            z = _project(self.project_in, rearrange(x, "b e ... -> b e (...)"))
-            return rearrange(z, "b (c d) n -> (b c) d n", c=self.num_codebooks)
-        z = self.project_in(x) if self.has_projections else x
-        # '... (c d) -> (... c) d 1': one reshape (einops would take four ops, which shows on small inputs)
-        return z.reshape(math.prod(z.shape[:-1]) * self.num_codebooks, self.codebook_dim, 1)
+    def _to_kernel(self, x: Tensor, channel_first: bool) -> tuple[Tensor, tuple[int, int, int]]:
+        """The caller's input -> (z, layout): z projected, in the caller's
+        order, and the kernel layout (k, d, n) that its elements form
+        (the kernel views z so: a copy only for a non-contiguous input)."""
+        c, d = self.num_codebooks, self.codebook_dim
+        if channel_first:  # 'b e ... -> b e n', projected, then 'b (c d) n -> (b c) d n'
+            b, n = x.shape[0], math.prod(x.shape[2:])
+            z = _project(self.project_in, x.reshape(b, self.dim, n)) if self.has_projections else x
+            return z, (b * c, d, n)
+        z = self.project_in(x) if self.has_projections else x  # '... (c d) -> (... c) d 1'
+        return z, (math.prod(z.shape[:-1]) * c, d, 1)
 
     def _from_kernel(self, q: Tensor, shape: tuple, channel_first: bool, project_out: bool = True) -> Tensor:
-        """q (k, d, n) -> the caller's layout of ``shape`` (features: dim, or c * d without project_out)."""
-        if channel_first:
-            q = rearrange(q, "(b c) d n -> b (c d) n", c=self.num_codebooks)
-            q = _project(self.project_out, q) if project_out and self.has_projections else q
-        elif project_out and self.has_projections:
-            q = self.project_out(q.reshape(q.shape[0] // self.num_codebooks, self.effective_codebook_dim))  # '(p c) d 1 -> p (c d)'
-        return q.reshape(shape)
+        """q in z's shape (as ``_to_kernel`` gives z; ``b (c d) n`` or
+        ``... (c d)`` will do) -> the caller's layout of ``shape`` (features:
+        dim, or c * d without project_out)."""
+        if project_out and self.has_projections:
+            cd = self.effective_codebook_dim
+            if channel_first:  # 'b (c d) n -> b e n'
+                q = _project(self.project_out, q.reshape(shape[0], cd, math.prod(shape[2:])))
+            else:  # '... (c d) -> ... e', as one (p, c d) matrix
+                q = self.project_out(q.reshape(math.prod(shape[:-1]), cd))
+        return q if q.shape == shape else q.reshape(shape)
 
     def _indices_to_caller(self, idx: Tensor, lead: tuple, channel_first: bool) -> Tensor:
         """Kernel indices, flat (k, n) or per-latent (k, d, n) -> (*lead, c, d),
@@ -442,7 +448,7 @@ class LatentQuantize(nn.Module):
                              f"{tuple(x.shape)}, got {x.shape[axis]}")
         lead = (x.shape[0], *x.shape[2:]) if channel_first else x.shape[:-1]
 
-        z = self._to_kernel(x, channel_first)  # (k, d, n)
+        z, layout = self._to_kernel(x, channel_first)  # z's elements form (k, d, n) = layout
         projected_dtype = z.dtype
         table = self._values_table()
         dtype = z.dtype  # quantize in float32, or float64 when either is
@@ -451,13 +457,14 @@ class LatentQuantize(nn.Module):
             z, table = z.to(dtype), table.to(dtype)
         step = self.training and torch.is_grad_enabled() and self.in_place_codebook_optimizer is not None
         if step:
-            self._step_values(z)
+            self._step_values(z, layout)
             table = self._values_table().detach().to(dtype)
         elif not self.training and torch.is_grad_enabled():
             table = table.detach()
 
         config = (self.quantization_loss_weight, self.commitment_loss_weight, self.training, return_loss_breakdown)
-        q, indices, loss, *parts = kernel.quantize(z, table, self._index_basis(), self._last, config)
+        q, indices, loss, *parts = kernel.quantize(z, layout, table, self._index_basis(), self._buffers["_last"], config,
+                                                    self._buffers["_offsets"])
 
         if q.dtype != projected_dtype:
             q = q.to(projected_dtype)
@@ -467,12 +474,12 @@ class LatentQuantize(nn.Module):
         out = Return(quantized, self._indices_to_caller(indices, lead, channel_first), loss)
         return (out, LossBreakdown(*parts)) if return_loss_breakdown else out
 
-    def _step_values(self, z: Tensor) -> None:
+    def _step_values(self, z: Tensor, layout: tuple) -> None:
         """One step of ``in_place_codebook_optimizer`` on mean((sg(z) - q)^2).
         Its gradient is written in closed form (no autograd graph, no graph
         break under torch.compile); the values' ``.grad`` is left as it was."""
         with torch.no_grad():
-            grad = kernel.quantization_grad(z, self._values_table().to(z.dtype), self._last)
+            grad = kernel.quantization_grad(z.reshape(layout), self._values_table().to(z.dtype), self._last)
             held, self.values.grad = self.values.grad, grad.to(self.values.dtype)
             self.in_place_codebook_optimizer.step()
             self.values.grad = held
@@ -545,10 +552,10 @@ class LatentQuantize(nn.Module):
         features = self.dim if project_out else c * d
         channel_first = self._is_channel_first(len(lead) + 1) and len(lead) >= 1
         if channel_first:
-            q = rearrange(codes, "b ... c d -> (b c) d (...)")
+            q = rearrange(codes, "b ... c d -> b (c d) (...)")
             shape = (lead[0], features, *lead[1:])
         else:
-            q = rearrange(codes, "... c d -> (... c) d 1")
+            q = rearrange(codes, "... c d -> ... (c d)")
             shape = (*lead, features)
         # contiguous, as forward's codes: a transposed GEMM operand would round differently
         return self._from_kernel(q.contiguous(), shape, channel_first, project_out)
