@@ -49,6 +49,28 @@ def test_table_rows_and_aggregate(tmp_path, capsys):
     assert "n/a" in text  # ae has no psnr
 
 
+def test_table_leaves_out_runs_still_training(tmp_path, capsys):
+    """A run evaluated mid-training (eval.json from a step before its config's
+    steps) is not averaged with finished ones; the table says it left it out."""
+    from latentquant.train.config import save_config
+
+    for seed, step in ((0, 100), (1, 100), (2, 40)):
+        (spec,) = sweep.plan(["sprites"], ["qlae"], [seed], tmp_path, ["--steps", "100", "--arch", "small"])
+        save_config(sweep.requested_config(spec), spec.out / "config.yaml")
+        (spec.out / "eval.json").write_text(json.dumps({"step": step, "infom": 0.1 * (seed + 1)}))
+    unfinished = []
+    rows = {(r["dataset"], r["model"]): r for r in table.summarise(table.collect(tmp_path, unfinished))}
+    assert rows[("sprites", "qlae")]["n"] == 2
+    assert rows[("sprites", "qlae")]["infom"][0] == pytest.approx(0.15)
+    assert len(unfinished) == 1 and "seed2 (step 40 of 100)" in unfinished[0]
+    assert main(["table", str(tmp_path)]) == 0
+    assert "left out 1 unfinished run(s)" in capsys.readouterr().out
+    for seed in (0, 1):  # only unfinished runs: a clear error, not an empty table
+        (tmp_path / "sprites" / "qlae" / f"seed{seed}" / "eval.json").write_text(json.dumps({"step": 40}))
+    with pytest.raises(Exception, match="3 still training"):
+        table.collect(tmp_path, [])
+
+
 def test_table_best_seed(tmp_path, capsys):
     write_eval(tmp_path, "sprites", "qlae", 0, infom=0.9, infoe=0.1, infoc=0.1)  # 1.1
     write_eval(tmp_path, "sprites", "qlae", 1, infom=0.5, infoe=0.5, infoc=0.5)  # 1.5: best

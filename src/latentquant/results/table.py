@@ -55,8 +55,12 @@ def mean_ci(values) -> tuple[float, float]:
     return float(x.mean()), float(half)
 
 
-def collect(root: str | os.PathLike) -> dict[tuple[str, str], list[dict]]:
-    """Map (dataset, model) to the list of eval dicts found under ``root``."""
+def collect(root: str | os.PathLike, unfinished: list[str] | None = None) -> dict[tuple[str, str], list[dict]]:
+    """Map (dataset, model) to the list of eval dicts found under ``root``.
+
+    A run still training (its eval.json from a step before its config's
+    ``steps``) is left out, and named in ``unfinished`` when a list is given:
+    a table row is the runs' last step, never a mix of steps."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"no results directory at {root}")
@@ -69,11 +73,17 @@ def collect(root: str | os.PathLike) -> dict[tuple[str, str], list[dict]]:
             scores = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise UserError(f"{path} is not valid JSON: {err}") from err
+        cfg = run.read_config() if run.config.is_file() else None
+        if cfg is not None and isinstance(scores.get("step"), int) and scores["step"] < cfg.steps:
+            if unfinished is not None:
+                unfinished.append(f"{run.path} (step {scores['step']:,} of {cfg.steps:,})")
+            continue
         runs[(dataset, model)].append({**scores, "_seed": seed})
-        if run.config.is_file():
-            configs[(dataset, model)].append((run.path, run.read_config()))
+        if cfg is not None:
+            configs[(dataset, model)].append((run.path, cfg))
     if not runs:
-        raise UserError(f"no <dataset>/<model>/seed<k>/eval.json files under {root}")
+        still = f" ({len(unfinished)} still training)" if unfinished else ""
+        raise UserError(f"no finished <dataset>/<model>/seed<k>/eval.json files under {root}{still}")
     for cell, found in configs.items():
         check_same_settings(found)
     return dict(runs)
@@ -171,9 +181,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    runs = collect(args.root)
+    unfinished: list[str] = []
+    runs = collect(args.root, unfinished)
     text = to_markdown(summarise(runs))
     print(text, end="")
+    if unfinished:
+        print(f"left out {len(unfinished)} unfinished run(s): " + "; ".join(unfinished))
     out = Path(args.out) if args.out else Path(args.root) / "table.md"
     atomic_write_text(out, text)
     print(f"wrote {out}")
