@@ -160,11 +160,13 @@ def test_sweep_runs_skips_and_extends_a_real_grid(tmp_path, capsys):
     assert "| sprites | qlae | 1 |" in capsys.readouterr().out
 
 
-def test_results_page_matches_committed_runs():
-    """docs/results.md's table is what `latentquant table results/runs` makes of the committed runs."""
+@pytest.mark.parametrize("grid", ["runs", "curves/small"])
+def test_results_page_matches_committed_runs(grid):
+    """Each table in docs/results.md is what `latentquant table results/<grid>`
+    makes of the committed runs (finished runs only)."""
     root = Path(__file__).resolve().parents[1]
     page = (root / "docs" / "results.md").read_text()
-    start, end = "<!-- table: latentquant table results/runs -->\n", "<!-- /table -->"
-    assert start in page and end in page, "docs/results.md lost its table markers"
+    start, end = f"<!-- table: latentquant table results/{grid} -->\n", "<!-- /table -->"
+    assert start in page, f"docs/results.md lost its table markers for results/{grid}"
     shown = page.split(start, 1)[1].split(end, 1)[0]
-    assert shown == table.to_markdown(table.summarise(table.collect(root / "results" / "runs")))
+    assert shown == table.to_markdown(table.summarise(table.collect(root / "results" / grid)))

@@ -161,6 +161,53 @@ def _size_repr(levels: Sequence[int]) -> str:
     return f"={levels[0]}**{len(levels)}" if len(set(levels)) == 1 else f"~{size:.3g}"
 
 
+def _check_level_indices(digits: Tensor, levels: Sequence[int], num_values: Tensor, name: str) -> None:
+    """digits (..., d): each within its latent's levels, else a ValueError naming the first bad one."""
+    d = len(levels)
+    if digits.shape[-1:] != (d,):
+        found = digits.shape[-1] if digits.ndim else 0
+        raise ValueError(f"{name}: expected {d} per-latent indices on the last axis, got {found} "
+                         f"(shape {tuple(digits.shape)})")
+    if torch.compiler.is_compiling() or digits.numel() == 0:
+        return
+    flat = digits.reshape(-1, d)
+    lo, hi = flat.min(0).values, flat.max(0).values
+    if not bool(((lo < 0) | (hi >= num_values.to(hi.device))).any()):  # one host sync when all is well
+        return
+    for i, level in enumerate(levels):
+        if int(lo[i]) < 0 or int(hi[i]) >= level:
+            bad = int(lo[i]) if int(lo[i]) < 0 else int(hi[i])
+            raise ValueError(f"{name}: index {bad} for latent {i} is out of range, which has {level} values (0..{level - 1})")
+
+
+def _upgrade_state_dict(state_dict: dict, prefix: str, levels: Sequence[int], values: Tensor,
+                        num_values: Tensor) -> str | None:
+    """Check a state_dict's levels against the layer's and bring older forms to
+    the current one, in place; an error message, or None. Per-latent entries
+    (values_per_latent.0, ...), as ParameterList-based layers write them, are
+    packed; state dicts from before num_values was saved load as they are
+    (their levels cannot be checked)."""
+    key, counts_key = prefix + "values", prefix + "num_values"
+    found = state_dict.get(counts_key)
+    if found is not None and found.tolist() != list(levels):
+        return (f"{counts_key}: the state_dict holds values for levels {found.tolist()}, this layer has "
+                f"levels {list(levels)}; build the layer with the checkpoint's levels")
+    if key not in state_dict and prefix + "values_per_latent.0" in state_dict:
+        legacy = [state_dict.get(f"{prefix}values_per_latent.{i}") for i in range(len(levels))]
+        lengths = [None if v is None else v.shape[0] for v in legacy]
+        if lengths != list(levels) or f"{prefix}values_per_latent.{len(levels)}" in state_dict:
+            return (f"{prefix}values_per_latent: the state_dict holds per-latent values of lengths "
+                    f"{lengths}, this layer has levels {list(levels)}")
+        packed = torch.zeros_like(values)
+        for i, v in enumerate(legacy):
+            packed[i, : v.shape[0]] = v
+            del state_dict[f"{prefix}values_per_latent.{i}"]
+        state_dict[key] = packed
+    if found is None and key in state_dict:
+        state_dict[counts_key] = num_values.clone()
+    return None
+
+
 class _LatentValues(Sequence):
     """``values_per_latent``: latent i's values as a 1-D view of the packed table."""
 
@@ -362,29 +409,10 @@ class LatentQuantize(nn.Module):
         return self.values if pad is None else self.values + pad
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        # per-latent entries (values_per_latent.0, ...), as ParameterList-based
-        # layers write them, are packed; state dicts from before num_values was
-        # saved load as they are (their levels cannot be checked)
-        key, counts_key = prefix + "values", prefix + "num_values"
-        found = state_dict.get(counts_key)
-        if found is not None and found.tolist() != list(self.levels):
-            error_msgs.append(f"{counts_key}: the state_dict holds values for levels {found.tolist()}, this layer has "
-                              f"levels {list(self.levels)}; build the layer with the checkpoint's levels")
+        error = _upgrade_state_dict(state_dict, prefix, self.levels, self.values, self.num_values)
+        if error:
+            error_msgs.append(error)
             return
-        if key not in state_dict and prefix + "values_per_latent.0" in state_dict:
-            legacy = [state_dict.get(f"{prefix}values_per_latent.{i}") for i in range(self.codebook_dim)]
-            lengths = [None if v is None else v.shape[0] for v in legacy]
-            if lengths != list(self.levels) or f"{prefix}values_per_latent.{self.codebook_dim}" in state_dict:
-                error_msgs.append(f"{prefix}values_per_latent: the state_dict holds per-latent values of lengths "
-                                  f"{lengths}, this layer has levels {list(self.levels)}")
-                return
-            packed = torch.zeros_like(self.values)
-            for i, v in enumerate(legacy):
-                packed[i, : v.shape[0]] = v
-                del state_dict[f"{prefix}values_per_latent.{i}"]
-            state_dict[key] = packed
-        if found is None and key in state_dict:
-            state_dict[counts_key] = self.num_values.clone()
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     def _index_basis(self) -> Tensor | None:
@@ -486,23 +514,6 @@ class LatentQuantize(nn.Module):
 
     # ------------------------------------------------------------------ indices
 
-    def _check_level_indices(self, digits: Tensor, name: str) -> None:
-        """digits (..., d): each within its latent's levels."""
-        if digits.shape[-1:] != (self.codebook_dim,):
-            found = digits.shape[-1] if digits.ndim else 0
-            raise ValueError(f"{name}: expected {self.codebook_dim} per-latent indices on the last axis, "
-                             f"got {found} (shape {tuple(digits.shape)})")
-        if torch.compiler.is_compiling() or digits.numel() == 0:
-            return
-        flat = digits.reshape(-1, self.codebook_dim)
-        lo, hi = flat.min(0).values, flat.max(0).values
-        if not bool(((lo < 0) | (hi >= self.num_values.to(hi.device))).any()):  # one host sync when all is well
-            return
-        for i, level in enumerate(self.levels):
-            if int(lo[i]) < 0 or int(hi[i]) >= level:
-                bad = int(lo[i]) if int(lo[i]) < 0 else int(hi[i])
-                raise ValueError(f"{name}: index {bad} for latent {i} is out of range, which has {level} values (0..{level - 1})")
-
     def _require_flat(self, what: str) -> None:
         if self._basis is None:
             raise ValueError(f"{what} needs flat indices, but {self.codebook_size} codes do not fit int64")
@@ -523,7 +534,7 @@ class LatentQuantize(nn.Module):
         """Per-latent value slots (..., codebook_dim) -> exact int64 flat indices (...)."""
         self._require_flat("level_indices_to_indices")
         _check_index_tensor(level_indices, "level_indices")
-        self._check_level_indices(level_indices, "level_indices")
+        _check_level_indices(level_indices, self.levels, self.num_values, "level_indices")
         return (level_indices.long() * self._basis.view(-1)).sum(-1)
 
     def indices_to_codes(self, indices: Tensor, project_out: bool = True) -> Tensor:
@@ -544,7 +555,7 @@ class LatentQuantize(nn.Module):
             digits = self.indices_to_level_indices(flat)  # (..., c, d)
         else:
             digits = indices if self.keep_num_codebooks_dim else indices.unsqueeze(-2)
-            self._check_level_indices(digits, "indices")
+            _check_level_indices(digits, self.levels, self.num_values, "indices")
             if digits.ndim < 2 or digits.shape[-2] != c:
                 raise ValueError(f"expected {c} codebooks on axis -2, got shape {tuple(indices.shape)}")
         codes = self._values_table().reshape(-1)[digits.long() + self._offsets]  # (*lead, c, d)
