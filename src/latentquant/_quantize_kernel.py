@@ -43,8 +43,9 @@ small inputs take one argmin over the (k, d, n, l) distances (few ops; ties go
 to the lowest slot), larger ones sort the tiny table and count, per latent,
 the midpoints below z with one comparison pass per midpoint (no (k, d, n, l)
 temporary; ties go to the lower value). The two differ only for z equally
-near two values up to rounding. With n = 1 the passes and the values'
-gradient run along k instead, so that they never loop over rows of d.
+near two values up to rounding. With n = 1 the passes run along k instead,
+so that they never loop over rows of d, and the values' gradient is one
+index_add over the flat (d * l) table.
 """
 
 from __future__ import annotations
