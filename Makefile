@@ -31,6 +31,8 @@ demo: install
 	$(PY) -m latentquant demo
 
 test: install-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 bench: install-bench

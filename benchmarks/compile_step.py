@@ -53,12 +53,16 @@ def main() -> None:
             times[name].append((time.perf_counter() - t) / args.steps)
     e, c = statistics.median(times["eager"]), statistics.median(times["compiled"])
     print(f"torch {torch.__version__}, {args.arch}, batch 64, {torch.get_num_threads()} thread(s)")
-    print(f"compile warm-up (first step) {warmup:.1f} s; eager {e * 1e3:.0f} ms/step, compiled {c * 1e3:.0f} ms/step, "
-          f"speed-up {e / c:.2f}x")
+    print(
+        f"compile warm-up (first step) {warmup:.1f} s; eager {e * 1e3:.0f} ms/step, compiled {c * 1e3:.0f} ms/step, "
+        f"speed-up {e / c:.2f}x"
+    )
     if e > c:
         breakeven = warmup / (e - c)
-        print(f"break-even after {breakeven:,.0f} steps; a 10,000-step run: eager {10_000 * e / 60:.1f} min, "
-              f"compiled {(warmup + 10_000 * c) / 60:.1f} min (warm-up included)")
+        print(
+            f"break-even after {breakeven:,.0f} steps; a 10,000-step run: eager {10_000 * e / 60:.1f} min, "
+            f"compiled {(warmup + 10_000 * c) / 60:.1f} min (warm-up included)"
+        )
 
 
 if __name__ == "__main__":

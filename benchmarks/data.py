@@ -116,20 +116,36 @@ def main(argv=None) -> int:
         return 0
     results = []
     for name in ("sprites", "shapes"):
-        cmd = [sys.executable, __file__, "--worker", name, "--repeats", str(args.repeats),
-               "--items", str(args.items), "--batches", str(args.batches)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            name,
+            "--repeats",
+            str(args.repeats),
+            "--items",
+            str(args.items),
+            "--batches",
+            str(args.batches),
+        ]
         results.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
-    print(f"{'dataset':8} {'first use':>9} {'item/s':>8} {'x peer':>7} {'batch256':>9} {'img/s':>8} "
-          f"{'x peer':>7} {'loader/s':>9} {'peak MB':>8} {'import MB':>9}")
+    print(
+        f"{'dataset':8} {'first use':>9} {'item/s':>8} {'x peer':>7} {'batch256':>9} {'img/s':>8} "
+        f"{'x peer':>7} {'loader/s':>9} {'peak MB':>8} {'import MB':>9}"
+    )
     for r in results:
-        print(f"{r['dataset']:8} {r['first_use_s']:8.2f}s {r['single_items_per_s']:8.0f} "
-              f"{r['single_items_per_s'] / r['peer_single_items_per_s']:7.2f} {r['batch256_ms']:7.1f}ms "
-              f"{r['batch256_images_per_s']:8.0f} {r['batch256_images_per_s'] / r['peer_batch256_images_per_s']:7.2f} "
-              f"{r['dataloader_images_per_s']:9.0f} {r['peak_rss_mb']:8.0f} {r['rss_after_import_mb']:9.0f}")
+        print(
+            f"{r['dataset']:8} {r['first_use_s']:8.2f}s {r['single_items_per_s']:8.0f} "
+            f"{r['single_items_per_s'] / r['peer_single_items_per_s']:7.2f} {r['batch256_ms']:7.1f}ms "
+            f"{r['batch256_images_per_s']:8.0f} {r['batch256_images_per_s'] / r['peer_batch256_images_per_s']:7.2f} "
+            f"{r['dataloader_images_per_s']:9.0f} {r['peak_rss_mb']:8.0f} {r['rss_after_import_mb']:9.0f}"
+        )
     sprites = results[0]
     verdict = "meets" if sprites["single_items_per_s"] >= 2000 else "MISSES"
-    print(f"sprites single-item random access {sprites['single_items_per_s']:.0f}/s {verdict} the 2,000/s target; "
-          f"peak memory {max(r['peak_rss_mb'] for r in results):.0f} MB (target well under 2,048 MB)")
+    print(
+        f"sprites single-item random access {sprites['single_items_per_s']:.0f}/s {verdict} the 2,000/s target; "
+        f"peak memory {max(r['peak_rss_mb'] for r in results):.0f} MB (target well under 2,048 MB)"
+    )
     return 0
 
 

@@ -49,8 +49,9 @@ def old_knn_mi(z, s_codes, s_values, *, n_neighbors, seed):
 
     mi = np.zeros((s_codes.shape[1], z.shape[1]))
     for i in np.flatnonzero(s_values > 1):
-        mi[i] = mutual_info_classif(z, s_codes[:, i], discrete_features=False, n_neighbors=n_neighbors,
-                                    random_state=seed)
+        mi[i] = mutual_info_classif(
+            z, s_codes[:, i], discrete_features=False, n_neighbors=n_neighbors, random_state=seed
+        )
     return mi
 
 
@@ -78,8 +79,11 @@ def bench(name: str, args, dataset) -> None:
     model = build_model(name, "small", DataInfo("shapes", 3, 6, 480_000))
     step_s = train(model, dataset, args.train_steps)
     interval_s = args.interval * step_s
-    print(f"\n{name}: {args.train_steps} training steps, median {step_s * 1e3:.0f} ms/step, "
-          f"so {args.interval} steps ~ {interval_s / 60:.1f} min  [{os.getloadavg()[0]:.1f} load]", flush=True)
+    print(
+        f"\n{name}: {args.train_steps} training steps, median {step_s * 1e3:.0f} ms/step, "
+        f"so {args.interval} steps ~ {interval_s / 60:.1f} min  [{os.getloadavg()[0]:.1f} load]",
+        flush=True,
+    )
 
     idx = eval_indices(dataset, args.samples, 0)
     factors = dataset.get_factors(idx).numpy()
@@ -116,8 +120,11 @@ def bench(name: str, args, dataset) -> None:
         old, new = old + t_old, new + t_new
         print(f"{part:24s} {t_old:9.2f} {t_new:9.2f}")
     print(f"{'total':24s} {old:9.2f} {new:9.2f}")
-    print(f"share of a {args.interval}-step interval: old {100 * old / interval_s:.1f}%, "
-          f"new {100 * new / interval_s:.1f}%  [{os.getloadavg()[0]:.1f} load, PSNR {psnr:.2f}]", flush=True)
+    print(
+        f"share of a {args.interval}-step interval: old {100 * old / interval_s:.1f}%, "
+        f"new {100 * new / interval_s:.1f}%  [{os.getloadavg()[0]:.1f} load, PSNR {psnr:.2f}]",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -129,8 +136,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS')}, load average {os.getloadavg()}")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS')}, load average {os.getloadavg()}"
+    )
     dataset = get_dataset("shapes")
     for name in args.models:
         bench(name, args, dataset)

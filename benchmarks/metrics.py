@@ -68,8 +68,7 @@ def discrete_codes(n, k, l, rng):
 def section_nmi(rng):
     print("== 1. NMI, discrete latents: N=100,000, K=6, L=12")
     sources, latents = discrete_codes(100_000, 6, 12, rng)
-    t_ours, ours = median_time(
-        lambda: infomec(sources, latents, discrete_latents=True, explicitness=False), 7)
+    t_ours, ours = median_time(lambda: infomec(sources, latents, discrete_latents=True, explicitness=False), 7)
     t_loop, ref = median_time(lambda: loop_nmi(sources, latents), 3)
     diff = np.abs(ours.nmi - ref).max()
     ratio = t_loop / t_ours
@@ -85,15 +84,14 @@ def section_other(rng, sources, latents):
     print("== 2. Other timings")
     for n in (20_000, 100_000):
         s, z = sources[:n], latents[:n]
-        t, r = median_time(lambda: infomec(s, z, discrete_latents=True, explicitness=True), 1)
+        t, r = median_time(lambda s=s, z=z: infomec(s, z, discrete_latents=True, explicitness=True), 1)
         print(f"   InfoE included, discrete, N={n:,}, K=6, L=12: {t:7.2f} s (InfoE = {r.infoe:.3f})")
     n = 10_000
     zc = latents[:n] + 0.3 * rng.standard_normal((n, latents.shape[1]))
     s = sources[:n]
     t, r = median_time(lambda: infomec(s, zc, discrete_latents=False, explicitness=False), 3)
     print(f"   NMI continuous, kNN (k=10), N={n:,}: {t:7.2f} s (InfoM {r.infom:.3f})")
-    t, r = median_time(lambda: infomec(s, zc, discrete_latents=False, explicitness=False,
-                                       estimator="histogram"), 3)
+    t, r = median_time(lambda: infomec(s, zc, discrete_latents=False, explicitness=False, estimator="histogram"), 3)
     print(f"   NMI continuous, histogram (20 bins), N={n:,}: {t:7.3f} s (InfoM {r.infom:.3f})")
     t, m = median_time(lambda: mig(s, zc), 3)
     print(f"   MIG, N={n:,}: {t:7.3f} s (MIG {m:.3f})")
@@ -115,8 +113,9 @@ def dci_cases(n, seed):
         c, s_ = np.cos(angle), np.sin(angle)
         rot = np.array([[c, -s_, 0, 0], [s_, c, 0, 0], [0, 0, c, -s_], [0, 0, s_, c]])
         cases[f"rotated {angle}"] = u @ rot.T + noise(4)
-    cases["pairs merged"] = np.stack([u[:, 0] * 6 + u[:, 1], u[:, 2] * 6 + u[:, 3],
-                                      rng.standard_normal(n), rng.standard_normal(n)], 1)
+    cases["pairs merged"] = np.stack(
+        [u[:, 0] * 6 + u[:, 1], u[:, 2] * 6 + u[:, 3], rng.standard_normal(n), rng.standard_normal(n)], 1
+    )
     cases["dense mix"] = u @ rng.standard_normal((4, 6)) + noise(6)
     cases["noisy"] = u + noise(4, 0.6)
     cases["random"] = rng.standard_normal((n, 5))
@@ -125,8 +124,10 @@ def dci_cases(n, seed):
 
 def section_dci(quick: bool):
     n, seeds = 1500, ((0,) if quick else (0, 1, 2))
-    print(f"== 3. DCI: model='gbt' (sklearn defaults) vs model='fast'; N={n} "
-          f"(1000 train / 500 test), K=4 sources x 6 values, seeds {list(seeds)}")
+    print(
+        f"== 3. DCI: model='gbt' (sklearn defaults) vs model='fast'; N={n} "
+        f"(1000 train / 500 test), K=4 sources x 6 values, seeds {list(seeds)}"
+    )
     worst = {"D": 0.0, "C": 0.0, "I_test": 0.0}
     total = {"gbt": 0.0, "fast": 0.0}
     print(f"   {'case':<20} {'seed':>4}  {'D gbt/fast':>13}  {'C gbt/fast':>13}  {'I_test gbt/fast':>15}")
@@ -135,17 +136,25 @@ def section_dci(quick: bool):
         for name, z in cases.items():
             out = {}
             for model in ("gbt", "fast"):
-                t, out[model] = median_time(lambda: dci(s, z, seed=seed, model=model), 1)
+
+                def run(s=s, z=z, seed=seed, model=model):
+                    return dci(s, z, seed=seed, model=model)
+
+                t, out[model] = median_time(run, 1)
                 total[model] += t
             a, b = out["gbt"], out["fast"]
             worst["D"] = max(worst["D"], abs(a.disentanglement - b.disentanglement))
             worst["C"] = max(worst["C"], abs(a.completeness - b.completeness))
             worst["I_test"] = max(worst["I_test"], abs(a.informativeness_test - b.informativeness_test))
-            print(f"   {name:<20} {seed:>4}  {a.disentanglement:.3f}/{b.disentanglement:.3f}  "
-                  f"{a.completeness:.3f}/{b.completeness:.3f}  "
-                  f"{a.informativeness_test:.3f}/{b.informativeness_test:.3f}")
-    print(f"   total time: gbt {total['gbt']:.1f} s, fast {total['fast']:.1f} s "
-          f"-> fast is {total['gbt'] / total['fast']:.1f}x faster")
+            print(
+                f"   {name:<20} {seed:>4}  {a.disentanglement:.3f}/{b.disentanglement:.3f}  "
+                f"{a.completeness:.3f}/{b.completeness:.3f}  "
+                f"{a.informativeness_test:.3f}/{b.informativeness_test:.3f}"
+            )
+    print(
+        f"   total time: gbt {total['gbt']:.1f} s, fast {total['fast']:.1f} s "
+        f"-> fast is {total['gbt'] / total['fast']:.1f}x faster"
+    )
     print(f"   max |gbt - fast|: D {worst['D']:.3f}, C {worst['C']:.3f}, I_test {worst['I_test']:.3f}")
 
 

@@ -80,7 +80,9 @@ class _LiveStorage(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        inputs = {
+            t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)
+        }
         for t in tree_flatten(out)[0]:
             if not isinstance(t, torch.Tensor) or t._is_view():
                 continue
@@ -169,7 +171,7 @@ def interleaved_medians(steps: dict, rounds: int, device: torch.device) -> dict[
     names = list(steps)
     times = {name: [] for name in names}
     for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             sync()
             start = time.perf_counter()
             steps[name]()
@@ -206,10 +208,9 @@ def run_regime(name: str, rounds: int, device: torch.device) -> list[str]:
             ratio = med[k] / ours
             mem = ""
             if train:
-                mem = f"  peak {peak_bytes(steps[k], device) / 2**20:8.2f} MiB  saved {saved_bytes(steps[k]) / 2**20:8.2f} MiB"
-            lines.append(
-                f"{name:8s} {mode:5s} {k:20s} {med[k] * 1e3:9.3f} ms   {ratio:6.2f}x ours{mem}"
-            )
+                peak, saved = peak_bytes(steps[k], device) / 2**20, saved_bytes(steps[k]) / 2**20
+                mem = f"  peak {peak:8.2f} MiB  saved {saved:8.2f} MiB"
+            lines.append(f"{name:8s} {mode:5s} {k:20s} {med[k] * 1e3:9.3f} ms   {ratio:6.2f}x ours{mem}")
     return lines
 
 
@@ -226,7 +227,9 @@ def _positive_int(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--regime", choices=[*REGIMES, "all"], default="all")
-    parser.add_argument("--rounds", type=_positive_int, default=None, help="interleaved rounds (default: 30 feature, 400 vectors)")
+    parser.add_argument(
+        "--rounds", type=_positive_int, default=None, help="interleaved rounds (default: 30 feature, 400 vectors)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
@@ -235,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     regimes = list(REGIMES) if args.regime == "all" else [args.regime]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-          f"cpus {os.cpu_count()}, load average at start {load:.2f}")
+    print(
+        f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+        f"cpus {os.cpu_count()}, load average at start {load:.2f}"
+    )
     print("time: median over interleaved rounds; 'Nx ours' = that time / ours (above 1: ours is faster)")
     for name in regimes:
         rounds = args.rounds or REGIMES[name]["rounds"]

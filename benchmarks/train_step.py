@@ -44,8 +44,9 @@ class _TheirQuantizer(torch.nn.Module):
         super().__init__()
         from vector_quantize_pytorch import LatentQuantize as TheirLatentQuantize
 
-        self.inner = TheirLatentQuantize(levels=[values] * num_latents, dim=num_latents,
-                                         commitment_loss_weight=0.01, quantization_loss_weight=0.01)
+        self.inner = TheirLatentQuantize(
+            levels=[values] * num_latents, dim=num_latents, commitment_loss_weight=0.01, quantization_loss_weight=0.01
+        )
 
     def forward(self, z: torch.Tensor, return_loss_breakdown: bool = False):
         from latentquant.quantize import LossBreakdown
@@ -93,8 +94,9 @@ def time_excluded(model, opts, x, steps: int) -> float:
 def time_included(model, opts, dataset, batch: int, steps: int, start: int, device) -> float:
     from latentquant.train.loop import Dist, Prefetcher
 
-    stream = Prefetcher(dataset, seed=0, batch_size=batch, start=start, stop=start + steps,
-                        dist=Dist(device=device), depth=4)
+    stream = Prefetcher(
+        dataset, seed=0, batch_size=batch, start=start, stop=start + steps, dist=Dist(device=device), depth=4
+    )
     try:
         t = time.perf_counter()
         for step in range(start, start + steps):
@@ -119,12 +121,18 @@ def main() -> None:
     parser.add_argument("--archs", nargs="+", default=["small", "compact", "paper"])
     parser.add_argument("--dataset", default="sprites")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per repeat (default small/compact 10, paper 2)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps per repeat (default small/compact 10, paper 2)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=None,
-                        help="also time QLAE with vector-quantize-pytorch's LatentQuantize (default: when installed)")
+    parser.add_argument(
+        "--peer",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also time QLAE with vector-quantize-pytorch's LatentQuantize (default: when installed)",
+    )
     parser.add_argument("--peer-values", type=int, default=4, help="values per latent of both layers in the peer run")
     args = parser.parse_args()
     if args.peer is None:
@@ -136,10 +144,14 @@ def main() -> None:
 
     device = torch.device(args.device)
     dataset = get_dataset(args.dataset)
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-          f"dataset {args.dataset}, batch {args.batch_size}, QLAE forward+backward+AdamW step")
-    print(f"data loading alone (get_images of the step's indices): "
-          f"{time_loading(dataset, args.batch_size, 20):,.0f} images/s")
+    print(
+        f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+        f"dataset {args.dataset}, batch {args.batch_size}, QLAE forward+backward+AdamW step"
+    )
+    print(
+        f"data loading alone (get_images of the step's indices): "
+        f"{time_loading(dataset, args.batch_size, 20):,.0f} images/s"
+    )
     x = dataset.get_images(list(range(0, len(dataset), len(dataset) // args.batch_size))[: args.batch_size]).to(device)
     for arch in args.archs:
         steps = args.steps or (2 if arch == "paper" else 10)
@@ -150,17 +162,20 @@ def main() -> None:
             excluded.append(time_excluded(model, opts, x, steps))
             included.append(time_included(model, opts, dataset, args.batch_size, steps, 1000 * r, device))
         ex, inc = statistics.median(excluded), statistics.median(included)
-        print(f"{arch:>6}: data excluded {ex:8.1f} images/s ({1000 * args.batch_size / ex:7.1f} ms/step) | "
-              f"data included {inc:8.1f} images/s | included/excluded {inc / ex:.2f}  "
-              f"(median of {args.repeats} x {steps} steps)")
+        print(
+            f"{arch:>6}: data excluded {ex:8.1f} images/s ({1000 * args.batch_size / ex:7.1f} ms/step) | "
+            f"data included {inc:8.1f} images/s | included/excluded {inc / ex:.2f}  "
+            f"(median of {args.repeats} x {steps} steps)"
+        )
         if args.peer:
             ours, theirs = peer_ratio(arch, dataset, x, args.peer_values, steps, args.repeats, device)
-            print(f"{arch:>6}: {args.peer_values} values/latent, data excluded: ours {ours:8.1f} images/s | "
-                  f"vqp LatentQuantize {theirs:8.1f} images/s | ratio (their time / ours) {ours / theirs:.2f}x")
+            print(
+                f"{arch:>6}: {args.peer_values} values/latent, data excluded: ours {ours:8.1f} images/s | "
+                f"vqp LatentQuantize {theirs:8.1f} images/s | ratio (their time / ours) {ours / theirs:.2f}x"
+            )
     if {"small", "compact"} <= set(args.archs):
         ratio = arch_ratio("compact", "small", dataset, x, args.steps or 10, args.repeats + 2, device)
-        print(f"compact / small step time, interleaved (data excluded): {ratio:.2f} "
-              f"(issue 16's budget: at most 2)")
+        print(f"compact / small step time, interleaved (data excluded): {ratio:.2f} (issue 16's budget: at most 2)")
 
 
 def arch_ratio(arch: str, base: str, dataset, x, steps: int, repeats: int, device) -> float:

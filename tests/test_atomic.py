@@ -15,10 +15,9 @@ def test_write_replaces_and_leaves_no_temp(tmp_path):
 def test_failure_keeps_the_old_file_and_removes_the_temp(tmp_path):
     target = tmp_path / "ckpt.bin"
     atomic_write_bytes(target, b"good")
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_open(target, "wb") as handle:
-            handle.write(b"half")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_open(target, "wb") as handle:
+        handle.write(b"half")
+        raise KeyboardInterrupt
     assert target.read_bytes() == b"good"
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.bin"]
 
@@ -33,9 +32,8 @@ def test_atomic_path_for_writers_that_take_a_path(tmp_path):
 
 
 def test_atomic_open_rejects_read_modes(tmp_path):
-    with pytest.raises(ValueError, match="mode must start with 'w'"):
-        with atomic_open(tmp_path / "f", "r"):
-            pass
+    with pytest.raises(ValueError, match="mode must start with 'w'"), atomic_open(tmp_path / "f", "r"):
+        pass
 
 
 def test_permissions_follow_the_umask_like_a_plain_open(tmp_path):

@@ -14,8 +14,7 @@ def test_compact_arch_has_the_authors_small_design():
     assert kinds == ["Conv2d", "InstanceNorm2d", "LeakyReLU"] * 4  # a norm after every convolution
     convs = [m for m in enc.conv if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [12, 24, 48, 96]
-    assert all(c.kernel_size == (4, 4) and c.stride == (2, 2) and c.padding == (1, 1) and c.bias is None
-               for c in convs)
+    assert all(c.kernel_size == (4, 4) and c.stride == (2, 2) and c.padding == (1, 1) and c.bias is None for c in convs)
     norms = [m for m in enc.conv if isinstance(m, torch.nn.InstanceNorm2d)]
     assert all(n.affine and n.eps == 1e-6 for n in norms)
     assert all(m.negative_slope == 0.2 for m in enc.conv if isinstance(m, torch.nn.LeakyReLU))
@@ -26,8 +25,14 @@ def test_compact_arch_has_the_authors_small_design():
     assert [type(m).__name__ for m in dec.mlp] == ["Linear", "ReLU"] and dec.mlp[0].in_features == 7
     assert torch.equal(dec.constant, torch.full((96, 4, 4), 0.1))
     assert [b.conv.out_channels for b in dec.blocks] == [96, 48, 24, 12]
-    assert all(b.conv.kernel_size == (4, 4) and b.conv.stride == (2, 2) and b.conv.bias is None
-               and not b.norm.affine and b.norm.eps == 1e-6 for b in dec.blocks)
+    assert all(
+        b.conv.kernel_size == (4, 4)
+        and b.conv.stride == (2, 2)
+        and b.conv.bias is None
+        and not b.norm.affine
+        and b.norm.eps == 1e-6
+        for b in dec.blocks
+    )
     assert dec.out.kernel_size == (3, 3) and dec.out.out_channels == 3 and dec.out.bias is None
     # one block against its formula: norm(leaky_relu(convT(x))) * scale + bias, [scale, bias] = ReLU(Linear(w))
     block = dec.blocks[1]

@@ -12,8 +12,10 @@ from latentquant.results.table import mean_ci
 
 def _run(folder, dataset, seed, scores_by_step):
     folder.mkdir(parents=True)
-    lines = [json.dumps({"step": step, "dataset": dataset, "seed": seed, **scores})
-             for step, scores in scores_by_step.items()]
+    lines = [
+        json.dumps({"step": step, "dataset": dataset, "seed": seed, **scores})
+        for step, scores in scores_by_step.items()
+    ]
     (folder / "evals.jsonl").write_text("\n".join(lines) + "\n")
 
 
@@ -25,8 +27,12 @@ def test_grid_curves_are_means_and_t_intervals_over_seeds(tmp_path, capsys):
     root = tmp_path / "grid"
     infom = {0: [0.5, 0.6, 0.7], 1: [0.52, 0.58, 0.75], 2: [0.49, 0.61]}  # seed 2 stopped early
     for seed, values in infom.items():
-        _run(root / "shapes" / "qlae" / f"seed{seed}", "shapes", seed,
-             {2000 * (i + 1): {"infom": v, "psnr": 20.0 + i} for i, v in enumerate(values)})
+        _run(
+            root / "shapes" / "qlae" / f"seed{seed}",
+            "shapes",
+            seed,
+            {2000 * (i + 1): {"infom": v, "psnr": 20.0 + i} for i, v in enumerate(values)},
+        )
     _run(root / "shapes" / "ae" / "seed0", "shapes", 0, {2000: {"infom": 0.4, "psnr": None}})
     png, table = tmp_path / "c.png", tmp_path / "c.csv"
     assert main(["curves", str(root), "--metrics", "infom", "psnr", "--out", str(png), "--csv", str(table)]) == 0
@@ -51,8 +57,22 @@ def test_single_runs_join_their_grid_group_and_the_last_line_of_a_step_wins(tmp_
     other = tmp_path / "my-run"
     _run(other, "sprites", 0, {1000: {"infom": 0.2}})
     table = tmp_path / "c.csv"
-    assert main(["curves", str(run), str(other), "--metrics", "infom", "--out", str(tmp_path / "c.png"),
-                 "--csv", str(table)]) == 0
+    assert (
+        main(
+            [
+                "curves",
+                str(run),
+                str(other),
+                "--metrics",
+                "infom",
+                "--out",
+                str(tmp_path / "c.png"),
+                "--csv",
+                str(table),
+            ]
+        )
+        == 0
+    )
     rows = _rows(table)
     assert float(rows[("shapes", "qlae", "infom", 1000)]["mean"]) == 0.3
     assert float(rows[("sprites", "my-run", "infom", 1000)]["mean"]) == 0.2

@@ -84,10 +84,13 @@ def test_builtins_take_no_path(tmp_path):
 
 
 # -------------------------------------------------------------- interface
-@pytest.mark.parametrize("name,sizes,channels", [
-    ("sprites", (3, 6, 40, 32, 32), 1),
-    ("shapes", (10, 10, 10, 8, 4, 15), 3),
-])
+@pytest.mark.parametrize(
+    "name,sizes,channels",
+    [
+        ("sprites", (3, 6, 40, 32, 32), 1),
+        ("shapes", (10, 10, 10, 8, 4, 15), 3),
+    ],
+)
 def test_builtin_structure_and_round_trips(name, sizes, channels):
     ds = get_dataset(name)
     assert ds.factor_sizes == sizes and len(ds) == int(np.prod(sizes)) and ds.num_channels == channels
@@ -111,7 +114,7 @@ def test_getitem_and_batch_accessor(sprites, shapes):
         images, factors = ds.get_images(idx), ds.get_factors(idx)
         assert images.dtype == torch.float32 and images.shape == (4, ds.num_channels, 64, 64)
         assert factors.dtype == torch.int64 and factors.shape == (4, ds.num_factors)
-        assert 0.0 <= images.min() and images.max() <= 1.0
+        assert images.min() >= 0.0 and images.max() <= 1.0
         for j, i in enumerate(idx):
             image, f = ds[int(i)]
             assert torch.equal(image, images[j]) and torch.equal(f, factors[j])
@@ -149,8 +152,9 @@ def test_bad_indices_and_factors(sprites):
 
 
 def test_dataloader_batches(sprites):
-    loader = torch.utils.data.DataLoader(sprites, batch_size=16, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        sprites, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     images, factors = next(iter(loader))
     assert images.shape == (16, 1, 64, 64) and factors.shape == (16, 5)
     assert torch.equal(images, sprites.get_images(sprites.factors_to_index(factors.numpy())))
@@ -161,8 +165,10 @@ def test_sprites_positions_are_exact_translations(sprites):
     base = np.array([[2, 5, 7, 3, 9], [0, 0, 13, 3, 9], [1, 2, 30, 3, 9]])
     for f in base:
         img = sprites.get_images(sprites.factors_to_index(f))[0, 0]
-        right = f.copy(); right[3] += 1
-        down = f.copy(); down[4] += 1
+        right = f.copy()
+        right[3] += 1
+        down = f.copy()
+        down[4] += 1
         assert torch.equal(sprites.get_images(sprites.factors_to_index(right))[0, 0], torch.roll(img, 1, 1))
         assert torch.equal(sprites.get_images(sprites.factors_to_index(down))[0, 0], torch.roll(img, 1, 0))
     # centres at 16 + 31 * pos pixels, x to the right and y downward (square, orientation 0)
@@ -204,7 +210,7 @@ def test_shapes_each_factor_changes_the_image_and_values_are_distinct(shapes):
 def test_shapes_distinct_combinations_give_distinct_images(shapes):
     # every geometry (scale, shape, orientation) at fixed hues ...
     geo = np.stack(np.meshgrid(np.arange(8), np.arange(4), np.arange(15), indexing="ij"), -1).reshape(-1, 3)
-    f = np.concatenate([np.tile([1, 1, 6], (len(geo), 1)), geo], 1)   # floor hue == wall hue
+    f = np.concatenate([np.tile([1, 1, 6], (len(geo), 1)), geo], 1)  # floor hue == wall hue
     flat = shapes.get_images(shapes.factors_to_index(f)).reshape(len(f), -1)
     assert len(torch.unique(flat, dim=0)) == 480
     # ... every hue triple at a fixed geometry ...
@@ -219,15 +225,19 @@ def test_shapes_distinct_combinations_give_distinct_images(shapes):
 
 def test_shapes_scene_layout(shapes):
     # object hue shows in the middle, floor hue at the bottom row, wall hue at the top row
-    img = shapes.get_images(shapes.factors_to_index([0, 4, 6, 7, 0, 7]))[0].numpy()  # red floor, green wall, blue object
-    assert img[0, -1].mean() > 0.5 and img[1, -1].mean() < 0.1             # bottom row red
-    assert img[1, 0].mean() > 0.4 and img[0, 0].mean() < 0.1                # top row green
-    assert img[2, 32, 32] > 0.3 and img[0, 32, 32] < 0.1                    # centre blue
+    img = shapes.get_images(shapes.factors_to_index([0, 4, 6, 7, 0, 7]))[
+        0
+    ].numpy()  # red floor, green wall, blue object
+    assert img[0, -1].mean() > 0.5 and img[1, -1].mean() < 0.1  # bottom row red
+    assert img[1, 0].mean() > 0.4 and img[0, 0].mean() < 0.1  # top row green
+    assert img[2, 32, 32] > 0.3 and img[0, 32, 32] < 0.1  # centre blue
+
     # the wall/floor boundary tilts with the view: its row differs at the left and right edges
     def boundary_rows(orientation):
         im = shapes.get_images(shapes.factors_to_index([0, 4, 0, 0, 2, orientation]))[0].numpy()
-        redness = im[0] - im[1]                                              # floor red, wall green
+        redness = im[0] - im[1]  # floor red, wall green
         return [int(np.argmax(redness[:, c] > 0)) for c in (0, 63)]
+
     left, right = boundary_rows(0)
     assert left != right and boundary_rows(14) == [right, left]
 
@@ -281,8 +291,7 @@ def test_dsprites_file_round_trip(tmp_path, monkeypatch, fmt):
     assert np.array_equal(ds.factors_to_index(classes[perm, 1:]), perm)
     image, f = ds[17]
     assert torch.equal(image[0], torch.from_numpy(imgs[17]).float()) and f.tolist() == classes[17, 1:].tolist()
-    absent = next(c for c in _random_subset((3, 6, 40, 32, 32), 100, rng)
-                  if not (c == classes[:, 1:]).all(1).any())
+    absent = next(c for c in _random_subset((3, 6, 40, 32, 32), 100, rng) if not (c == classes[:, 1:]).all(1).any())
     with pytest.raises(ValueError, match="no image has factors"):
         ds.factors_to_index(absent)
     drawn = ds.sample_factors(50, np.random.default_rng(0))
@@ -301,8 +310,14 @@ def test_dsprites_bad_files(tmp_path):
         "cols.npz": dict(imgs=imgs, latents_classes=classes[:, 1:]),
         "range.npz": dict(imgs=imgs, latents_classes=classes + np.array([0, 3, 0, 0, 0, 0])),
     }
-    messages = {"two.npz": "0/1 pixels", "shape.npz": r"shape \(N, 64, 64\)", "nokey.npz": "no key 'latents_classes'",
-                "count.npz": "5 images but 4 label rows", "cols.npz": r"\(N, 6\)", "range.npz": "shape class [3-5]"}
+    messages = {
+        "two.npz": "0/1 pixels",
+        "shape.npz": r"shape \(N, 64, 64\)",
+        "nokey.npz": "no key 'latents_classes'",
+        "count.npz": "5 images but 4 label rows",
+        "cols.npz": r"\(N, 6\)",
+        "range.npz": "shape class [3-5]",
+    }
     for name, arrays in cases.items():
         np.savez_compressed(tmp_path / name, **arrays)
         with pytest.raises(ValueError, match=messages[name]) as err:
@@ -319,9 +334,13 @@ def test_dsprites_bad_files(tmp_path):
 
 def test_missing_files_say_where_and_where_published(tmp_path, monkeypatch):
     monkeypatch.setenv("LATENTQUANT_DATA", str(tmp_path / "env"))
-    expect = {"dsprites": "deepmind/dsprites-dataset", "shapes3d": "deepmind/3d-shapes",
-              "mpi3d": "rr-learning/disentanglement_dataset", "falcor3d": "NVlabs/High-res",
-              "isaac3d": "NVlabs/High-res"}
+    expect = {
+        "dsprites": "deepmind/dsprites-dataset",
+        "shapes3d": "deepmind/3d-shapes",
+        "mpi3d": "rr-learning/disentanglement_dataset",
+        "falcor3d": "NVlabs/High-res",
+        "isaac3d": "NVlabs/High-res",
+    }
     for name, url in expect.items():
         with pytest.raises(FileNotFoundError, match=url) as err:
             get_dataset(name)
@@ -464,10 +483,13 @@ def _write_png_folder(folder, labels_file, sizes, rng, n=12, blocky=True):
     return np.stack(expected), classes
 
 
-@pytest.mark.parametrize("name,folder,labels_file,sizes", [
-    ("falcor3d", "Falcor3D_down128", "train-rec.labels", (5, 6, 6, 6, 6, 6, 6)),
-    ("isaac3d", "Isaac3D_down128", "labels.npy", (3, 8, 5, 4, 4, 4, 6, 4, 4)),
-])
+@pytest.mark.parametrize(
+    "name,folder,labels_file,sizes",
+    [
+        ("falcor3d", "Falcor3D_down128", "train-rec.labels", (5, 6, 6, 6, 6, 6, 6)),
+        ("isaac3d", "Isaac3D_down128", "labels.npy", (3, 8, 5, 4, 4, 4, 6, 4, 4)),
+    ],
+)
 def test_png_folders_round_trip(tmp_path, name, folder, labels_file, sizes):
     rng = np.random.default_rng(12)
     expected, classes = _write_png_folder(tmp_path / folder, labels_file, sizes, rng)
@@ -525,9 +547,11 @@ def test_labelled_full_grid_in_order_acts_as_a_grid(tmp_path):
         np.save(fh, full / (np.array((5, 6, 6, 6, 6, 6, 6)) - 1.0))
     ds = get_dataset("falcor3d", root=tmp_path)
     assert ds._labels is not None  # a subset of the 233,280 grid
+
     # a labelled file covering its whole grid in row-major order keeps no lookup table
     class Small(FactorDataset):
         name, factor_names, factor_sizes = "small", ("a", "b"), (2, 3)
+
     small = Small()
     small._set_labels(np.stack(np.unravel_index(np.arange(6), (2, 3)), -1))
     assert small._labels is None and small.factors_to_index([[1, 2]]).tolist() == [5]
@@ -629,10 +653,10 @@ def test_shapes_concurrent_first_use_from_threads(shapes):
     import concurrent.futures
 
     f = shapes.sample_factors(4 * 32, np.random.default_rng(18))
-    f[:, 3], f[:, 4] = 3, np.arange(len(f)) % 2           # two (scale, shape) groups
+    f[:, 3], f[:, 4] = 3, np.arange(len(f)) % 2  # two (scale, shape) groups
     idx = shapes.factors_to_index(f).reshape(4, 32)
     expected = [shapes.get_images(i) for i in idx]
-    type(shapes)._maps = type(shapes)._ready = None        # force lazy rendering again
+    type(shapes)._maps = type(shapes)._ready = None  # force lazy rendering again
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         got = list(pool.map(type(shapes)().get_images, idx))
     for g, e in zip(got, expected):

@@ -25,7 +25,6 @@ from latentquant.cli import main
 from latentquant.data import fetch, get_dataset
 from latentquant.data.files import DSPRITES_STEM, SHAPES3D_GRIDS, Falcor3D
 
-
 FALCOR_SIZES = (2, 2, 2, 2, 2, 2, 2)
 
 
@@ -92,8 +91,17 @@ def _npz(**arrays) -> bytes:
 def _formats(rng) -> dict[str, tuple[bytes, dict]]:
     """remote name -> (bytes, what the loader must then read)."""
     n = 6
-    classes = np.stack([np.zeros(n, int), rng.integers(0, 3, n), rng.integers(0, 6, n), rng.integers(0, 40, n),
-                        rng.integers(0, 32, n), rng.integers(0, 32, n)], 1)
+    classes = np.stack(
+        [
+            np.zeros(n, int),
+            rng.integers(0, 3, n),
+            rng.integers(0, 6, n),
+            rng.integers(0, 40, n),
+            rng.integers(0, 32, n),
+            rng.integers(0, 32, n),
+        ],
+        1,
+    )
     imgs = rng.integers(0, 2, (n, 64, 64), dtype=np.uint8)
 
     def dsprites(f):
@@ -128,12 +136,22 @@ def _formats(rng) -> dict[str, tuple[bytes, dict]]:
     return {
         f"{DSPRITES_STEM}.hdf5": (_h5(dsprites), {"name": "dsprites", "images": imgs[:, None].astype(bool)}),
         "3dshapes.h5": (_h5(shapes3d), {"name": "shapes3d", "images": shapes_images.transpose(0, 3, 1, 2)}),
-        "mpi3d_toy.npz": (_npz(images=toy), {
-            "name": "mpi3d", "options": {"variant": "toy", "factor_sizes": (1, 1, 1, 1, 1, 2, 4)},
-            "images": toy.transpose(0, 3, 1, 2)}),
-        "real3d_complicated_shapes_ordered.npz": (_npz(images=complex_), {
-            "name": "mpi3d", "options": {"variant": "complex", "factor_sizes": (1, 1, 1, 1, 1, 2, 2)},
-            "images": complex_.transpose(0, 3, 1, 2)}),
+        "mpi3d_toy.npz": (
+            _npz(images=toy),
+            {
+                "name": "mpi3d",
+                "options": {"variant": "toy", "factor_sizes": (1, 1, 1, 1, 1, 2, 4)},
+                "images": toy.transpose(0, 3, 1, 2),
+            },
+        ),
+        "real3d_complicated_shapes_ordered.npz": (
+            _npz(images=complex_),
+            {
+                "name": "mpi3d",
+                "options": {"variant": "complex", "factor_sizes": (1, 1, 1, 1, 1, 2, 2)},
+                "images": complex_.transpose(0, 3, 1, 2),
+            },
+        ),
         "Falcor3D_down128.zip": (buf.getvalue(), {"name": "falcor3d", "images": falcor_small.transpose(0, 3, 1, 2)}),
     }
 
@@ -152,8 +170,11 @@ def served(tmp_path, monkeypatch):
         body = formats.get(r.remote, (None,))[0]
         if body is not None and r.known_hash is not None:
             alg = r.known_hash.split(":")[0]
-            r = dataclasses.replace(r, known_hash=f"{alg}:{hashlib.new(alg, body).hexdigest()}",
-                                    size=len(body) if r.size is not None else None)
+            r = dataclasses.replace(
+                r,
+                known_hash=f"{alg}:{hashlib.new(alg, body).hexdigest()}",
+                size=len(body) if r.size is not None else None,
+            )
         entries.append(r)
     monkeypatch.setattr(fetch, "REGISTRY", tuple(entries))
     monkeypatch.setattr(fetch, "MPI3D_COUNTS", {"toy": 8, "realistic": 8, "real": 8, "complex": 4})
@@ -173,8 +194,15 @@ def _fetch(*args) -> int:
 
 def _leftovers(root: Path) -> list[str]:
     """Anything under root besides the dataset files and the stamp file: temporaries, partial extractions."""
-    known = {f"{DSPRITES_STEM}.hdf5", "3dshapes.h5", "mpi3d_toy.npz", "real3d_complicated_shapes_ordered.npz",
-             "Falcor3D_down128", fetch.STAMPS, fetch.INCOMING}
+    known = {
+        f"{DSPRITES_STEM}.hdf5",
+        "3dshapes.h5",
+        "mpi3d_toy.npz",
+        "real3d_complicated_shapes_ordered.npz",
+        "Falcor3D_down128",
+        fetch.STAMPS,
+        fetch.INCOMING,
+    }
     found = [p.name for p in root.iterdir() if p.name not in known] if root.exists() else []
     incoming = root / fetch.INCOMING
     return found + ([f"{fetch.INCOMING}/{p.name}" for p in incoming.iterdir()] if incoming.exists() else [])
@@ -183,8 +211,13 @@ def _leftovers(root: Path) -> list[str]:
 # -------------------------------------------------------------------- tests
 def test_good_fetch_of_each_format_leaves_the_loader_layout(served, capsys):
     server, formats, root = served
-    for args in (["dsprites"], ["shapes3d"], ["mpi3d", "--variant", "toy"], ["mpi3d", "--variant", "complex"],
-                 ["falcor3d"]):
+    for args in (
+        ["dsprites"],
+        ["shapes3d"],
+        ["mpi3d", "--variant", "toy"],
+        ["mpi3d", "--variant", "complex"],
+        ["falcor3d"],
+    ):
         assert _fetch(*args) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "dsprites: downloading" in out and "sha256 verified" in out and "md5 verified" in out
@@ -320,29 +353,38 @@ def test_list_shows_size_destination_and_verification(served, capsys):
     assert _fetch("--list", "--verify") == 0 and "present, WRONG sha256" in capsys.readouterr().out
     file.write_bytes(b"short")
     assert _fetch("--list") == 0 and "present, WRONG SIZE (5 bytes" in capsys.readouterr().out
-    assert server.requests == [f"{DSPRITES_STEM}.hdf5", "real3d_complicated_shapes_ordered.npz"]  # --list downloads nothing
+    assert server.requests == [
+        f"{DSPRITES_STEM}.hdf5",
+        "real3d_complicated_shapes_ordered.npz",
+    ]  # --list downloads nothing
 
 
 def test_progress_bar_and_flag_errors(served, capsys):
     server, formats, root = served
     assert main(["data", "fetch", "dsprites"]) == 0  # progress bar on by default (tqdm on stderr)
     assert "B/s" in capsys.readouterr().err
-    for args, message in [([], "fetch needs a dataset NAME"), (["sprites"], "rendered by latentquant itself"),
-                          (["nope"], "no download for dataset 'nope'"),
-                          (["mpi3d", "--variant", "huge"], "unknown variant 'huge'"),
-                          (["dsprites", "--variant", "toy"], "dsprites has no variants"),
-                          (["dsprites", "--archive", "x.zip"], "--archive is for the zip archives"),
-                          (["--list", "dsprites"], "takes no NAME"), (["dsprites", "--verify"], "goes with --list")]:
+    for args, message in [
+        ([], "fetch needs a dataset NAME"),
+        (["sprites"], "rendered by latentquant itself"),
+        (["nope"], "no download for dataset 'nope'"),
+        (["mpi3d", "--variant", "huge"], "unknown variant 'huge'"),
+        (["dsprites", "--variant", "toy"], "dsprites has no variants"),
+        (["dsprites", "--archive", "x.zip"], "--archive is for the zip archives"),
+        (["--list", "dsprites"], "takes no NAME"),
+        (["dsprites", "--verify"], "goes with --list"),
+    ]:
         assert _fetch(*args) == 2, args
         assert message in capsys.readouterr().err, args
 
 
 def test_loader_errors_name_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("LATENTQUANT_DATA", str(tmp_path))
-    for name, cmd in [("dsprites", "latentquant data fetch dsprites`"),
-                      ("shapes3d", "latentquant data fetch shapes3d`"),
-                      ("mpi3d", "latentquant data fetch mpi3d --variant toy` (or another variant)"),
-                      ("isaac3d", "latentquant data fetch isaac3d`")]:
+    for name, cmd in [
+        ("dsprites", "latentquant data fetch dsprites`"),
+        ("shapes3d", "latentquant data fetch shapes3d`"),
+        ("mpi3d", "latentquant data fetch mpi3d --variant toy` (or another variant)"),
+        ("isaac3d", "latentquant data fetch isaac3d`"),
+    ]:
         with pytest.raises(FileNotFoundError, match="run `" + cmd.replace("(", r"\(").replace(")", r"\)")):
             get_dataset(name)
     with pytest.raises(FileNotFoundError, match=f"fetch mpi3d --variant real --root {tmp_path / 'r'}`"):

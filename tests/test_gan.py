@@ -30,6 +30,7 @@ def moved(params, before):
 
 # ------------------------------------------------------------ gradient penalty
 
+
 def test_gradient_penalty_linear_critic_known_gradient():
     # D(x) = w . x: grad_x D = w everywhere, so GP = (||w|| - 1)^2 and
     # dGP/dw = 2 (||w|| - 1) w / ||w||, whatever the images and eps are.
@@ -72,6 +73,7 @@ def test_gradient_penalty_bad_shapes():
 
 # ---------------------------------------------------------- networks, losses
 
+
 @pytest.mark.parametrize("name", MODELS)
 def test_heads_and_encoding(name):
     model = make(name)
@@ -81,7 +83,7 @@ def test_heads_and_encoding(name):
     enc = model.encode(images())
     if name == "qlinfowgan":
         assert model.discrete_latents and enc.code.dtype == torch.int64 and enc.code.shape == (4, 4)
-        assert 0 <= enc.code.min() and enc.code.max() < 5
+        assert enc.code.min() >= 0 and enc.code.max() < 5
     else:
         assert not model.discrete_latents and torch.allclose(enc.code, pre_z)
 
@@ -134,6 +136,7 @@ def test_ql_generator_loss_reaches_codebook_values():
 
 
 # -------------------------------------------------------------- optimization
+
 
 @pytest.mark.parametrize("name", MODELS)
 def test_steps_move_only_their_network(name):
@@ -194,12 +197,13 @@ def test_optimizer_split_and_defaults(name):
 
 # ------------------------------------------------------------------ figures
 
+
 @pytest.mark.parametrize("name", MODELS)
 def test_samples_and_traversals(name):
     model = make(name)
     figs = model.extra_figures(images())
     s = figs["samples"]
-    assert s.shape == (8, 8, 1, 64, 64) and 0 <= s.min() and s.max() <= 1
+    assert s.shape == (8, 8, 1, 64, 64) and s.min() >= 0 and s.max() <= 1
     enc = model.encode(images(6))
     sweep = model.traversal(enc.z[:2], 1, enc.code, 7)
     others = [0, 2, 3]
@@ -229,8 +233,22 @@ from latentquant.cli import main  # noqa: E402
 from latentquant.train import checkpoint as ckpt  # noqa: E402
 from latentquant.train.config import TrainConfig  # noqa: E402
 
-TINY = ["--dataset", "sprites", "--arch", "small", "--batch-size", "8", "--eval-samples", "100",
-        "--eval-every", "0", "--log-every", "1", "--threads", "1"]
+TINY = [
+    "--dataset",
+    "sprites",
+    "--arch",
+    "small",
+    "--batch-size",
+    "8",
+    "--eval-samples",
+    "100",
+    "--eval-every",
+    "0",
+    "--log-every",
+    "1",
+    "--threads",
+    "1",
+]
 EVAL_KEYS = {"infom", "infoe", "infoc", "dci_d", "dci_c", "dci_i", "mig", "psnr", "step"}
 
 
@@ -241,8 +259,13 @@ def _records(run):
 def test_published_defaults_resolve_through_the_config():
     c = TrainConfig(model="qlinfowgan", dataset="shapes").resolve(6)
     assert (c.lr, c.batch_size, c.weight_decay, c.values_per_latent, c.num_latents) == (2e-4, 64, 1e-3, 10, 12)
-    assert c.options == {"lambda_gp": 10.0, "lambda_latent": 200.0, "n_critic": 5,
-                         "quantization_weight": 0.01, "commitment_weight": 0.01}
+    assert c.options == {
+        "lambda_gp": 10.0,
+        "lambda_latent": 200.0,
+        "n_critic": 5,
+        "quantization_weight": 0.01,
+        "commitment_weight": 0.01,
+    }
     c = TrainConfig(model="infowgan", dataset="sprites").resolve(5)
     assert (c.lr, c.batch_size, c.weight_decay, c.values_per_latent) == (2e-4, 64, 1e-4, None)
 
@@ -256,7 +279,7 @@ def test_train_command_and_evaluate(name, tmp_path):
     assert all("generator" not in rec[s] for s in (1, 2, 3, 4)) and "generator" in rec[5]  # 5 critic : 1
     assert all(r["lr"] == 2e-4 for r in rec.values())
     scores = json.loads((run / "eval.json").read_text())
-    assert EVAL_KEYS <= set(scores) and scores["step"] == 5 and scores["model"] == name
+    assert set(scores) >= EVAL_KEYS and scores["step"] == 5 and scores["model"] == name
     figures = {p.name for p in (run / "figures").iterdir()}
     assert {"samples.png", "traversals.png", "reconstructions.png", "nmi.png"} <= figures
     assert "samples.png" in (run / "report.md").read_text()
@@ -276,8 +299,18 @@ def test_resume_of_a_gan_run_reproduces_the_uninterrupted_run(tmp_path):
     # the uninterrupted run evaluates at step 3 (samples.png draws from the prior): evaluation
     # must leave the training's random stream alone, or the two runs part after step 3
     full, part = tmp_path / "full", tmp_path / "part"
-    common = ["--model", "qlinfowgan", "--checkpoint-every", "3", "--seed", "3", "--values-per-latent", "4",
-              "-o", "n_critic=2"]
+    common = [
+        "--model",
+        "qlinfowgan",
+        "--checkpoint-every",
+        "3",
+        "--seed",
+        "3",
+        "--values-per-latent",
+        "4",
+        "-o",
+        "n_critic=2",
+    ]
     assert main(["train", *TINY, *common, "--steps", "6", "--eval-every", "3", "--out", str(full)]) == 0
     assert main(["train", *TINY, *common, "--steps", "3", "--out", str(part)]) == 0
     # both optimizers' states are in the checkpoint: critic 3 steps, generator 1 (after step 2)
@@ -336,19 +369,30 @@ def test_ddp_keeps_ranks_in_sync_through_penalty_and_generator_steps(tmp_path):
     script = tmp_path / "ddp_gan.py"
     script.write_text(DDP_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(script)], env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     words = proc.stdout.split()
     diff, moved = float(words[words.index("DIFF") + 1]), float(words[words.index("MOVED") + 1])
     assert diff == 0.0 and moved > 1e-4
 
 
-@pytest.mark.parametrize("option, expected", [("n_critic=0", "n_critic must be an integer >= 1, got 0"),
-                                              ("lambda_gp=-1", "lambda_gp must be a finite number >= 0")])
+@pytest.mark.parametrize(
+    "option, expected",
+    [
+        ("n_critic=0", "n_critic must be an integer >= 1, got 0"),
+        ("lambda_gp=-1", "lambda_gp must be a finite number >= 0"),
+    ],
+)
 def test_bad_gan_options_exit_2_with_one_line(tmp_path, capsys, option, expected):
-    assert main(["train", *TINY, "--model", "qlinfowgan", "-o", option, "--steps", "1",
-                 "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(["train", *TINY, "--model", "qlinfowgan", "-o", option, "--steps", "1", "--out", str(tmp_path / "r")]) == 2
+    )
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and expected in err[0]
     assert not (tmp_path / "r" / "checkpoints").exists()

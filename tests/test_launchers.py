@@ -16,10 +16,38 @@ submitit = pytest.importorskip("submitit")
 
 
 def sweep_args(out, steps, *extra):
-    return ["sweep", "--datasets", "sprites", "--models", "qlae", "ae", "--seeds", "0", "--steps", str(steps),
-            "--arch", "small", "--out", str(out), "--launcher", "submitit", "--submitit-cluster", "local",
-            "--slurm-time", "10", *extra,
-            "--", "--batch-size", "8", "--eval-samples", "300", "--eval-every", "0", "--device", "cpu"]
+    return [
+        "sweep",
+        "--datasets",
+        "sprites",
+        "--models",
+        "qlae",
+        "ae",
+        "--seeds",
+        "0",
+        "--steps",
+        str(steps),
+        "--arch",
+        "small",
+        "--out",
+        str(out),
+        "--launcher",
+        "submitit",
+        "--submitit-cluster",
+        "local",
+        "--slurm-time",
+        "10",
+        *extra,
+        "--",
+        "--batch-size",
+        "8",
+        "--eval-samples",
+        "300",
+        "--eval-every",
+        "0",
+        "--device",
+        "cpu",
+    ]
 
 
 def recorded_jobs(out):
@@ -67,25 +95,54 @@ def test_slurm_flags_reach_the_sbatch_script(tmp_path, monkeypatch):
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 2))  # pretend srun exists
     parser = argparse.ArgumentParser()
     sweep.add_arguments(parser)
-    args = parser.parse_args(["--datasets", "sprites", "--models", "qlae", "--launcher", "submitit",
-                              "--submitit-cluster", "slurm", "--slurm-partition", "gpu", "--slurm-time", "2880",
-                              "--slurm-gpus-per-node", "1", "--slurm-option", "account=lab",
-                              "--slurm-option", "mem=32G", "--threads", "4"])
+    args = parser.parse_args(
+        [
+            "--datasets",
+            "sprites",
+            "--models",
+            "qlae",
+            "--launcher",
+            "submitit",
+            "--submitit-cluster",
+            "slurm",
+            "--slurm-partition",
+            "gpu",
+            "--slurm-time",
+            "2880",
+            "--slurm-gpus-per-node",
+            "1",
+            "--slurm-option",
+            "account=lab",
+            "--slurm-option",
+            "mem=32G",
+            "--threads",
+            "4",
+        ]
+    )
     launcher = launchers.from_args(args)
     executor = submitit.AutoExecutor(folder=tmp_path, cluster="slurm")
     executor.update_parameters(**launcher.parameters)
     script = executor._executor._make_submission_file_text("true", "0")  # the sbatch file submitit would submit
-    for line in ("--partition=gpu", "--time=2880", "--gpus-per-node=1", "--cpus-per-task=4", "--account=lab",
-                 "--mem=32G"):
+    for line in (
+        "--partition=gpu",
+        "--time=2880",
+        "--gpus-per-node=1",
+        "--cpus-per-task=4",
+        "--account=lab",
+        "--mem=32G",
+    ):
         assert f"#SBATCH {line}\n" in script
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--slurm-option", "account"], "--slurm-option expects KEY=VALUE"),
-    (["--slurm-time", "0"], "--slurm-time must be >= 1, got 0"),
-    (["--submitit-cluster", "slurm"], "--submitit-cluster slurm: no SLURM here (srun is not on the PATH)"),
-    (["--launcher", "local", "--slurm-partition", "gpu"], "--slurm-partition applies to --launcher submitit"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--slurm-option", "account"], "--slurm-option expects KEY=VALUE"),
+        (["--slurm-time", "0"], "--slurm-time must be >= 1, got 0"),
+        (["--submitit-cluster", "slurm"], "--submitit-cluster slurm: no SLURM here (srun is not on the PATH)"),
+        (["--launcher", "local", "--slurm-partition", "gpu"], "--slurm-partition applies to --launcher submitit"),
+    ],
+)
 def test_submitit_flag_errors_are_one_line(tmp_path, capsys, flags, message):
     if flags[0] == "--submitit-cluster" and submitit.SlurmExecutor.affinity() > 0:
         pytest.skip("this machine has SLURM")
@@ -100,10 +157,13 @@ def test_submitit_flag_errors_are_one_line(tmp_path, capsys, flags, message):
 
 def test_missing_submitit_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "submitit", None)
-    assert main(["sweep", "--datasets", "sprites", "--models", "qlae", "--out", str(tmp_path),
-                 "--launcher", "submitit"]) == 2
-    assert capsys.readouterr().err == ("latentquant: error: --launcher submitit needs the submitit package: "
-                                       "pip install 'latentquant[slurm]'\n")
+    assert (
+        main(["sweep", "--datasets", "sprites", "--models", "qlae", "--out", str(tmp_path), "--launcher", "submitit"])
+        == 2
+    )
+    assert capsys.readouterr().err == (
+        "latentquant: error: --launcher submitit needs the submitit package: pip install 'latentquant[slurm]'\n"
+    )
 
 
 def test_a_job_slurm_cannot_account_for_is_left_alone_with_the_way_out(tmp_path, capsys):
@@ -114,8 +174,26 @@ def test_a_job_slurm_cannot_account_for_is_left_alone_with_the_way_out(tmp_path,
     (spec,) = sweep.plan(["sprites"], ["qlae"], [0], tmp_path)
     (spec.out / "jobs").mkdir(parents=True)
     (spec.out / "jobs" / "job.pkl").write_bytes(pickle.dumps(submitit.SlurmJob(spec.out / "jobs", "4242")))
-    assert main(["sweep", "--datasets", "sprites", "--models", "qlae", "--seeds", "0", "--out", str(tmp_path),
-                 "--launcher", "submitit", "--submitit-cluster", "local"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--datasets",
+                "sprites",
+                "--models",
+                "qlae",
+                "--seeds",
+                "0",
+                "--out",
+                str(tmp_path),
+                "--launcher",
+                "submitit",
+                "--submitit-cluster",
+                "local",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"job 4242 is unknown; left alone; if it is gone, delete {spec.out / 'jobs' / 'job.pkl'}" in out
     assert "0 job(s) submitted to local, 1 already queued or running" in out

@@ -13,8 +13,27 @@ import pytest
 from latentquant.cli import main
 from latentquant.train import loggers
 
-TINY = ["train", "--dataset", "sprites", "--model", "qlae", "--arch", "small", "--steps", "4", "--batch-size", "8",
-        "--eval-every", "4", "--eval-samples", "300", "--log-every", "2", "--device", "cpu"]
+TINY = [
+    "train",
+    "--dataset",
+    "sprites",
+    "--model",
+    "qlae",
+    "--arch",
+    "small",
+    "--steps",
+    "4",
+    "--batch-size",
+    "8",
+    "--eval-every",
+    "4",
+    "--eval-samples",
+    "300",
+    "--log-every",
+    "2",
+    "--device",
+    "cpu",
+]
 
 
 def wandb_records(path: Path):
@@ -28,11 +47,11 @@ def wandb_records(path: Path):
         if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
             pos += block - pos % block
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if kind == 0:  # zero padding to the end of the block
             pos += block - pos % block
             continue
-        payload += data[pos + 7:pos + 7 + length]
+        payload += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
@@ -92,11 +111,14 @@ def test_logger_none_writes_no_tensorboard(tmp_path):
     assert (out / "eval.json").is_file() and not (out / "tensorboard").exists()
 
 
-@pytest.mark.parametrize("names, message", [
-    (["tensorboard", "mlflow"], "unknown logger 'mlflow'; valid choices: tensorboard, wandb, none"),
-    (["none", "wandb"], "'none' cannot be combined"),
-    ("wandb", "must be a list"),
-])
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        (["tensorboard", "mlflow"], "unknown logger 'mlflow'; valid choices: tensorboard, wandb, none"),
+        (["none", "wandb"], "'none' cannot be combined"),
+        ("wandb", "must be a list"),
+    ],
+)
 def test_logger_names_are_checked(names, message):
     with pytest.raises(ValueError, match=message):
         loggers.check(names)
@@ -111,8 +133,10 @@ def test_missing_wandb_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsy
 
 
 def test_wandb_is_not_imported_unless_asked_for(tmp_path):
-    code = ("import sys; from latentquant.train import TrainConfig; from latentquant.train.loggers import open_loggers;"
-            f"open_loggers(TrainConfig(out={str(tmp_path)!r})).close(); print('wandb' in sys.modules)")
+    code = (
+        "import sys; from latentquant.train import TrainConfig; from latentquant.train.loggers import open_loggers;"
+        f"open_loggers(TrainConfig(out={str(tmp_path)!r})).close(); print('wandb' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
     assert (tmp_path / "tensorboard").is_dir()
@@ -122,9 +146,14 @@ def test_wandb_without_an_account_is_one_line(tmp_path):
     """Online mode with no API key (a fresh HOME, no netrc): wandb's UsageError becomes one line, exit 2."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(HOME=str(tmp_path), WANDB_DIR=str(tmp_path), WANDB_CONFIG_DIR=str(tmp_path / "config"))
-    result = subprocess.run([sys.executable, "-m", "latentquant", *TINY, "--out", str(tmp_path / "run"),
-                             "--logger", "wandb"], env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "latentquant", *TINY, "--out", str(tmp_path / "run"), "--logger", "wandb"],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("latentquant: error: --logger wandb: ") and "WANDB_MODE=offline" in last

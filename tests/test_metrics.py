@@ -7,7 +7,6 @@ import json
 import math
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from latentquant.metrics import (
     DCI,
     InfoMEC,
     MetricWarning,
+    _mi,
     active_latents,
     dci,
     explicitness,
@@ -26,7 +26,6 @@ from latentquant.metrics import (
     normalized_mutual_info,
     sap,
 )
-from latentquant.metrics import _mi
 from latentquant.metrics.dci import dci_scores
 from latentquant.metrics.infomec import _logistic_log_loss, _normalized_max_share
 
@@ -106,8 +105,10 @@ def test_nmi_discrete_matches_ratio_of_sklearn_calls():
     z = np.stack([s[:, 0] + 2 * (rng.random(800) < 0.2), rng.integers(0, 5, 800)], 1)
     nmi = normalized_mutual_info(s, z, discrete_latents=True)
     expected = np.array(
-        [[mutual_info_score(s[:, i], z[:, j]) / mutual_info_score(s[:, i], s[:, i]) for j in range(2)]
-         for i in range(3)]
+        [
+            [mutual_info_score(s[:, i], z[:, j]) / mutual_info_score(s[:, i], s[:, i]) for j in range(2)]
+            for i in range(3)
+        ]
     )
     np.testing.assert_allclose(nmi, expected, atol=1e-9)
 
@@ -159,8 +160,14 @@ def test_entangled_mixture_lies_between():
     perfect, _ = relabelled_copy(sources, rng, n_constant=0)
     # two latents each carry two sources in one value; the other two are noise
     entangled = np.stack(
-        [sources[:, 0] * 4 + sources[:, 1], sources[:, 2] * 4 + sources[:, 3],
-         rng.integers(0, 4, len(sources)), rng.integers(0, 4, len(sources))], 1)
+        [
+            sources[:, 0] * 4 + sources[:, 1],
+            sources[:, 2] * 4 + sources[:, 3],
+            rng.integers(0, 4, len(sources)),
+            rng.integers(0, 4, len(sources)),
+        ],
+        1,
+    )
     random = rng.integers(0, 4, (len(sources), 4))
     scores = [infomec(sources, z, discrete_latents=True) for z in (perfect, entangled, random)]
     infom = [s.infom for s in scores]
@@ -190,8 +197,9 @@ def test_dci_fast_model_and_factory():
 
     rng = np.random.default_rng(9)
     sources = grid(3, 3, repeat=20)
-    latents = np.concatenate([sources[:, ::-1] + 0.1 * rng.standard_normal(sources.shape),
-                              rng.standard_normal((len(sources), 1))], 1)
+    latents = np.concatenate(
+        [sources[:, ::-1] + 0.1 * rng.standard_normal(sources.shape), rng.standard_normal((len(sources), 1))], 1
+    )
     fast = dci(sources, latents, model="fast")
     assert fast.disentanglement > 0.95 and fast.completeness > 0.9
     assert fast.importance[0, 1] > 0.9 and fast.importance[1, 0] > 0.9
@@ -236,8 +244,14 @@ def test_sap_known_answers():
 def test_mig_histogram_matches_direct_formula():
     rng = np.random.default_rng(11)
     sources = rng.integers(0, 5, (500, 3))
-    latents = np.stack([sources[:, 0] + 0.3 * rng.standard_normal(500),
-                        rng.standard_normal(500), sources[:, 2] * 0.5 + rng.standard_normal(500)], 1)
+    latents = np.stack(
+        [
+            sources[:, 0] + 0.3 * rng.standard_normal(500),
+            rng.standard_normal(500),
+            sources[:, 2] * 0.5 + rng.standard_normal(500),
+        ],
+        1,
+    )
     binned = [np.digitize(z, np.histogram(z, 20)[1][:-1]) for z in latents.T]
     m = np.array([[mutual_info_score(s, b) for b in binned] for s in sources.T])
     h = np.array([mutual_info_score(s, s) for s in sources.T])
@@ -252,9 +266,15 @@ def test_mig_histogram_matches_direct_formula():
 def test_invariance_to_latent_order_and_relabelling():
     rng = np.random.default_rng(12)
     sources = grid(3, 4, 2, repeat=5)
-    latents = np.stack([sources[:, 0] * 4 + sources[:, 1], sources[:, 2],
-                        (sources[:, 1] + rng.integers(0, 2, len(sources))) % 4,
-                        rng.integers(0, 3, len(sources))], 1)
+    latents = np.stack(
+        [
+            sources[:, 0] * 4 + sources[:, 1],
+            sources[:, 2],
+            (sources[:, 1] + rng.integers(0, 2, len(sources))) % 4,
+            rng.integers(0, 3, len(sources)),
+        ],
+        1,
+    )
     base = infomec(sources, latents, discrete_latents=True)
     order = np.array([2, 0, 3, 1])
     permuted = infomec(sources, latents[:, order], discrete_latents=True)
@@ -270,17 +290,20 @@ def test_invariance_to_latent_order_and_relabelling():
         assert getattr(other, name) == pytest.approx(getattr(base, name), abs=1e-6)
     np.testing.assert_allclose(other.nmi, base.nmi, atol=1e-12)
     assert mig(relabelled_s, relabelled_z, discrete_latents=True) == pytest.approx(
-        mig(sources, latents, discrete_latents=True), abs=1e-12)
+        mig(sources, latents, discrete_latents=True), abs=1e-12
+    )
 
 
 def test_torch_tensors_accepted():
     import torch
+
     rng = np.random.default_rng(13)
     sources = grid(3, 3, repeat=10)
     latents = sources[:, ::-1] + 0.1 * rng.standard_normal(sources.shape)
     a = infomec(sources, latents, discrete_latents=False, explicitness=False)
-    b = infomec(torch.from_numpy(sources), torch.tensor(latents, requires_grad=True),
-                discrete_latents=False, explicitness=False)
+    b = infomec(
+        torch.from_numpy(sources), torch.tensor(latents, requires_grad=True), discrete_latents=False, explicitness=False
+    )
     assert a.infom == pytest.approx(b.infom) and a.infoc == pytest.approx(b.infoc)
     assert mig(torch.from_numpy(sources), torch.from_numpy(latents)) == pytest.approx(mig(sources, latents))
 
@@ -301,8 +324,9 @@ def test_import_does_not_pull_torch_or_sklearn():
 def test_constant_source_is_excluded_with_warning():
     rng = np.random.default_rng(14)
     sources = grid(3, 4, repeat=6)
-    latents = np.stack([sources[:, 1], (sources[:, 0] + rng.integers(0, 2, len(sources))) % 3,
-                        rng.integers(0, 3, len(sources))], 1)
+    latents = np.stack(
+        [sources[:, 1], (sources[:, 0] + rng.integers(0, 2, len(sources))) % 3, rng.integers(0, 3, len(sources))], 1
+    )
     with_constant = np.concatenate([sources[:, :1], np.full((len(sources), 1), 5), sources[:, 1:]], 1)
     with pytest.warns(MetricWarning, match=r"constant source\(s\) \[1\]"):
         r = infomec(with_constant, latents, discrete_latents=True)
@@ -313,7 +337,8 @@ def test_constant_source_is_excluded_with_warning():
         assert getattr(r, name) == pytest.approx(getattr(ref, name), abs=1e-9)
     with pytest.warns(MetricWarning, match="excluded from MIG"):
         assert mig(with_constant, latents, discrete_latents=True) == pytest.approx(
-            mig(sources, latents, discrete_latents=True))
+            mig(sources, latents, discrete_latents=True)
+        )
     with pytest.warns(MetricWarning, match="excluded from DCI"):
         d = dci(with_constant, latents, model="fast")
     np.testing.assert_array_equal(d.importance[:, 1], 0.0)
@@ -373,8 +398,7 @@ def test_infoe_null_model_and_convention():
 
 
 def test_active_latents_rule():
-    z = np.stack([np.linspace(0, 10, 50), np.linspace(0, 0.4, 50), np.linspace(0, 0.6, 50),
-                  np.zeros(50)], 1)
+    z = np.stack([np.linspace(0, 10, 50), np.linspace(0, 0.4, 50), np.linspace(0, 0.6, 50), np.zeros(50)], 1)
     np.testing.assert_array_equal(active_latents(z, discrete_latents=False), [True, False, True, False])
     np.testing.assert_array_equal(active_latents(z, discrete_latents=True), [True, True, True, False])
 
@@ -479,8 +503,12 @@ def test_cli_flags_nan_and_discrete_inference(tmp_path, capsys):
     assert any("only one active latent" in w for w in report["warnings"])
     assert not (tmp_path / "one.nmi.png").exists()
     # the flag overrides the file
-    assert cli.main(["metrics", str(path), "--continuous-latents", "--no-dci", "--no-sap",
-                     "--no-explicitness", "--no-plot"]) == 0
+    assert (
+        cli.main(
+            ["metrics", str(path), "--continuous-latents", "--no-dci", "--no-sap", "--no-explicitness", "--no-plot"]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "one.metrics.json").read_text())
     assert report["discrete_latents"] is False and report["discrete_latents_from"] == "flag"
 

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from latentquant.models import (
-    ARCHS, DataInfo, LatentModel, available_models, build_backbone, build_model, clip_gradients, get_model_class,
+    ARCHS,
+    DataInfo,
+    LatentModel,
+    available_models,
+    build_backbone,
+    build_model,
+    clip_gradients,
+    get_model_class,
 )
 from latentquant.models.backbones import PaperEncoder, StyleDecoder
 
@@ -89,7 +96,8 @@ def test_paper_arch_is_the_published_one():
     assert [b.style.out_features for b in dec.blocks] == [2 * b.conv.out_channels for b in dec.blocks]
     assert dec.out.kernel_size == (3, 3) and dec.out.out_channels == 1 and dec.out.bias is None
     assert [type(m).__name__ for m in dec.mlp] == ["Linear", "ReLU", "Linear", "ReLU"]
-    # a style block: ConvTranspose -> LeakyReLU(0.2) -> instance norm -> x * scale + bias, [scale, bias] = ReLU(Linear(w))
+    # a style block: ConvTranspose -> LeakyReLU(0.2) -> instance norm -> x * scale + bias,
+    # [scale, bias] = ReLU(Linear(w))
     block, F = dec.blocks[2], torch.nn.functional
     x, w = torch.randn(2, 256, 4, 4), torch.randn(2, 256)
     h = F.leaky_relu(F.conv_transpose2d(x, block.conv.weight, stride=2, padding=1), 0.2)
@@ -145,7 +153,8 @@ def test_qlae_optimizer_split_by_rule():
     assert set(decay) | set(no_decay) == {n for n, _ in model.named_parameters()}
     assert not set(decay) & set(no_decay)
     assert {n for n in no_decay if n.startswith("quantizer.")} == {
-        f"quantizer.{n}" for n, _ in model.quantizer.named_parameters()}
+        f"quantizer.{n}" for n, _ in model.quantizer.named_parameters()
+    }
     assert all(n.endswith("bias") or n.startswith("quantizer.") for n in no_decay)
     assert any(n.startswith("encoder.conv") and n.endswith("weight") for n in decay)  # instance-norm scales
     assert "decoder.constant" in decay and "decoder.blocks.0.style.weight" in decay
@@ -230,8 +239,9 @@ def test_tcvae_terms_sum_to_the_sampled_kl():
     # MI + TC + dwKL telescopes to log q(z|x) - log p(z), whatever the estimate of q(z)
     kl = (normal(mu, sigma).log_prob(z) - normal(0.0, 1.0).log_prob(z)).sum(-1).mean()
     p = out.parts
-    torch.testing.assert_close(p["mutual_information"] + p["total_correlation"] + p["dimension_wise_kl"], kl,
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        p["mutual_information"] + p["total_correlation"] + p["dimension_wise_kl"], kl, rtol=1e-4, atol=1e-4
+    )
     bce = torch.nn.functional.binary_cross_entropy_with_logits(model.decoder(z), x)
     expected = bce + (p["mutual_information"] + 5.0 * p["total_correlation"] + p["dimension_wise_kl"]) / 4096
     torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
@@ -239,10 +249,16 @@ def test_tcvae_terms_sum_to_the_sampled_kl():
         build_model("vqvae", "small", SPRITES, num_embeddings=1)
 
 
-@pytest.mark.parametrize("name, option, value", [
-    ("vae", "beta", -1.0), ("tcvae", "gamma", float("nan")), ("bioae", "activity", float("inf")),
-    ("vqvae", "commitment_weight", -0.25), ("tcvae", "alpha", "1"),
-])
+@pytest.mark.parametrize(
+    "name, option, value",
+    [
+        ("vae", "beta", -1.0),
+        ("tcvae", "gamma", float("nan")),
+        ("bioae", "activity", float("inf")),
+        ("vqvae", "commitment_weight", -0.25),
+        ("tcvae", "alpha", "1"),
+    ],
+)
 def test_negative_or_non_finite_loss_weights_are_rejected(name, option, value):
     with pytest.raises(ValueError, match=f"{option} must be a finite number >= 0, got"):
         build_model(name, "small", SPRITES, **{option: value})
@@ -250,8 +266,7 @@ def test_negative_or_non_finite_loss_weights_are_rejected(name, option, value):
 
 def test_vqvae_quantizes_each_slot_to_its_own_codebook():
     torch.manual_seed(0)
-    model = build_model("vqvae", "small", SPRITES, num_embeddings=16, embedding_dim=4,
-                        shared_codebook=False).eval()
+    model = build_model("vqvae", "small", SPRITES, num_embeddings=16, embedding_dim=4, shared_codebook=False).eval()
     enc = model.encode(torch.rand(3, 1, 64, 64))
     assert enc.code.shape == (3, 10) and enc.z.shape == (3, 40)
     z = enc.z.view(3, 10, 4)

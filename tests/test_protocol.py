@@ -9,8 +9,22 @@ from latentquant.models import DataInfo, build_model
 from latentquant.results.sweep import parse_model
 from latentquant.train.config import TrainConfig, timescale_weight_decay
 
-TINY = ["--dataset", "sprites", "--arch", "small", "--batch-size", "8", "--eval-samples", "100",
-        "--eval-every", "0", "--log-every", "1", "--threads", "1"]
+TINY = [
+    "--dataset",
+    "sprites",
+    "--arch",
+    "small",
+    "--batch-size",
+    "8",
+    "--eval-samples",
+    "100",
+    "--eval-every",
+    "0",
+    "--log-every",
+    "1",
+    "--threads",
+    "1",
+]
 
 
 def test_timescale_sets_weight_decay_from_the_run_length():
@@ -33,13 +47,28 @@ def test_timescale_sets_weight_decay_from_the_run_length():
 
 def test_timescale_flag_is_recorded_and_exclusive_with_weight_decay(tmp_path, capsys):
     out = tmp_path / "r"
-    assert main(["train", *TINY, "--model", "qlae", "--steps", "4", "--weight-decay-timescale", "50",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["train", *TINY, "--model", "qlae", "--steps", "4", "--weight-decay-timescale", "50", "--out", str(out)])
+        == 0
+    )
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["weight_decay_timescale"] == 50 and cfg["weight_decay"] == pytest.approx(1 / (50 * 1e-3 * 4))
     capsys.readouterr()
-    assert main(["train", *TINY, "--weight-decay", "0.1", "--weight-decay-timescale", "0.5",
-                 "--out", str(tmp_path / "both")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                *TINY,
+                "--weight-decay",
+                "0.1",
+                "--weight-decay-timescale",
+                "0.5",
+                "--out",
+                str(tmp_path / "both"),
+            ]
+        )
+        == 2
+    )
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "--weight-decay or --weight-decay-timescale" in err[0]
     assert not (tmp_path / "both").exists()
@@ -78,8 +107,10 @@ def test_evaluation_runs_in_float32_under_bf16_training(tmp_path, monkeypatch):
         return enc
 
     monkeypatch.setattr(AE, "encode", spy)
-    assert main(["train", *TINY, "--model", "ae", "--steps", "2", "--precision", "bf16",
-                 "--out", str(tmp_path / "a")]) == 0
+    assert (
+        main(["train", *TINY, "--model", "ae", "--steps", "2", "--precision", "bf16", "--out", str(tmp_path / "a")])
+        == 0
+    )
     assert seen and all(not autocast and dtype == torch.float32 for autocast, dtype in seen)
 
 

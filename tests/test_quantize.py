@@ -282,9 +282,20 @@ def test_constructor_signature_matches_vector_quantize_pytorch():
     import inspect
 
     params = inspect.signature(LatentQuantize).parameters
-    expected = dict(levels=inspect.Parameter.empty, dim=None, commitment_loss_weight=0.1, quantization_loss_weight=0.1,
-                    num_codebooks=1, codebook_dim=None, keep_num_codebooks_dim=None, optimize_values=True,
-                    in_place_codebook_optimizer=None, channel_first=None, projection_has_bias=True, flat_indices=True)
+    expected = dict(
+        levels=inspect.Parameter.empty,
+        dim=None,
+        commitment_loss_weight=0.1,
+        quantization_loss_weight=0.1,
+        num_codebooks=1,
+        codebook_dim=None,
+        keep_num_codebooks_dim=None,
+        optimize_values=True,
+        in_place_codebook_optimizer=None,
+        channel_first=None,
+        projection_has_bias=True,
+        flat_indices=True,
+    )
     assert list(params) == list(expected)
     assert {k: p.default for k, p in params.items()} == expected
 
@@ -540,8 +551,12 @@ def test_gradients_match_plain_reference(levels, layout):
     perturb_values(lq)
     lq = lq.double().train()  # float64: summation order may differ from the reference
     big = big_input_numel(levels) // d + 1
-    shape = {"rows": (23, d + 2), "planes": (big, d + 2), "cf-batched": (2, d + 2, 8, big // 16 + 8),
-             "cf-planes": (big // 4 + 1, d + 2, 2, 2)}[layout]
+    shape = {
+        "rows": (23, d + 2),
+        "planes": (big, d + 2),
+        "cf-batched": (2, d + 2, 8, big // 16 + 8),
+        "cf-planes": (big // 4 + 1, d + 2, 2, 2),
+    }[layout]
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     g = torch.randn(shape, dtype=torch.float64)
 
@@ -598,7 +613,9 @@ def test_eval_keeps_straight_through_gradient_when_asked():
         assert torch.equal(lq(x).quantized, out.quantized)
 
 
-@pytest.mark.parametrize("shape", [(0, 7), (0, 3, 7), (2, 0, 7), (0, 7, 5, 5), (0, 7, 40, 40), (2, 7, 0, 3), (0, 7, 2, 3, 3)])
+@pytest.mark.parametrize(
+    "shape", [(0, 7), (0, 3, 7), (2, 0, 7), (0, 7, 5, 5), (0, 7, 40, 40), (2, 7, 0, 3), (0, 7, 2, 3, 3)]
+)
 @pytest.mark.parametrize("train", [True, False])
 def test_empty_input_gives_empty_outputs_and_zero_loss(shape, train):
     lq = LatentQuantize(levels=[3, 5, 4], dim=7).train(train)
@@ -668,7 +685,9 @@ def test_autocast_bfloat16_quantizes_in_float32_and_returns_input_dtype():
     assert plain(torch.randn(4, 3, dtype=torch.bfloat16)).quantized.dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("shape, eval_too", [((3, 5, 4, 4), True), ((2, 5, 64, 64), False)])  # argmin search; midpoint count
+@pytest.mark.parametrize(
+    "shape, eval_too", [((3, 5, 4, 4), True), ((2, 5, 64, 64), False)]
+)  # argmin search; midpoint count
 def test_compile_fullgraph_matches_eager(shape, eval_too):
     torch.manual_seed(0)
     lq = LatentQuantize(levels=[5, 3, 4], dim=5).train()
@@ -699,7 +718,9 @@ def test_compile_fullgraph_matches_eager(shape, eval_too):
 def test_sample_compiles_with_dynamic_batch_shape():
     torch.manual_seed(0)
     lq = LatentQuantize(levels=[5, 3, 4], dim=5)
-    sample = torch.compile(lambda n: lq.sample((n, 2), project_out=False), fullgraph=True, backend="aot_eager", dynamic=True)
+    sample = torch.compile(
+        lambda n: lq.sample((n, 2), project_out=False), fullgraph=True, backend="aot_eager", dynamic=True
+    )
     for n in (3, 4):
         codes = sample(n)
         assert codes.shape == (n, 2, 3)
@@ -716,7 +737,9 @@ def test_demo_configuration():
 
 
 def test_import_stays_light():
-    code = "import sys, latentquant; print('sklearn' in sys.modules, 'matplotlib' in sys.modules, latentquant.__version__)"
+    code = (
+        "import sys, latentquant; print('sklearn' in sys.modules, 'matplotlib' in sys.modules, latentquant.__version__)"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     heavy_sklearn, heavy_mpl, version = res.stdout.split()
     assert heavy_sklearn == "False" and heavy_mpl == "False" and version
@@ -865,7 +888,9 @@ def test_state_dict_of_other_levels_is_refused():
     sd = LatentQuantize(levels=[3, 5, 8], dim=6).state_dict()
     assert sd["num_values"].tolist() == [3, 5, 8]
     for other in ([8, 5, 3], [8, 8, 8], [3, 8, 5]):  # the same (3, 8) table of values
-        with pytest.raises(RuntimeError, match=r"num_values.*levels \[3, 5, 8\].*levels \[" + ", ".join(map(str, other))):
+        with pytest.raises(
+            RuntimeError, match=r"num_values.*levels \[3, 5, 8\].*levels \[" + ", ".join(map(str, other))
+        ):
             LatentQuantize(levels=other, dim=6).load_state_dict(sd)
     # per-latent entries of other lengths too
     legacy = {k: v for k, v in sd.items() if k not in ("values", "num_values")}
@@ -883,7 +908,10 @@ def test_state_dict_without_num_values_of_the_same_levels_still_loads():
     fresh.load_state_dict(old)  # strict
     assert torch.equal(fresh.values, lq.values) and fresh.num_values.tolist() == [3, 5, 8]
     # also nested in a model, under a prefix
-    model, other = nn.Sequential(nn.Linear(2, 6), lq), nn.Sequential(nn.Linear(2, 6), LatentQuantize(levels=[3, 5, 8], dim=6))
+    model, other = (
+        nn.Sequential(nn.Linear(2, 6), lq),
+        nn.Sequential(nn.Linear(2, 6), LatentQuantize(levels=[3, 5, 8], dim=6)),
+    )
     other.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith("num_values")})
     assert torch.equal(other[1].values, lq.values)
 

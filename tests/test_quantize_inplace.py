@@ -50,8 +50,13 @@ def test_needs_optimize_values():
 def test_one_training_forward_equals_a_hand_written_two_optimizer_loop(dim):
     torch.manual_seed(0)
     encoder = nn.Linear(5, dim)
-    lq = LatentQuantize(levels=[6, 6, 6], dim=dim, quantization_loss_weight=0.3, commitment_loss_weight=0.7,
-                        in_place_codebook_optimizer=adam)
+    lq = LatentQuantize(
+        levels=[6, 6, 6],
+        dim=dim,
+        quantization_loss_weight=0.3,
+        commitment_loss_weight=0.7,
+        in_place_codebook_optimizer=adam,
+    )
     model = nn.Sequential(encoder, lq)
     twin = copy.deepcopy(model)  # the hand-written loop runs on this copy
     t_encoder, t_lq = twin[0], twin[1]

@@ -71,7 +71,9 @@ def reference(lq: LatentQuantize, x: torch.Tensor, channel_first: bool, digits: 
     values = [v if lq.training else v.detach() for v in lq.values_per_latent]
     values = [v.to(dtype) for v in values]
     if digits is None:
-        digits = torch.stack([(zq[..., i, None].detach() - v.detach()).abs().argmin(-1) for i, v in enumerate(values)], -1)
+        digits = torch.stack(
+            [(zq[..., i, None].detach() - v.detach()).abs().argmin(-1) for i, v in enumerate(values)], -1
+        )
     q = torch.stack([v[digits[..., i]] for i, v in enumerate(values)], -1)
     quant, commit = mse(zq.detach() - q), mse(zq - q.detach())
     if lq.training:
@@ -123,12 +125,24 @@ def cases(draw):
     if len(shape) in (4, 5) and channel_first:
         strides.append("channels_last")
     return dict(
-        levels=levels, num_codebooks=c, keep_num_codebooks_dim=keep, dim=dim,
-        channel_first=forced, resolved_channel_first=channel_first,
-        flat_indices=draw(st.booleans()), shape=shape, dtype=dtype, module_dtype=module_dtype,
-        strides=draw(st.sampled_from(strides)), training=draw(st.booleans()), grad=draw(st.booleans()),
-        input_grad=draw(st.booleans()), breakdown=draw(st.booleans()), perturb=draw(st.booleans()),
-        scale=draw(st.sampled_from([0.3, 1.0, 3.0])), seed=draw(st.integers(0, 2**31 - 1)),
+        levels=levels,
+        num_codebooks=c,
+        keep_num_codebooks_dim=keep,
+        dim=dim,
+        channel_first=forced,
+        resolved_channel_first=channel_first,
+        flat_indices=draw(st.booleans()),
+        shape=shape,
+        dtype=dtype,
+        module_dtype=module_dtype,
+        strides=draw(st.sampled_from(strides)),
+        training=draw(st.booleans()),
+        grad=draw(st.booleans()),
+        input_grad=draw(st.booleans()),
+        breakdown=draw(st.booleans()),
+        perturb=draw(st.booleans()),
+        scale=draw(st.sampled_from([0.3, 1.0, 3.0])),
+        seed=draw(st.integers(0, 2**31 - 1)),
         # the kernel's midpoint-count search runs on large inputs only; force it on small ones too
         count_search=draw(st.booleans()),
         weights=(draw(st.sampled_from([0.0, 0.1, 0.7])), draw(st.sampled_from([0.0, 0.1, 1.3]))),
@@ -167,9 +181,13 @@ def make_input(case, g: torch.Generator):
 def make_layer(case) -> LatentQuantize:
     torch.manual_seed(case["seed"])
     lq = LatentQuantize(
-        levels=case["levels"], dim=case["dim"], num_codebooks=case["num_codebooks"],
-        keep_num_codebooks_dim=case["keep_num_codebooks_dim"], channel_first=case["channel_first"],
-        flat_indices=case["flat_indices"], quantization_loss_weight=case["weights"][0],
+        levels=case["levels"],
+        dim=case["dim"],
+        num_codebooks=case["num_codebooks"],
+        keep_num_codebooks_dim=case["keep_num_codebooks_dim"],
+        channel_first=case["channel_first"],
+        flat_indices=case["flat_indices"],
+        quantization_loss_weight=case["weights"][0],
         commitment_loss_weight=case["weights"][1],
     )
     if case["perturb"]:  # as after training: moved, unsorted
@@ -193,7 +211,9 @@ def close(a, b, what, tol, scale=1.0):
         return
     a = torch.zeros_like(b) if a is None else a
     b = torch.zeros_like(a) if b is None else b
-    torch.testing.assert_close(a.double(), b.double(), rtol=tol["rtol"], atol=tol["atol"] * scale, msg=lambda m: f"{what}: {m}")
+    torch.testing.assert_close(
+        a.double(), b.double(), rtol=tol["rtol"], atol=tol["atol"] * scale, msg=lambda m: f"{what}: {m}"
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -231,7 +251,9 @@ def check(case):
             values = [v.detach().to(zq.dtype) for v in lq.values_per_latent]
             pick = lambda dg: torch.stack([v[dg[..., i]] for i, v in enumerate(values)], -1)  # noqa: E731
             gap = ((zq.detach() - pick(ours)).abs() - (zq.detach() - pick(digits)).abs()).abs()
-            slack = 64 * torch.finfo(x.dtype if x.dtype == torch.bfloat16 else zq.dtype).eps * (1 + zq.detach().abs().max())
+            slack = (
+                64 * torch.finfo(x.dtype if x.dtype == torch.bfloat16 else zq.dtype).eps * (1 + zq.detach().abs().max())
+            )
             assert bool((gap <= slack).all()), f"not a tie: ours {ours[gap > slack]} reference {digits[gap > slack]}"
             event("tie between two equally near values")
             ref = reference(lq, x, cf, digits=ours)

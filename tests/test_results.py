@@ -129,8 +129,24 @@ def test_status_done_resume_new_and_conflict(tmp_path):
 
 
 def test_sweep_dry_run_plans_new_commands(tmp_path, capsys):
-    code = main(["sweep", "--datasets", "sprites", "--models", "qlae", "ae+weight-decay=0",
-                 "--seeds", "0", "1", "--steps", "5", "--out", str(tmp_path), "--dry-run"])
+    code = main(
+        [
+            "sweep",
+            "--datasets",
+            "sprites",
+            "--models",
+            "qlae",
+            "ae+weight-decay=0",
+            "--seeds",
+            "0",
+            "1",
+            "--steps",
+            "5",
+            "--out",
+            str(tmp_path),
+            "--dry-run",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "4 runs: 0 done, 0 to resume, 4 new" in out
@@ -140,17 +156,41 @@ def test_sweep_dry_run_plans_new_commands(tmp_path, capsys):
 def test_sweep_runs_skips_and_extends_a_real_grid(tmp_path, capsys):
     """Two real (tiny) runs; a second call skips them; a larger --steps resumes them; table reads them."""
     out = tmp_path / "runs"
-    args = ["sweep", "--datasets", "sprites", "--models", "qlae", "ae+weight-decay=0", "--seeds", "0",
-            "--out", str(out), "--arch", "small", "--jobs", "2", "--",
-            "--batch-size", "8", "--eval-samples", "300", "--eval-every", "0", "--checkpoint-every", "2"]
+    args = [
+        "sweep",
+        "--datasets",
+        "sprites",
+        "--models",
+        "qlae",
+        "ae+weight-decay=0",
+        "--seeds",
+        "0",
+        "--out",
+        str(out),
+        "--arch",
+        "small",
+        "--jobs",
+        "2",
+        "--",
+        "--batch-size",
+        "8",
+        "--eval-samples",
+        "300",
+        "--eval-every",
+        "0",
+        "--checkpoint-every",
+        "2",
+    ]
     assert main(args[:1] + ["--steps", "2"] + args[1:]) == 0
     for model in ("qlae", "ae+weight-decay=0"):
         run = out / "sprites" / model / "seed0"
         assert json.loads((run / "eval.json").read_text())["step"] == 2
     import yaml
 
-    assert yaml.safe_load((out / "sprites" / "ae+weight-decay=0" / "seed0" / "config.yaml").read_text())[
-        "weight_decay"] == 0
+    assert (
+        yaml.safe_load((out / "sprites" / "ae+weight-decay=0" / "seed0" / "config.yaml").read_text())["weight_decay"]
+        == 0
+    )
     assert main(args[:1] + ["--steps", "2"] + args[1:]) == 0
     assert "2 runs: 2 done, 0 to resume, 0 new" in capsys.readouterr().out
     assert main(args[:1] + ["--steps", "4"] + args[1:]) == 0

@@ -10,8 +10,22 @@ import yaml
 from latentquant.cli import main
 from latentquant.train.rundir import LOCK, MARKER, RunDir
 
-TINY = ["--dataset", "sprites", "--arch", "small", "--batch-size", "8", "--eval-samples", "100",
-        "--eval-every", "0", "--log-every", "1", "--threads", "1"]
+TINY = [
+    "--dataset",
+    "sprites",
+    "--arch",
+    "small",
+    "--batch-size",
+    "8",
+    "--eval-samples",
+    "100",
+    "--eval-every",
+    "0",
+    "--log-every",
+    "1",
+    "--threads",
+    "1",
+]
 
 
 def _one_line(capsys) -> str:
@@ -118,8 +132,26 @@ def test_sweep_calls_a_run_done_only_with_the_requested_settings(run2, tmp_path,
 
     cell = tmp_path / "grid" / "sprites" / "qlae" / "seed0"
     shutil.copytree(run2, cell)
-    args = ["sweep", "--datasets", "sprites", "--models", "qlae", "--seeds", "0", "--steps", "2", "--arch", "small",
-            "--out", str(tmp_path / "grid"), "--", "--eval-samples", "100", "--eval-every", "0"]
+    args = [
+        "sweep",
+        "--datasets",
+        "sprites",
+        "--models",
+        "qlae",
+        "--seeds",
+        "0",
+        "--steps",
+        "2",
+        "--arch",
+        "small",
+        "--out",
+        str(tmp_path / "grid"),
+        "--",
+        "--eval-samples",
+        "100",
+        "--eval-every",
+        "0",
+    ]
     assert main([*args, "--batch-size", "8"]) == 0
     assert "1 runs: 1 done" in capsys.readouterr().out
     before = sorted(p.name for p in cell.iterdir())
@@ -152,20 +184,28 @@ def test_table_refuses_a_row_of_mixed_settings(run2, tmp_path, capsys):
 # -- fail before the work
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--num-latents", "1"], "num_latents must be an integer >= 2"),
-    (["--eval-samples", "1000000000"], "eval_samples must be an integer in 10..1,000,000"),
-    (["--model", "qlinfowgan", "-o", "n_critic=0"], "n_critic must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--num-latents", "1"], "num_latents must be an integer >= 2"),
+        (["--eval-samples", "1000000000"], "eval_samples must be an integer in 10..1,000,000"),
+        (["--model", "qlinfowgan", "-o", "n_critic=0"], "n_critic must be an integer >= 1"),
+    ],
+)
 def test_settings_evaluation_would_reject_fail_before_step_one(tmp_path, capsys, flags, expected):
     assert main(["train", *TINY, "--steps", "1", "--out", str(tmp_path / "r"), *flags]) == 2
     assert expected in _one_line(capsys)
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("text, expected", [("options: null", "options must be a mapping"),
-                                            ("options: 3", "options must be a mapping"),
-                                            ("lr: abc", "lr must be a number")])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("options: null", "options must be a mapping"),
+        ("options: 3", "options must be a mapping"),
+        ("lr: abc", "lr must be a number"),
+    ],
+)
 def test_bad_yaml_values_are_one_line(tmp_path, capsys, text, expected):
     (tmp_path / "c.yaml").write_text(text + "\n")
     assert main(["train", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "r")]) == 2
@@ -227,4 +267,3 @@ def test_a_genuine_bug_shows_its_traceback(monkeypatch):
     monkeypatch.setattr(cli_train, "build_config", broken)
     with pytest.raises(ValueError, match="a bug"):
         main(["train", "--steps", "1"])
-

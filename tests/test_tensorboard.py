@@ -8,9 +8,31 @@ from latentquant.cli import main
 
 def test_train_writes_tensorboard_scalars(tmp_path):
     out = tmp_path / "run"
-    code = main(["train", "--dataset", "sprites", "--model", "qlae", "--arch", "small", "--steps", "4",
-                 "--batch-size", "8", "--eval-every", "4", "--eval-samples", "300", "--log-every", "2",
-                 "--out", str(out), "--device", "cpu"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "sprites",
+            "--model",
+            "qlae",
+            "--arch",
+            "small",
+            "--steps",
+            "4",
+            "--batch-size",
+            "8",
+            "--eval-every",
+            "4",
+            "--eval-samples",
+            "300",
+            "--log-every",
+            "2",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()

@@ -16,8 +16,22 @@ from latentquant.cli import main
 from latentquant.train import checkpoint as ckpt
 from latentquant.train.config import TrainConfig
 
-TINY = ["--dataset", "sprites", "--arch", "small", "--batch-size", "8", "--eval-samples", "100",
-        "--eval-every", "0", "--log-every", "1", "--threads", "1"]
+TINY = [
+    "--dataset",
+    "sprites",
+    "--arch",
+    "small",
+    "--batch-size",
+    "8",
+    "--eval-samples",
+    "100",
+    "--eval-every",
+    "0",
+    "--log-every",
+    "1",
+    "--threads",
+    "1",
+]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
@@ -56,16 +70,17 @@ def test_run_directory_is_complete(qlae_run):
     run = qlae_run
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["weight_decay"] == 0.1 and cfg["lr"] == 1e-3 and cfg["num_latents"] == 10
-    assert cfg["values_per_latent"] == 10 and cfg["options"] == {"quantization_weight": 0.01,
-                                                                 "commitment_weight": 0.01}
+    assert cfg["values_per_latent"] == 10 and cfg["options"] == {"quantization_weight": 0.01, "commitment_weight": 0.01}
     lines = _losses(run)
     assert sorted(lines) == [1, 2, 3, 4, 5, 6]
     assert {"loss", "bce", "quantization", "commitment"} <= set(lines[6])
     scores = json.loads((run / "eval.json").read_text())
     assert {"infom", "infoe", "infoc", "dci_d", "dci_c", "dci_i", "mig", "psnr", "step"} <= set(scores)
     assert scores["step"] == 6 and scores["dci_model"] == "fast" and 0 < scores["psnr"] < 60
-    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000003.safetensors",
-                                                                          "step_00000006.safetensors"]
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == [
+        "step_00000003.safetensors",
+        "step_00000006.safetensors",
+    ]
     for name in ("reconstructions", "traversals", "nmi"):
         assert (run / "figures" / f"{name}.png").stat().st_size > 1000
     report = (run / "report.md").read_text()
@@ -82,8 +97,9 @@ def test_config_file_then_flags_override(tmp_path):
     from latentquant.cli import build_parser
     from latentquant.train.cli_train import build_config
 
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"model": "vae", "dataset": "shapes", "steps": 2,
-                                                      "options": {"beta": 7}, "lr": 0.002}))
+    (tmp_path / "c.yaml").write_text(
+        yaml.safe_dump({"model": "vae", "dataset": "shapes", "steps": 2, "options": {"beta": 7}, "lr": 0.002})
+    )
     args = build_parser("train").parse_args(["train", "--config", str(tmp_path / "c.yaml"), "--lr", "0.003"])
     cfg = build_config(args).resolve(num_factors=6)
     assert (cfg.model, cfg.lr, cfg.options["beta"], cfg.num_latents, cfg.steps) == ("vae", 0.003, 7.0, 12, 2)
@@ -185,8 +201,12 @@ def test_checkpoint_round_trip_and_atomic_write_survives_a_crash(tmp_path, monke
         def __getattr__(self, name):
             return getattr(self.f, name)
 
-    monkeypatch.setattr("builtins.open", lambda p, mode="r", *a, **k: Dying(real_open(p, mode, *a, **k))
-                        if "step_00000020" in str(p) else real_open(p, mode, *a, **k))
+    monkeypatch.setattr(
+        "builtins.open",
+        lambda p, mode="r", *a, **k: (
+            Dying(real_open(p, mode, *a, **k)) if "step_00000020" in str(p) else real_open(p, mode, *a, **k)
+        ),
+    )
     with pytest.raises(KeyboardInterrupt):
         ckpt.save_checkpoint(folder, 20, model, opts)
     monkeypatch.undo()
@@ -216,8 +236,7 @@ def test_checkpoint_round_trip_and_atomic_write_survives_a_crash(tmp_path, monke
     (folder / "step_00000040.safetensors").unlink()
     for step in (11, 12):
         ckpt.save_checkpoint(folder, step, model, opts, keep=2)
-    assert [p.name for p in ckpt.list_checkpoints(folder)] == ["step_00000011.safetensors",
-                                                             "step_00000012.safetensors"]
+    assert [p.name for p in ckpt.list_checkpoints(folder)] == ["step_00000011.safetensors", "step_00000012.safetensors"]
     assert not stale.exists() and recent.exists()
 
 
@@ -271,8 +290,12 @@ def test_nan_gradient_with_a_finite_loss_writes_no_checkpoint(tmp_path, monkeypa
 
 def test_sigint_writes_a_checkpoint_and_the_run_resumes(tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "latentquant", "train", *TINY, "--steps", "100000",
-                             "--out", str(run)], env=ENV, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "latentquant", "train", *TINY, "--steps", "100000", "--out", str(run)],
+        env=ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -298,20 +321,23 @@ def test_sigint_writes_a_checkpoint_and_the_run_resumes(tmp_path):
 # bad input: one line naming the valid choices, exit 2
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--model", "qlae3"], "valid choices: qlae, ae"),
-    (["--dataset", "mnist"], "valid"),
-    (["--arch", "large"], "valid choices: paper, small"),
-    (["--precision", "fp8"], "valid choices: auto, fp32, bf16"),
-    (["--steps", "0"], "steps must be an integer >= 1"),
-    (["--steps", "ten"], "invalid int value: 'ten'"),
-    (["--lr", "-1"], "lr must be a finite number"),
-    (["--device", "tpu"], "valid choices: auto, cpu"),
-    (["--option", "gamma=2"], "valid options: quantization_weight, commitment_weight"),
-    (["--model", "vae", "--option", "beta=big"], "expected a float"),
-    (["--model", "ae", "--values-per-latent", "5"], "quantized-latent models only"),
-    (["--resume", "/nonexistent/run"], "no config.yaml"),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--model", "qlae3"], "valid choices: qlae, ae"),
+        (["--dataset", "mnist"], "valid"),
+        (["--arch", "large"], "valid choices: paper, small"),
+        (["--precision", "fp8"], "valid choices: auto, fp32, bf16"),
+        (["--steps", "0"], "steps must be an integer >= 1"),
+        (["--steps", "ten"], "invalid int value: 'ten'"),
+        (["--lr", "-1"], "lr must be a finite number"),
+        (["--device", "tpu"], "valid choices: auto, cpu"),
+        (["--option", "gamma=2"], "valid options: quantization_weight, commitment_weight"),
+        (["--model", "vae", "--option", "beta=big"], "expected a float"),
+        (["--model", "ae", "--values-per-latent", "5"], "quantized-latent models only"),
+        (["--resume", "/nonexistent/run"], "no config.yaml"),
+    ],
+)
 def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, flags, expected):
     try:
         code = main(["train", "--out", str(tmp_path / "r"), "--steps", "1", *flags])
@@ -367,8 +393,7 @@ def test_evaluate_reproduces_eval_json(qlae_run, tmp_path):
             assert after[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
         else:
             assert after[key] == value, key
-    assert sorted(p.name for p in (run / "figures").iterdir()) == ["nmi.png", "reconstructions.png",
-                                                                  "traversals.png"]
+    assert sorted(p.name for p in (run / "figures").iterdir()) == ["nmi.png", "reconstructions.png", "traversals.png"]
 
 
 def test_bf16_autocast_on_cpu(tmp_path):
@@ -380,8 +405,23 @@ def test_bf16_autocast_on_cpu(tmp_path):
 
 def test_ddp_two_processes_on_cpu(tmp_path):
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "latentquant",
-           "train", *TINY, "--model", "qlae", "--steps", "4", "--out", str(run)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "latentquant",
+        "train",
+        *TINY,
+        "--model",
+        "qlae",
+        "--steps",
+        "4",
+        "--out",
+        str(run),
+    ]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = (run / "metrics.jsonl").read_text().splitlines()

@@ -72,7 +72,7 @@ def _count_below(z: Tensor, mids: Tensor) -> Tensor:
 def _long_axis_last(t: Tensor) -> Tensor:
     """(k, d, 1) -> the view (1, d, k): channel-last inputs put their positions
     on k, and passes and sums are cheaper along the last axis."""
-    return t.permute(2, 1, 0) if t.shape[2] == 1 else t  # 'k d 1 -> 1 d k' 
+    return t.permute(2, 1, 0) if t.shape[2] == 1 else t  # 'k d 1 -> 1 d k'
 
 
 def nearest(z: Tensor, table: Tensor, last: Tensor | None):
@@ -95,7 +95,7 @@ def nearest(z: Tensor, table: Tensor, last: Tensor | None):
     sorted_table, perm = torch.sort(table, dim=-1, stable=True)
     mids = (sorted_table[:, 1:] + sorted_table[:, :-1]) * 0.5  # +inf past each latent's values
     if z.shape[2] == 1:  # channel-last inputs: the passes run along the long axis k
-        pos = _count_below(_long_axis_last(z).contiguous(), mids).permute(2, 1, 0)  # '1 d k -> k d 1' 
+        pos = _count_below(_long_axis_last(z).contiguous(), mids).permute(2, 1, 0)  # '1 d k -> k d 1'
     else:
         pos = _count_below(z.contiguous(), mids)
     return torch.gather(sorted_table.expand(k, d, l), 2, pos), pos, perm
@@ -110,8 +110,9 @@ def indices(pos: Tensor, perm: Tensor | None, basis: Tensor | None) -> Tensor:
     return codes if basis is None else codes.sum(1)
 
 
-def _slot_sums(err: Tensor, pos: Tensor, perm: Tensor | None, width: int, offsets: Tensor | None,
-               alpha: float) -> Tensor:
+def _slot_sums(
+    err: Tensor, pos: Tensor, perm: Tensor | None, width: int, offsets: Tensor | None, alpha: float
+) -> Tensor:
     """alpha times the per (latent, slot) sums of err over the positions
     assigned there: (d, l). Channel-last inputs add into the flat (d * l)
     table at ``offsets`` (d,) + slot; others go through a (k, d, l) buffer.
@@ -216,8 +217,15 @@ def squared_error(err: Tensor) -> Tensor:
     return torch.dot(flat, flat)
 
 
-def quantize(z: Tensor, layout: tuple, table: Tensor, basis: Tensor | None, last: Tensor | None, config: tuple,
-             offsets: Tensor | None = None):
+def quantize(
+    z: Tensor,
+    layout: tuple,
+    table: Tensor,
+    basis: Tensor | None,
+    last: Tensor | None,
+    config: tuple,
+    offsets: Tensor | None = None,
+):
     """(q, indices, loss) or (q, indices, loss, quantization, commitment) for z
     viewed as ``layout`` (k, d, n), q in z's shape: through ``QuantizeFn`` when
     a gradient can flow, else the same forward without a graph (``config`` as

@@ -17,8 +17,17 @@ from pathlib import Path
 
 # The demo's settings; everything else is QLAE's published default
 # (AdamW lr 1e-3, weight decay 0.1, clip 1; 10 latents x 10 values; 0.01 / 0.01).
-DEMO = dict(dataset="sprites", model="qlae", arch="small", steps=2500, batch_size=32, eval_every=0,
-            eval_samples=5000, log_every=50, checkpoint_every=1000)
+DEMO = dict(
+    dataset="sprites",
+    model="qlae",
+    arch="small",
+    steps=2500,
+    batch_size=32,
+    eval_every=0,
+    eval_samples=5000,
+    log_every=50,
+    checkpoint_every=1000,
+)
 
 
 def _threads() -> int | None:
@@ -33,9 +42,12 @@ def _threads() -> int | None:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--out", default="runs/demo",
-                        help="run directory (default runs/demo); a demo run already there is replaced, "
-                             "any other non-empty folder refused")
+    parser.add_argument(
+        "--out",
+        default="runs/demo",
+        help="run directory (default runs/demo); a demo run already there is replaced, "
+        "any other non-empty folder refused",
+    )
     parser.add_argument("--steps", type=int, default=DEMO["steps"], help=f"training steps (default {DEMO['steps']})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
@@ -47,13 +59,20 @@ def run(args) -> int:
 
     out = Path(args.out)
     threads = _threads() if args.device in ("auto", "cpu") else None
-    config = TrainConfig(**{**DEMO, "steps": args.steps}, seed=args.seed, out=str(out), device=args.device,
-                         threads=threads)
+    config = TrainConfig(
+        **{**DEMO, "steps": args.steps}, seed=args.seed, out=str(out), device=args.device, threads=threads
+    )
     if threads:
-        print(f"the machine is busy (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): "
-              "training with 1 torch thread", flush=True)
-    print(f"latentquant demo: QLAE on sprites (small arch), {config.steps:,} steps of {config.batch_size} "
-          f"images, then evaluation on {config.eval_samples:,} images -> {out}", flush=True)
+        print(
+            f"the machine is busy (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): "
+            "training with 1 torch thread",
+            flush=True,
+        )
+    print(
+        f"latentquant demo: QLAE on sprites (small arch), {config.steps:,} steps of {config.batch_size} "
+        f"images, then evaluation on {config.eval_samples:,} images -> {out}",
+        flush=True,
+    )
     start = time.time()
     scores = train(config, overwrite=True)  # the demo starts afresh: a run already in --out is replaced
     minutes = (time.time() - start) / 60

@@ -80,7 +80,7 @@ def _check_levels(levels, codebook_dim) -> list[int]:
         levels = levels.tolist()
     if codebook_dim is not None and (not _is_int(codebook_dim) or codebook_dim < 1):
         raise ValueError(f"codebook_dim must be a positive integer, got {codebook_dim!r}")
-    if isinstance(levels, bool) or isinstance(levels, (str, bytes)):
+    if isinstance(levels, (bool, str, bytes)):
         raise TypeError(f"levels must be an int or a list of ints, got {levels!r}")
     if _is_int(levels):
         if levels < 2:
@@ -120,8 +120,15 @@ def _levels_repr(levels: Sequence[int]) -> str:
     return compact if len(compact) < len(plain) else plain
 
 
-def _check_options(num_codebooks, keep_num_codebooks_dim, commitment_loss_weight, quantization_loss_weight,
-                   channel_first, optimize_values, in_place_codebook_optimizer) -> tuple[bool, dict[str, float]]:
+def _check_options(
+    num_codebooks,
+    keep_num_codebooks_dim,
+    commitment_loss_weight,
+    quantization_loss_weight,
+    channel_first,
+    optimize_values,
+    in_place_codebook_optimizer,
+) -> tuple[bool, dict[str, float]]:
     """The constructor's other arguments: (keep_num_codebooks_dim, the two loss weights)."""
     if not _is_int(num_codebooks) or num_codebooks < 1:
         raise ValueError(f"num_codebooks must be a positive integer, got {num_codebooks!r}")
@@ -130,7 +137,10 @@ def _check_options(num_codebooks, keep_num_codebooks_dim, commitment_loss_weight
     if num_codebooks > 1 and not keep_num_codebooks_dim:
         raise ValueError(f"num_codebooks={num_codebooks} needs keep_num_codebooks_dim=True (got False)")
     weights = {}
-    for name, w in (("commitment_loss_weight", commitment_loss_weight), ("quantization_loss_weight", quantization_loss_weight)):
+    for name, w in (
+        ("commitment_loss_weight", commitment_loss_weight),
+        ("quantization_loss_weight", quantization_loss_weight),
+    ):
         w = 0.0 if w is None else w
         if not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {w!r}")
@@ -138,11 +148,15 @@ def _check_options(num_codebooks, keep_num_codebooks_dim, commitment_loss_weight
     if channel_first not in (None, True, False):
         raise ValueError(f"channel_first must be None, True or False, got {channel_first!r}")
     if in_place_codebook_optimizer is not None and not optimize_values:
-        raise ValueError("in_place_codebook_optimizer needs optimize_values=True (got optimize_values=False): "
-                         "it steps the values, which are then a frozen buffer")
+        raise ValueError(
+            "in_place_codebook_optimizer needs optimize_values=True (got optimize_values=False): "
+            "it steps the values, which are then a frozen buffer"
+        )
     if in_place_codebook_optimizer is not None and not callable(in_place_codebook_optimizer):
-        raise TypeError("in_place_codebook_optimizer must be a callable taking the values and returning an "
-                        f"optimizer, e.g. lambda p: torch.optim.Adam(p, lr=1e-3); got {in_place_codebook_optimizer!r}")
+        raise TypeError(
+            "in_place_codebook_optimizer must be a callable taking the values and returning an "
+            f"optimizer, e.g. lambda p: torch.optim.Adam(p, lr=1e-3); got {in_place_codebook_optimizer!r}"
+        )
     return bool(keep_num_codebooks_dim), weights
 
 
@@ -166,8 +180,9 @@ def _check_level_indices(digits: Tensor, levels: Sequence[int], num_values: Tens
     d = len(levels)
     if digits.shape[-1:] != (d,):
         found = digits.shape[-1] if digits.ndim else 0
-        raise ValueError(f"{name}: expected {d} per-latent indices on the last axis, got {found} "
-                         f"(shape {tuple(digits.shape)})")
+        raise ValueError(
+            f"{name}: expected {d} per-latent indices on the last axis, got {found} (shape {tuple(digits.shape)})"
+        )
     if torch.compiler.is_compiling() or digits.numel() == 0:
         return
     flat = digits.reshape(-1, d)
@@ -177,11 +192,14 @@ def _check_level_indices(digits: Tensor, levels: Sequence[int], num_values: Tens
     for i, level in enumerate(levels):
         if int(lo[i]) < 0 or int(hi[i]) >= level:
             bad = int(lo[i]) if int(lo[i]) < 0 else int(hi[i])
-            raise ValueError(f"{name}: index {bad} for latent {i} is out of range, which has {level} values (0..{level - 1})")
+            raise ValueError(
+                f"{name}: index {bad} for latent {i} is out of range, which has {level} values (0..{level - 1})"
+            )
 
 
-def _upgrade_state_dict(state_dict: dict, prefix: str, levels: Sequence[int], values: Tensor,
-                        num_values: Tensor) -> str | None:
+def _upgrade_state_dict(
+    state_dict: dict, prefix: str, levels: Sequence[int], values: Tensor, num_values: Tensor
+) -> str | None:
     """Check a state_dict's levels against the layer's and bring older forms to
     the current one, in place; an error message, or None. Per-latent entries
     (values_per_latent.0, ...), as ParameterList-based layers write them, are
@@ -190,14 +208,18 @@ def _upgrade_state_dict(state_dict: dict, prefix: str, levels: Sequence[int], va
     key, counts_key = prefix + "values", prefix + "num_values"
     found = state_dict.get(counts_key)
     if found is not None and found.tolist() != list(levels):
-        return (f"{counts_key}: the state_dict holds values for levels {found.tolist()}, this layer has "
-                f"levels {list(levels)}; build the layer with the checkpoint's levels")
+        return (
+            f"{counts_key}: the state_dict holds values for levels {found.tolist()}, this layer has "
+            f"levels {list(levels)}; build the layer with the checkpoint's levels"
+        )
     if key not in state_dict and prefix + "values_per_latent.0" in state_dict:
         legacy = [state_dict.get(f"{prefix}values_per_latent.{i}") for i in range(len(levels))]
         lengths = [None if v is None else v.shape[0] for v in legacy]
         if lengths != list(levels) or f"{prefix}values_per_latent.{len(levels)}" in state_dict:
-            return (f"{prefix}values_per_latent: the state_dict holds per-latent values of lengths "
-                    f"{lengths}, this layer has levels {list(levels)}")
+            return (
+                f"{prefix}values_per_latent: the state_dict holds per-latent values of lengths "
+                f"{lengths}, this layer has levels {list(levels)}"
+            )
         packed = torch.zeros_like(values)
         for i, v in enumerate(legacy):
             packed[i, : v.shape[0]] = v
@@ -211,7 +233,7 @@ def _upgrade_state_dict(state_dict: dict, prefix: str, levels: Sequence[int], va
 class _LatentValues(Sequence):
     """``values_per_latent``: latent i's values as a 1-D view of the packed table."""
 
-    def __init__(self, module: "LatentQuantize"):
+    def __init__(self, module: LatentQuantize):
         self._module = module
 
     def __len__(self) -> int:
@@ -325,9 +347,15 @@ class LatentQuantize(nn.Module):
     ):
         super().__init__()
         levels = _check_levels(levels, codebook_dim)
-        keep_num_codebooks_dim, weights = _check_options(num_codebooks, keep_num_codebooks_dim, commitment_loss_weight,
-                                                         quantization_loss_weight, channel_first, optimize_values,
-                                                         in_place_codebook_optimizer)
+        keep_num_codebooks_dim, weights = _check_options(
+            num_codebooks,
+            keep_num_codebooks_dim,
+            commitment_loss_weight,
+            quantization_loss_weight,
+            channel_first,
+            optimize_values,
+            in_place_codebook_optimizer,
+        )
 
         self.levels = tuple(levels)
         self.codebook_dim = d = len(levels)
@@ -408,12 +436,16 @@ class LatentQuantize(nn.Module):
         pad = self._buffers["_pad"]  # the dict, not nn.Module's attribute lookup, which shows on small inputs
         return self.values if pad is None else self.values + pad
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         error = _upgrade_state_dict(state_dict, prefix, self.levels, self.values, self.num_values)
         if error:
             error_msgs.append(error)
             return
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def _index_basis(self) -> Tensor | None:
         """The mixed-radix basis for flat indices (which the constructor only
@@ -467,13 +499,17 @@ class LatentQuantize(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"LatentQuantize expects a floating point input, got dtype {x.dtype}")
         if x.ndim < 2:
-            raise ValueError(f"expected an input with a batch axis and a feature axis (ndim >= 2), got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"expected an input with a batch axis and a feature axis (ndim >= 2), got shape {tuple(x.shape)}"
+            )
         channel_first = self._is_channel_first(x.ndim)
         axis = 1 if channel_first else x.ndim - 1
         if x.shape[axis] != self.dim:
             layout = "channel-first" if channel_first else "channel-last"
-            raise ValueError(f"expected {self.dim} features on axis {axis} of the {layout} input of shape "
-                             f"{tuple(x.shape)}, got {x.shape[axis]}")
+            raise ValueError(
+                f"expected {self.dim} features on axis {axis} of the {layout} input of shape "
+                f"{tuple(x.shape)}, got {x.shape[axis]}"
+            )
         lead = (x.shape[0], *x.shape[2:]) if channel_first else x.shape[:-1]
 
         z, layout = self._to_kernel(x, channel_first)  # z's elements form (k, d, n) = layout
@@ -491,8 +527,9 @@ class LatentQuantize(nn.Module):
             table = table.detach()
 
         config = (self.quantization_loss_weight, self.commitment_loss_weight, self.training, return_loss_breakdown)
-        q, indices, loss, *parts = kernel.quantize(z, layout, table, self._index_basis(), self._buffers["_last"], config,
-                                                    self._buffers["_offsets"])
+        q, indices, loss, *parts = kernel.quantize(
+            z, layout, table, self._index_basis(), self._buffers["_last"], config, self._buffers["_offsets"]
+        )
 
         if q.dtype != projected_dtype:
             q = q.to(projected_dtype)
@@ -575,11 +612,15 @@ class LatentQuantize(nn.Module):
         """Indices of the nearest codes, ``codes`` channel-last in latent space
         (``(..., num_codebooks * codebook_dim)``, before ``project_out``)."""
         if not isinstance(codes, Tensor) or not codes.is_floating_point():
-            raise TypeError(f"codes must be a floating point tensor, got {getattr(codes, 'dtype', type(codes).__name__)}")
+            raise TypeError(
+                f"codes must be a floating point tensor, got {getattr(codes, 'dtype', type(codes).__name__)}"
+            )
         features = self.effective_codebook_dim
         if codes.ndim == 0 or codes.shape[-1] != features:
             found = codes.shape[-1] if codes.ndim else 0
-            raise ValueError(f"expected {features} code features on the last axis, got {found} (shape {tuple(codes.shape)})")
+            raise ValueError(
+                f"expected {features} code features on the last axis, got {found} (shape {tuple(codes.shape)})"
+            )
         with torch.no_grad():
             table = self._values_table()
             dtype = torch.promote_types(torch.promote_types(codes.dtype, table.dtype), torch.float32)
@@ -590,13 +631,17 @@ class LatentQuantize(nn.Module):
 
     # ------------------------------------------------------------------ sampling
 
-    def sample(self, batch_shape: int | Sequence[int], *, project_out: bool = True, generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self, batch_shape: int | Sequence[int], *, project_out: bool = True, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Codes drawn uniformly from each latent's values, channel-last
         ``(*batch_shape, dim)`` (``c * d`` features with ``project_out=False``);
         differentiable with respect to the values, e.g. a generator's prior."""
         shape = (batch_shape,) if _is_int(batch_shape) else batch_shape
-        if isinstance(shape, (str, bytes, Tensor)) or not isinstance(shape, Sequence) or not all(
-            _is_int(s) and s >= 0 for s in shape
+        if (
+            isinstance(shape, (str, bytes, Tensor))
+            or not isinstance(shape, Sequence)
+            or not all(_is_int(s) and s >= 0 for s in shape)
         ):
             raise TypeError(f"batch_shape must be an int or a sequence of ints >= 0, got {batch_shape!r}")
         shape = tuple(int(s) for s in shape)
@@ -611,10 +656,16 @@ class LatentQuantize(nn.Module):
         return self.project_out(codes) if project_out else codes
 
     def extra_repr(self) -> str:
-        parts = [f"levels={_levels_repr(self.levels)}", f"dim={self.dim}", f"num_codebooks={self.num_codebooks}",
-                 f"codebook_size{_size_repr(self.levels)}", f"flat_indices={self.flat_indices}",
-                 f"optimize_values={self.optimize_values}", f"quantization_loss_weight={self.quantization_loss_weight}",
-                 f"commitment_loss_weight={self.commitment_loss_weight}"]
+        parts = [
+            f"levels={_levels_repr(self.levels)}",
+            f"dim={self.dim}",
+            f"num_codebooks={self.num_codebooks}",
+            f"codebook_size{_size_repr(self.levels)}",
+            f"flat_indices={self.flat_indices}",
+            f"optimize_values={self.optimize_values}",
+            f"quantization_loss_weight={self.quantization_loss_weight}",
+            f"commitment_loss_weight={self.commitment_loss_weight}",
+        ]
         if self.in_place_codebook_optimizer is not None:
             parts.append(f"in_place_codebook_optimizer={type(self.in_place_codebook_optimizer).__name__}")
         if self.channel_first is not None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 __all__ = ["UserError", "arg_type", "check_choice", "check_fraction", "check_int", "check_number"]
 
@@ -29,8 +30,12 @@ def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
 
 def check_number(name: str, value: Any, low: float = 0.0, *, low_open: bool = False) -> float:
     """``float(value)`` if it is a finite number >= ``low`` (> with ``low_open``); UserError otherwise."""
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-          and (value > low if low_open else value >= low))
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and (value > low if low_open else value >= low)
+    )
     if not ok:
         raise UserError(f"{name} must be a finite number {'>' if low_open else '>='} {low:g}, got {value!r}")
     return float(value)
@@ -59,8 +64,9 @@ def arg_type(convert: Callable[[str], Any], check: Callable[[Any], Any]) -> Call
         try:
             value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a{'n integer' if convert is int else ' number'}, "
-                                             f"got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a{'n integer' if convert is int else ' number'}, got {text!r}"
+            ) from None
         try:
             return check(value)
         except UserError as err:

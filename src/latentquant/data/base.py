@@ -17,8 +17,8 @@ from __future__ import annotations
 import inspect
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -75,9 +75,9 @@ class FactorDataset(torch.utils.data.Dataset):
     num_channels: int = 1
     image_size: int = IMAGE_SIZE
 
-    _labels: np.ndarray | None = None      # (N, K) int64 classes, None for a full grid
+    _labels: np.ndarray | None = None  # (N, K) int64 classes, None for a full grid
     _codes_sorted: np.ndarray | None = None  # grid codes of the labels, sorted
-    _codes_order: np.ndarray | None = None   # positions of the sorted codes
+    _codes_order: np.ndarray | None = None  # positions of the sorted codes
 
     # ----------------------------------------------------------- factor grid
     @property
@@ -100,8 +100,7 @@ class FactorDataset(torch.utils.data.Dataset):
         """
         classes = np.asarray(classes)
         if classes.ndim != 2 or classes.shape[1] != self.num_factors:
-            raise UserError(f"{source}: expected labels of shape (N, {self.num_factors}), "
-                             f"got {classes.shape}")
+            raise UserError(f"{source}: expected labels of shape (N, {self.num_factors}), got {classes.shape}")
         if not np.issubdtype(classes.dtype, np.integer):
             raise UserError(f"{source}: labels must be integer class indices, got {classes.dtype}")
         classes = classes.astype(np.int64)
@@ -109,8 +108,10 @@ class FactorDataset(torch.utils.data.Dataset):
         bad = (classes < 0) | (classes >= sizes)
         if bad.any():
             row, col = np.argwhere(bad)[0]
-            raise UserError(f"{source}: row {row} has {self.factor_names[col]} class "
-                             f"{classes[row, col]}, expected 0..{sizes[col] - 1}")
+            raise UserError(
+                f"{source}: row {row} has {self.factor_names[col]} class "
+                f"{classes[row, col]}, expected 0..{sizes[col] - 1}"
+            )
         codes = np.ravel_multi_index(tuple(classes.T), self.factor_sizes)
         if len(codes) == self.grid_size and np.array_equal(codes, np.arange(len(codes))):
             self._labels = self._codes_sorted = self._codes_order = None
@@ -138,8 +139,7 @@ class FactorDataset(torch.utils.data.Dataset):
         if f.ndim == 1:
             f = f[None]
         if f.ndim != 2 or f.shape[1] != self.num_factors:
-            raise UserError(f"factors must have shape (n, {self.num_factors}) for {self.name}, "
-                             f"got {np.shape(factors)}")
+            raise UserError(f"factors must have shape (n, {self.num_factors}) for {self.name}, got {np.shape(factors)}")
         if f.size and (f.dtype == bool or not np.issubdtype(f.dtype, np.integer)):
             if np.issubdtype(f.dtype, np.floating) and np.all(f == np.round(f)):
                 f = f.astype(np.int64)
@@ -150,8 +150,9 @@ class FactorDataset(torch.utils.data.Dataset):
             col = f[:, k]
             if col.size and (col.min() < 0 or col.max() >= size):
                 bad = col.min() if col.min() < 0 else col.max()
-                raise UserError(f"factor {self.factor_names[k]!r} has value {bad}, "
-                                 f"expected a class index in 0..{size - 1}")
+                raise UserError(
+                    f"factor {self.factor_names[k]!r} has value {bad}, expected a class index in 0..{size - 1}"
+                )
         codes = np.ravel_multi_index(tuple(f.T), self.factor_sizes).astype(np.int64)
         if self._labels is None:
             return codes
@@ -160,8 +161,10 @@ class FactorDataset(torch.utils.data.Dataset):
         found = (at < len(self._codes_sorted)) & (self._codes_sorted[at_clipped] == codes)
         if not found.all():
             missing = f[np.argmin(found)].tolist()
-            raise UserError(f"{self.name}: no image has factors {missing} "
-                             f"(the file holds {len(self)} of {self.grid_size} combinations)")
+            raise UserError(
+                f"{self.name}: no image has factors {missing} "
+                f"(the file holds {len(self)} of {self.grid_size} combinations)"
+            )
         return self._codes_order[at_clipped].astype(np.int64)
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -226,9 +229,11 @@ class FactorDataset(torch.utils.data.Dataset):
 
     def describe(self) -> str:
         """A few lines: name, length, channels, factors and their sizes."""
-        lines = [f"{self.name}: {len(self):,} images, {self.num_channels} channel(s), "
-                 f"{self.image_size}x{self.image_size}, {self.num_factors} factors"
-                 + ("" if self._labels is None else f" (subset of a {self.grid_size:,} grid)")]
+        lines = [
+            f"{self.name}: {len(self):,} images, {self.num_channels} channel(s), "
+            f"{self.image_size}x{self.image_size}, {self.num_factors} factors"
+            + ("" if self._labels is None else f" (subset of a {self.grid_size:,} grid)")
+        ]
         width = max(len(n) for n in self.factor_names)
         lines += [f"  {k}  {n:<{width}}  {s}" for k, (n, s) in enumerate(zip(self.factor_names, self.factor_sizes))]
         return "\n".join(lines)
@@ -253,12 +258,14 @@ def register(name: str):
 
     The factory is called as ``factory(root=..., path=..., **options)``.
     """
+
     def wrap(factory):
         key = name.lower()
         if key in DATASETS:
             raise UserError(f"dataset {name!r} is already registered")
         DATASETS[key] = factory
         return factory
+
     return wrap
 
 
@@ -268,8 +275,9 @@ def list_datasets() -> list[str]:
     return sorted(DATASETS)
 
 
-def get_dataset(name: str, root: str | os.PathLike | None = None,
-                path: str | os.PathLike | None = None, **options) -> FactorDataset:
+def get_dataset(
+    name: str, root: str | os.PathLike | None = None, path: str | os.PathLike | None = None, **options
+) -> FactorDataset:
     """Build the dataset called ``name``.
 
     Parameters
@@ -296,8 +304,12 @@ def dataset_options(factory) -> list[str] | None:
     params = inspect.signature(factory).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
-    return [p.name for p in params if p.name not in ("self", "root", "path")
-            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    return [
+        p.name
+        for p in params
+        if p.name not in ("self", "root", "path")
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
 
 
 def _check_options(name: str, factory, options: dict) -> None:

@@ -1,10 +1,10 @@
 """``latentquant data``: list datasets, print their factors, save a sample grid, download.
 
-    latentquant data list
-    latentquant data info NAME [--root DIR] [--path FILE] [--option KEY=VALUE]
-    latentquant data show NAME [--out PNG] [--n 16] [--seed 0] [--root DIR] [--path FILE]
-    latentquant data fetch NAME [--variant V] [--root DIR] [--archive ZIP] [--retries N] [--no-progress]
-    latentquant data fetch --list [--verify] [--root DIR]
+latentquant data list
+latentquant data info NAME [--root DIR] [--path FILE] [--option KEY=VALUE]
+latentquant data show NAME [--out PNG] [--n 16] [--seed 0] [--root DIR] [--path FILE]
+latentquant data fetch NAME [--variant V] [--root DIR] [--archive ZIP] [--retries N] [--no-progress]
+latentquant data fetch --list [--verify] [--root DIR]
 """
 
 from __future__ import annotations
@@ -49,40 +49,68 @@ def _key_value(text: str) -> tuple[str, str]:
 
 def _add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="dataset name (see `latentquant data list`)")
-    p.add_argument("--root", default=None, help="folder holding public files "
-                   "(default $LATENTQUANT_DATA, else ~/.cache/latentquant)")
+    p.add_argument(
+        "--root",
+        default=None,
+        help="folder holding public files (default $LATENTQUANT_DATA, else ~/.cache/latentquant)",
+    )
     p.add_argument("--path", default=None, help="explicit file or folder of a public dataset")
-    p.add_argument("--option", "-O", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
-                   help="dataset option, e.g. -O variant=toy for mpi3d (repeatable)")
+    p.add_argument(
+        "--option",
+        "-O",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="dataset option, e.g. -O variant=toy for mpi3d (repeatable)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     sub.add_parser("list", help="list dataset names", description="List dataset names.")
-    info = sub.add_parser("info", help="print factor names and sizes, length, channels",
-                          description="Print a dataset's factors, length and channels.")
+    info = sub.add_parser(
+        "info",
+        help="print factor names and sizes, length, channels",
+        description="Print a dataset's factors, length and channels.",
+    )
     _add_source(info)
-    show = sub.add_parser("show", help="save a PNG grid of random samples with their factors",
-                          description="Save a PNG grid of random samples with their factor classes.")
+    show = sub.add_parser(
+        "show",
+        help="save a PNG grid of random samples with their factors",
+        description="Save a PNG grid of random samples with their factor classes.",
+    )
     _add_source(show)
     show.add_argument("--out", default=None, help="output PNG (default NAME_samples.png)")
     show.add_argument("--n", type=_positive_count, default=16, help=f"number of samples, 1..{MAX_SHOW} (default 16)")
     show.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    fetch = sub.add_parser("fetch", help="download a public dataset into the data root, verified",
-                           description="Download a public dataset (dsprites, shapes3d, mpi3d, falcor3d, "
-                           "isaac3d) from its published location into the data root, verify it and leave "
-                           "the layout its loader reads. Set LATENTQUANT_DATA_URL to download from a mirror.")
+    fetch = sub.add_parser(
+        "fetch",
+        help="download a public dataset into the data root, verified",
+        description="Download a public dataset (dsprites, shapes3d, mpi3d, falcor3d, "
+        "isaac3d) from its published location into the data root, verify it and leave "
+        "the layout its loader reads. Set LATENTQUANT_DATA_URL to download from a mirror.",
+    )
     fetch.add_argument("name", nargs="?", default=None, help="dataset to download (omit with --list)")
-    fetch.add_argument("--list", action="store_true",
-                       help="show each dataset's size, destination and whether it is present and verified")
+    fetch.add_argument(
+        "--list",
+        action="store_true",
+        help="show each dataset's size, destination and whether it is present and verified",
+    )
     fetch.add_argument("--verify", action="store_true", help="with --list: hash every present file now")
-    fetch.add_argument("--variant", default=None, help="mpi3d only: toy, realistic, real or complex "
-                       "(default: all four)")
+    fetch.add_argument(
+        "--variant", default=None, help="mpi3d only: toy, realistic, real or complex (default: all four)"
+    )
     fetch.add_argument("--root", default=None, help="data root (default $LATENTQUANT_DATA, else ~/.cache/latentquant)")
-    fetch.add_argument("--archive", default=None, metavar="ZIP",
-                       help="falcor3d/isaac3d: extract this zip, downloaded by hand, instead of downloading")
-    fetch.add_argument("--retries", type=_retries, default=1,
-                       help="restart a failed download this many more times (default 1)")
+    fetch.add_argument(
+        "--archive",
+        default=None,
+        metavar="ZIP",
+        help="falcor3d/isaac3d: extract this zip, downloaded by hand, instead of downloading",
+    )
+    fetch.add_argument(
+        "--retries", type=_retries, default=1, help="restart a failed download this many more times (default 1)"
+    )
     fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -147,8 +175,14 @@ def _fetch(args) -> int:
     name = args.name.lower()
     if name not in fetch_module.DATASETS and name in list_datasets():
         raise UserError(f"{name!r} is rendered by latentquant itself; there is nothing to download")
-    fetch_module.fetch(name, variant=args.variant, root=args.root, archive=args.archive,
-                       retries=args.retries, progress=not args.no_progress)
+    fetch_module.fetch(
+        name,
+        variant=args.variant,
+        root=args.root,
+        archive=args.archive,
+        retries=args.retries,
+        progress=not args.no_progress,
+    )
     return 0
 
 

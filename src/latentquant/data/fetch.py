@@ -40,7 +40,7 @@ from latentquant.data.files import DSPRITES_STEM, MPI3D_FILES, _read_npy_header
 from latentquant.validation import UserError
 
 BASE_URL_ENV = "LATENTQUANT_DATA_URL"
-INCOMING = ".incoming"           # downloads without a published hash wait here until checked
+INCOMING = ".incoming"  # downloads without a published hash wait here until checked
 STAMPS = ".latentquant-fetch.json"  # files whose hash a fetch verified: {file: {hash, size, mtime_ns}}
 
 
@@ -76,13 +76,16 @@ class Remote:
 
 
 _TFDS = "https://github.com/tensorflow/datasets/blob/master/tensorflow_datasets/datasets"
-_DISENT = ("github.com/nmichlo/disent, disent/dataset/data/_groundtruth__mpi3d.py ('full' md5 of the whole file, "
-           "computed on the earlier storage.googleapis.com/disentanglement_dataset copy)")
+_DISENT = (
+    "github.com/nmichlo/disent, disent/dataset/data/_groundtruth__mpi3d.py ('full' md5 of the whole file, "
+    "computed on the earlier storage.googleapis.com/disentanglement_dataset copy)"
+)
 _MPI3D_HF = "https://huggingface.co/datasets/waleedgondal/mpi3d/resolve/main"
 _RR = "https://github.com/rr-learning/disentanglement_dataset (README, Downloads)"
 _NV = "https://github.com/NVlabs/High-res-disentanglement-datasets (README, Links to datasets)"
-_DRIVE_NOTE = ("published on Google Drive, which may answer a large download with a confirmation page "
-               "instead of the file")
+_DRIVE_NOTE = (
+    "published on Google Drive, which may answer a large download with a confirmation page instead of the file"
+)
 
 
 def _drive(file_id: str) -> str:
@@ -92,32 +95,93 @@ def _drive(file_id: str) -> str:
 
 # Sources of every URL, hash and size are cited per entry; None means none is published.
 REGISTRY: tuple[Remote, ...] = (
-    Remote("dsprites", None, f"{DSPRITES_STEM}.hdf5", f"{DSPRITES_STEM}.hdf5",
-           f"https://github.com/deepmind/dsprites-dataset/blob/master/{DSPRITES_STEM}.hdf5?raw=true",
-           "sha256:729fa22e884c9c500e1f17415d580746b4c5894fbbb780a1319bbcfa39a745bb", 28_024_106,
-           f"{_TFDS}/dsprites/checksums.tsv"),
-    Remote("shapes3d", None, "3dshapes.h5", "3dshapes.h5",
-           "https://storage.googleapis.com/3d-shapes/3dshapes.h5",
-           "sha256:0a0f6ed98baff276a50f3a081a7434d788da63cb135a98189b2a5b5769be1785", 267_573_662,
-           f"{_TFDS}/shapes3d/checksums.tsv"),
-    Remote("mpi3d", "toy", MPI3D_FILES["toy"], MPI3D_FILES["toy"], f"{_MPI3D_HF}/{MPI3D_FILES['toy']}",
-           "md5:55889cb7c7dfc655d6e0277beee88868", None, f"URL {_RR}; md5 {_DISENT}"),
-    Remote("mpi3d", "realistic", MPI3D_FILES["realistic"], MPI3D_FILES["realistic"],
-           f"{_MPI3D_HF}/{MPI3D_FILES['realistic']}",
-           "md5:59a6225b88b635365f70c91b3e52f70f", None, f"URL {_RR}; md5 {_DISENT}"),
-    Remote("mpi3d", "real", MPI3D_FILES["real"], MPI3D_FILES["real"], f"{_MPI3D_HF}/{MPI3D_FILES['real']}",
-           "md5:0f33f609918fb5c97996692f91129802", None, f"URL {_RR}; md5 {_DISENT}"),
-    Remote("mpi3d", "complex", MPI3D_FILES["complex"], MPI3D_FILES["complex"],
-           _drive("1Tp8eTdHxgUMtsZv5uAoYAbJR1BOa_OQm"), None, None, f"URL {_RR}; no hash or size published",
-           note=_DRIVE_NOTE),
-    Remote("falcor3d", None, "Falcor3D_down128", "Falcor3D_down128.zip",
-           _drive("1XAQfFK1x6cpN1eiovbP0hVfLTm5SsSoJ"), None, None,
-           f"URL {_NV} (Falcor3D_128x128); no hash or exact size published",
-           archive=True, note=_DRIVE_NOTE, approx_size="about 3.7 GB"),
-    Remote("isaac3d", None, "Isaac3D_down128", "Isaac3D_down128.zip",
-           _drive("1OmQ1G2wnm6eTsSFGTKFZZAh5D3nQTW1B"), None, None,
-           f"URL {_NV} (Isaac3D_128x128); no hash or exact size published",
-           archive=True, note=_DRIVE_NOTE, approx_size="about 13 GB"),
+    Remote(
+        "dsprites",
+        None,
+        f"{DSPRITES_STEM}.hdf5",
+        f"{DSPRITES_STEM}.hdf5",
+        f"https://github.com/deepmind/dsprites-dataset/blob/master/{DSPRITES_STEM}.hdf5?raw=true",
+        "sha256:729fa22e884c9c500e1f17415d580746b4c5894fbbb780a1319bbcfa39a745bb",
+        28_024_106,
+        f"{_TFDS}/dsprites/checksums.tsv",
+    ),
+    Remote(
+        "shapes3d",
+        None,
+        "3dshapes.h5",
+        "3dshapes.h5",
+        "https://storage.googleapis.com/3d-shapes/3dshapes.h5",
+        "sha256:0a0f6ed98baff276a50f3a081a7434d788da63cb135a98189b2a5b5769be1785",
+        267_573_662,
+        f"{_TFDS}/shapes3d/checksums.tsv",
+    ),
+    Remote(
+        "mpi3d",
+        "toy",
+        MPI3D_FILES["toy"],
+        MPI3D_FILES["toy"],
+        f"{_MPI3D_HF}/{MPI3D_FILES['toy']}",
+        "md5:55889cb7c7dfc655d6e0277beee88868",
+        None,
+        f"URL {_RR}; md5 {_DISENT}",
+    ),
+    Remote(
+        "mpi3d",
+        "realistic",
+        MPI3D_FILES["realistic"],
+        MPI3D_FILES["realistic"],
+        f"{_MPI3D_HF}/{MPI3D_FILES['realistic']}",
+        "md5:59a6225b88b635365f70c91b3e52f70f",
+        None,
+        f"URL {_RR}; md5 {_DISENT}",
+    ),
+    Remote(
+        "mpi3d",
+        "real",
+        MPI3D_FILES["real"],
+        MPI3D_FILES["real"],
+        f"{_MPI3D_HF}/{MPI3D_FILES['real']}",
+        "md5:0f33f609918fb5c97996692f91129802",
+        None,
+        f"URL {_RR}; md5 {_DISENT}",
+    ),
+    Remote(
+        "mpi3d",
+        "complex",
+        MPI3D_FILES["complex"],
+        MPI3D_FILES["complex"],
+        _drive("1Tp8eTdHxgUMtsZv5uAoYAbJR1BOa_OQm"),
+        None,
+        None,
+        f"URL {_RR}; no hash or size published",
+        note=_DRIVE_NOTE,
+    ),
+    Remote(
+        "falcor3d",
+        None,
+        "Falcor3D_down128",
+        "Falcor3D_down128.zip",
+        _drive("1XAQfFK1x6cpN1eiovbP0hVfLTm5SsSoJ"),
+        None,
+        None,
+        f"URL {_NV} (Falcor3D_128x128); no hash or exact size published",
+        archive=True,
+        note=_DRIVE_NOTE,
+        approx_size="about 3.7 GB",
+    ),
+    Remote(
+        "isaac3d",
+        None,
+        "Isaac3D_down128",
+        "Isaac3D_down128.zip",
+        _drive("1OmQ1G2wnm6eTsSFGTKFZZAh5D3nQTW1B"),
+        None,
+        None,
+        f"URL {_NV} (Isaac3D_128x128); no hash or exact size published",
+        archive=True,
+        note=_DRIVE_NOTE,
+        approx_size="about 13 GB",
+    ),
 )
 
 DATASETS = tuple(dict.fromkeys(r.dataset for r in REGISTRY))
@@ -171,8 +235,7 @@ def _check_npz_images(path: Path, count: int) -> str:
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as err:
         raise UserError(f"{path} is not an npz holding 'images' ({err})") from None
     if tuple(shape) != (count, 64, 64, 3) or np.dtype(dtype) != np.uint8:
-        raise UserError(f"{path}: 'images' is {np.dtype(dtype)} {tuple(shape)}, expected uint8 "
-                         f"{(count, 64, 64, 3)}")
+        raise UserError(f"{path}: 'images' is {np.dtype(dtype)} {tuple(shape)}, expected uint8 {(count, 64, 64, 3)}")
     return f"images uint8 {tuple(shape)}"
 
 
@@ -188,8 +251,9 @@ def _check_png_folder(name: str, folder: Path) -> str:
         names = {e.name for e in it}
     missing = next((i for i in range(len(ds)) if f"{i:06d}.png" not in names), None)
     if missing is not None:
-        raise UserError(f"{name}: {folder / 'images'} holds {len(names):,} files; "
-                         f"image {missing:06d}.png of {len(ds):,} is missing")
+        raise UserError(
+            f"{name}: {folder / 'images'} holds {len(names):,} files; image {missing:06d}.png of {len(ds):,} is missing"
+        )
     grid = int(np.prod(ds.factor_sizes))
     if len(ds) != grid:
         raise UserError(f"{name}: {folder} labels {len(ds):,} images, expected the full grid of {grid:,}")
@@ -232,8 +296,12 @@ def _stamped(root: Path, remote: Remote) -> bool:
         st = (root / remote.target).stat()
     except OSError:
         return False
-    return (isinstance(entry, dict) and entry.get("hash") == remote.known_hash
-            and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns)
+    return (
+        isinstance(entry, dict)
+        and entry.get("hash") == remote.known_hash
+        and entry.get("size") == st.st_size
+        and entry.get("mtime_ns") == st.st_mtime_ns
+    )
 
 
 # ------------------------------------------------------------------ status
@@ -286,7 +354,10 @@ def _manual(remote: Remote, root: Path) -> str:
     """The manual route, for messages that already name the URL."""
     dest = root / remote.target
     if remote.archive:
-        return f"download it by hand (a browser), then run `{remote.command(root)} --archive FILE` to extract it into {dest}"
+        return (
+            f"download it by hand (a browser), then run `{remote.command(root)} --archive FILE` "
+            f"to extract it into {dest}"
+        )
     return f"download it by hand, put it at {dest}, then run `{remote.command(root)}` to verify it"
 
 
@@ -294,8 +365,9 @@ def _pooch(root: Path, fname: str, url: str, known_hash: str | None, retries: in
     pooch = _pooch_module()
 
     pooch.get_logger().setLevel("WARNING")  # we print our own one-line messages
-    return pooch.create(path=root, base_url="", registry={fname: known_hash}, urls={fname: url},
-                        retry_if_failed=retries)
+    return pooch.create(
+        path=root, base_url="", registry={fname: known_hash}, urls={fname: url}, retry_if_failed=retries
+    )
 
 
 def _download(remote: Remote, root: Path, fname: str, known_hash, retries: int, progress: bool) -> tuple[Path, str]:
@@ -312,21 +384,26 @@ def _download(remote: Remote, root: Path, fname: str, known_hash, retries: int, 
 
     try:
         path = _pooch(root, fname, url, known_hash, retries).fetch(
-            fname, processor=note_action, downloader=pooch.HTTPDownloader(progressbar=progress))
+            fname, processor=note_action, downloader=pooch.HTTPDownloader(progressbar=progress)
+        )
     except requests.exceptions.RequestException as err:
-        reason = type(err).__name__ + (f" {err.response.status_code}" if getattr(err, "response", None) is not None
-                                       else "")
+        reason = type(err).__name__ + (
+            f" {err.response.status_code}" if getattr(err, "response", None) is not None else ""
+        )
         raise FetchError(f"{remote.label}: could not download {url} ({reason}); {_manual(remote, root)}") from None
     except ValueError as err:  # pooch: the hash of the download does not match; it deleted the download
-        raise FetchError(f"{remote.label}: {url}: {str(err).splitlines()[0]} (published in {remote.source}); "
-                         f"nothing was written to {root / fname}") from None
+        raise FetchError(
+            f"{remote.label}: {url}: {str(err).splitlines()[0]} (published in {remote.source}); "
+            f"nothing was written to {root / fname}"
+        ) from None
     except OSError as err:
         raise FetchError(f"{remote.label}: cannot write under {root} ({err})") from None
     return Path(path), actions[0]
 
 
-def fetch(name: str, variant: str | None = None, root=None, archive=None, retries: int = 1,
-          progress: bool = True, out=print) -> list[Path]:
+def fetch(
+    name: str, variant: str | None = None, root=None, archive=None, retries: int = 1, progress: bool = True, out=print
+) -> list[Path]:
     """Download (or verify) dataset ``name`` into ``root``; returns the paths the loader reads.
 
     A hashed file already present with the right hash is not downloaded. An
@@ -337,8 +414,10 @@ def fetch(name: str, variant: str | None = None, root=None, archive=None, retrie
     root = _root(root)
     entries = remotes(name, variant)
     if archive is not None and not entries[0].archive:
-        raise UserError(f"--archive is for the zip archives of {', '.join(r.dataset for r in REGISTRY if r.archive)}; "
-                         f"for {name}, put the file at {root / entries[0].target}")
+        raise UserError(
+            f"--archive is for the zip archives of {', '.join(r.dataset for r in REGISTRY if r.archive)}; "
+            f"for {name}, put the file at {root / entries[0].target}"
+        )
     done = []
     for remote in entries:
         if remote.known_hash is None:
@@ -348,9 +427,11 @@ def fetch(name: str, variant: str | None = None, root=None, archive=None, retrie
         alg = remote.known_hash.split(":")[0]
         if path.exists():  # never overwritten: it may be the user's own file
             if not _pooch_module().hashes.hash_matches(str(path), remote.known_hash):
-                raise FetchError(f"{remote.label}: {path} exists but its {alg} does not match the one published in "
-                                 f"{remote.source}; it was left as it was: move it away and run "
-                                 f"`{remote.command(root)}` again")
+                raise FetchError(
+                    f"{remote.label}: {path} exists but its {alg} does not match the one published in "
+                    f"{remote.source}; it was left as it was: move it away and run "
+                    f"`{remote.command(root)}` again"
+                )
             out(f"{remote.label}: {path} already present, {alg} verified")
         else:
             out(f"{remote.label}: downloading {url_of(remote)}")
@@ -368,8 +449,10 @@ def _fetch_unhashed(remote: Remote, root: Path, archive, retries: int, progress:
         try:
             what = check_layout(remote, dest)
         except (ValueError, OSError) as err:
-            raise FetchError(f"{remote.label}: {dest} exists but fails the loader's checks "
-                             f"({str(err).splitlines()[0]}); move it away and run `{remote.command(root)}` again")
+            raise FetchError(
+                f"{remote.label}: {dest} exists but fails the loader's checks "
+                f"({str(err).splitlines()[0]}); move it away and run `{remote.command(root)}` again"
+            ) from None
         out(f"{remote.label}: {dest} already present, checked: {what} (no published hash)")
         return dest
     url = url_of(remote)
@@ -393,12 +476,16 @@ def _fetch_unhashed(remote: Remote, root: Path, archive, retries: int, progress:
         if not ours:
             raise FetchError(f"{remote.label}: {src} is not the dataset ({why})") from None
         src.unlink(missing_ok=True)
-        raise FetchError(f"{remote.label}: the download from {url} is not the dataset ({why}); it was deleted; "
-                         f"{_manual(remote, root)}") from None
+        raise FetchError(
+            f"{remote.label}: the download from {url} is not the dataset ({why}); it was deleted; "
+            f"{_manual(remote, root)}"
+        ) from None
     except OSError as err:  # e.g. a full disk while extracting: the download itself is kept for the next try
-        raise FetchError(f"{remote.label}: could not write {dest} ({err}); "
-                         + (f"the download is kept at {src}; " if ours else "")
-                         + f"free the space and run `{remote.command(root)}` again") from None
+        raise FetchError(
+            f"{remote.label}: could not write {dest} ({err}); "
+            + (f"the download is kept at {src}; " if ours else "")
+            + f"free the space and run `{remote.command(root)}` again"
+        ) from None
     if ours and src.exists():
         src.unlink()  # the archive, now extracted
     out(f"{remote.label}: {dest} ready, checked: {what} (no published hash)")
@@ -434,4 +521,3 @@ def print_list(root=None, verify: bool = False, out=print) -> None:
         out(line)
     if os.environ.get(BASE_URL_ENV):
         out(f"(downloads come from ${BASE_URL_ENV}={os.environ[BASE_URL_ENV]})")
-

@@ -5,11 +5,11 @@ Each loader finds its file from ``path=`` or under ``root`` (default
 
     name       file under root                                       published at
     dsprites   dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz|.hdf5  github.com/deepmind/dsprites-dataset
-    shapes3d   3dshapes.h5                                           github.com/deepmind/3d-shapes
+    shapes3d   3dshapes.h5                                           deepmind/3d-shapes
     mpi3d      real3d_complicated_shapes_ordered.npz, mpi3d_real.npz,
-               mpi3d_realistic.npz or mpi3d_toy.npz                  github.com/rr-learning/disentanglement_dataset
-    falcor3d   Falcor3D_down128/ (images/NNNNNN.png, train-rec.labels) github.com/NVlabs/High-res-disentanglement-datasets
-    isaac3d    Isaac3D_down128/  (images/NNNNNN.png, labels.npy)       github.com/NVlabs/High-res-disentanglement-datasets
+               mpi3d_realistic.npz or mpi3d_toy.npz                  rr-learning/disentanglement_dataset
+    falcor3d   Falcor3D_down128/ (images/NNNNNN.png, train-rec.labels) NVlabs/High-res-disentanglement-datasets
+    isaac3d    Isaac3D_down128/  (images/NNNNNN.png, labels.npy)       NVlabs/High-res-disentanglement-datasets
 
 File layouts (checked on load; a wrong one raises ValueError naming the file):
 
@@ -55,10 +55,10 @@ from latentquant.validation import UserError
 DSPRITES_STEM = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64"
 URLS = {
     "dsprites": "https://github.com/deepmind/dsprites-dataset",
-    "shapes3d": "https://github.com/deepmind/3d-shapes (gs://3d-shapes/3dshapes.h5)",
-    "mpi3d": "https://github.com/rr-learning/disentanglement_dataset",
-    "falcor3d": "https://github.com/NVlabs/High-res-disentanglement-datasets (Falcor3D_128x128)",
-    "isaac3d": "https://github.com/NVlabs/High-res-disentanglement-datasets (Isaac3D_128x128)",
+    "shapes3d": "https://deepmind/3d-shapes (gs://3d-shapes/3dshapes.h5)",
+    "mpi3d": "https://rr-learning/disentanglement_dataset",
+    "falcor3d": "https://NVlabs/High-res-disentanglement-datasets (Falcor3D_128x128)",
+    "isaac3d": "https://NVlabs/High-res-disentanglement-datasets (Isaac3D_128x128)",
 }
 
 
@@ -85,9 +85,11 @@ def _find(name: str, root, path, candidates: list[str], variant: str | None = No
             return base / c
     looked = ", ".join(str(base / c) for c in candidates)
     others = " (or another variant)" if name == "mpi3d" and variant is None else ""
-    raise FileNotFoundError(f"{name}: not found, looked for {looked}; run `{fetch_command(name, root, variant)}`"
-                            f"{others}, or download it from {URLS[name]} and place it there "
-                            f"(or pass path=, or set LATENTQUANT_DATA)")
+    raise FileNotFoundError(
+        f"{name}: not found, looked for {looked}; run `{fetch_command(name, root, variant)}`"
+        f"{others}, or download it from {URLS[name]} and place it there "
+        f"(or pass path=, or set LATENTQUANT_DATA)"
+    )
 
 
 def _nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
@@ -131,9 +133,13 @@ class DSprites(FactorDataset):
     factor_names = ("shape", "scale", "orientation", "posX", "posY")
     factor_sizes = (3, 6, 40, 32, 32)
     num_channels = 1
-    factor_values = {"shape": ("square", "ellipse", "heart"), "scale": np.linspace(0.5, 1, 6),
-                     "orientation": np.linspace(0, 2 * np.pi, 40),
-                     "posX": np.linspace(0, 1, 32), "posY": np.linspace(0, 1, 32)}
+    factor_values = {
+        "shape": ("square", "ellipse", "heart"),
+        "scale": np.linspace(0.5, 1, 6),
+        "orientation": np.linspace(0, 2 * np.pi, 40),
+        "posX": np.linspace(0, 1, 32),
+        "posY": np.linspace(0, 1, 32),
+    }
     SLAB = 16384
 
     def __init__(self, root=None, path=None):
@@ -147,8 +153,9 @@ class DSprites(FactorDataset):
         else:
             raise UserError(f"dsprites: {self.path} is neither an npz (zip) nor an hdf5 file")
         if classes.ndim != 2 or classes.shape[1] != 6:
-            raise UserError(f"dsprites: {self.path}: latent classes must have shape (N, 6) "
-                             f"(colour first), got {classes.shape}")
+            raise UserError(
+                f"dsprites: {self.path}: latent classes must have shape (N, 6) (colour first), got {classes.shape}"
+            )
         if len(classes) != len(packed):
             raise UserError(f"dsprites: {self.path}: {len(packed)} images but {len(classes)} label rows")
         self._packed = packed
@@ -159,8 +166,10 @@ class DSprites(FactorDataset):
             names = set(zf.namelist())
             for key in ("imgs", "latents_classes"):
                 if f"{key}.npy" not in names:
-                    raise UserError(f"dsprites: {path} has no key {key!r} (keys: "
-                                     f"{', '.join(sorted(n.removesuffix('.npy') for n in names))})")
+                    raise UserError(
+                        f"dsprites: {path} has no key {key!r} (keys: "
+                        f"{', '.join(sorted(n.removesuffix('.npy') for n in names))})"
+                    )
             with zf.open("imgs.npy") as fp:  # streamed: never the 3 GB array at once
                 shape, fortran, dtype = _read_npy_header(fp)
                 n = _check_binary_images(shape, dtype, f"dsprites: {path}")
@@ -173,7 +182,7 @@ class DSprites(FactorDataset):
                     if len(buf) != count * 4096:
                         raise UserError(f"dsprites: {path}: 'imgs' is truncated")
                     slab = np.frombuffer(buf, np.uint8).reshape(count, 64, 64)
-                    packed[start:start + count] = _pack_slab(slab, f"dsprites: {path}")
+                    packed[start : start + count] = _pack_slab(slab, f"dsprites: {path}")
             with zf.open("latents_classes.npy") as fp:
                 classes = np.lib.format.read_array(fp, allow_pickle=False)
         return packed, np.asarray(classes)
@@ -183,13 +192,15 @@ class DSprites(FactorDataset):
 
         with h5py.File(path, "r") as f:
             if "imgs" not in f or "latents/classes" not in f:
-                raise UserError(f"dsprites: {path} must hold datasets 'imgs' and 'latents/classes' "
-                                 f"(found {', '.join(sorted(f.keys()))})")
+                raise UserError(
+                    f"dsprites: {path} must hold datasets 'imgs' and 'latents/classes' "
+                    f"(found {', '.join(sorted(f.keys()))})"
+                )
             imgs = f["imgs"]
             n = _check_binary_images(imgs.shape, imgs.dtype, f"dsprites: {path}")
             packed = np.empty((n, 64, 8), np.uint8)
             for start in range(0, n, self.SLAB):
-                packed[start:start + self.SLAB] = _pack_slab(imgs[start:start + self.SLAB], f"dsprites: {path}")
+                packed[start : start + self.SLAB] = _pack_slab(imgs[start : start + self.SLAB], f"dsprites: {path}")
             classes = np.asarray(f["latents/classes"])
         return packed, classes
 
@@ -199,8 +210,14 @@ class DSprites(FactorDataset):
 
 
 # ------------------------------------------------------------------- Shapes3D
-SHAPES3D_GRIDS = (np.linspace(0, 0.9, 10), np.linspace(0, 0.9, 10), np.linspace(0, 0.9, 10),
-                  np.linspace(0.75, 1.25, 8), np.arange(4.0), np.linspace(-30, 30, 15))
+SHAPES3D_GRIDS = (
+    np.linspace(0, 0.9, 10),
+    np.linspace(0, 0.9, 10),
+    np.linspace(0, 0.9, 10),
+    np.linspace(0.75, 1.25, 8),
+    np.arange(4.0),
+    np.linspace(-30, 30, 15),
+)
 
 
 def values_to_classes(values: np.ndarray, grids, names, source, rtol: float = 0.05) -> np.ndarray:
@@ -219,8 +236,10 @@ def values_to_classes(values: np.ndarray, grids, names, source, rtol: float = 0.
         tol = rtol * np.min(np.diff(grid))
         if not np.all(err <= tol):  # also catches NaN
             row = int(np.argmax(~(err <= tol)))
-            raise UserError(f"{source}: {names[k]} value {float(col[row])!r} in row {row} is not on the "
-                             f"grid {np.round(grid, 4).tolist()}")
+            raise UserError(
+                f"{source}: {names[k]} value {float(col[row])!r} in row {row} is not on the "
+                f"grid {np.round(grid, 4).tolist()}"
+            )
         out[:, k] = cls
     return out
 
@@ -229,7 +248,7 @@ def values_to_classes(values: np.ndarray, grids, names, source, rtol: float = 0.
 class Shapes3D(FactorDataset):
     """The public 3dshapes file, read lazily from the h5.
 
-    Burgess & Kim (2018), "3D Shapes Dataset", https://github.com/deepmind/3d-shapes.
+    Burgess & Kim (2018), "3D Shapes Dataset", https://deepmind/3d-shapes.
     """
 
     name = "shapes3d"
@@ -246,15 +265,19 @@ class Shapes3D(FactorDataset):
             raise UserError(f"shapes3d: {self.path} is not an hdf5 file")
         with h5py.File(self.path, "r") as f:
             if "images" not in f or "labels" not in f:
-                raise UserError(f"shapes3d: {self.path} must hold datasets 'images' and 'labels' "
-                                 f"(found {', '.join(sorted(f.keys()))})")
+                raise UserError(
+                    f"shapes3d: {self.path} must hold datasets 'images' and 'labels' "
+                    f"(found {', '.join(sorted(f.keys()))})"
+                )
             images, labels = f["images"], np.asarray(f["labels"], dtype=np.float64)
             if images.ndim != 4 or images.shape[1:] != (64, 64, 3) or images.dtype != np.uint8:
-                raise UserError(f"shapes3d: {self.path}: 'images' must be uint8 (N, 64, 64, 3), "
-                                 f"got {images.dtype} {images.shape}")
+                raise UserError(
+                    f"shapes3d: {self.path}: 'images' must be uint8 (N, 64, 64, 3), got {images.dtype} {images.shape}"
+                )
             if labels.ndim != 2 or labels.shape != (images.shape[0], 6):
-                raise UserError(f"shapes3d: {self.path}: 'labels' must have shape ({images.shape[0]}, 6), "
-                                 f"got {labels.shape}")
+                raise UserError(
+                    f"shapes3d: {self.path}: 'labels' must have shape ({images.shape[0]}, 6), got {labels.shape}"
+                )
         classes = values_to_classes(labels, SHAPES3D_GRIDS, self.factor_names, f"shapes3d: {self.path}")
         self._set_labels(classes, source=f"shapes3d: {self.path}")
         self._h5 = None
@@ -280,8 +303,12 @@ class Shapes3D(FactorDataset):
 
 
 # ---------------------------------------------------------------------- MPI3D
-MPI3D_FILES = {"complex": "real3d_complicated_shapes_ordered.npz", "real": "mpi3d_real.npz",
-               "realistic": "mpi3d_realistic.npz", "toy": "mpi3d_toy.npz"}
+MPI3D_FILES = {
+    "complex": "real3d_complicated_shapes_ordered.npz",
+    "real": "mpi3d_real.npz",
+    "realistic": "mpi3d_realistic.npz",
+    "toy": "mpi3d_toy.npz",
+}
 MPI3D_SIZES = {460_800: (4, 4, 2, 3, 3, 40, 40), 1_036_800: (6, 6, 2, 3, 3, 40, 40)}
 
 
@@ -310,12 +337,14 @@ def npz_member_memmap(path: Path, member: str, cache_dir: Path) -> np.ndarray:
                 fp.seek(info.header_offset + 30 + name_len + extra_len)
                 shape, fortran, dtype = _read_npy_header(fp)
                 offset = fp.tell()
-            return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
-                             order="F" if fortran else "C")
+            return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
         target = cache_dir / f"{path.stem}.{member}.npy"
         if not (target.exists() and target.stat().st_size == info.file_size):
-            warnings.warn(f"{path}: '{member}' is compressed and cannot be memory-mapped; extracting it "
-                          f"once to {target} ({info.file_size / 1e9:.1f} GB)", stacklevel=3)
+            warnings.warn(
+                f"{path}: '{member}' is compressed and cannot be memory-mapped; extracting it "
+                f"once to {target} ({info.file_size / 1e9:.1f} GB)",
+                stacklevel=3,
+            )
             with atomic_open(target, "wb") as out, zf.open(info) as src:
                 shutil.copyfileobj(src, out, 16 << 20)
     return np.load(target, mmap_mode="r")
@@ -327,7 +356,7 @@ class MPI3D(FactorDataset):
 
     Gondal et al. (2019), "On the Transfer of Inductive Bias from Simulation
     to the Real World: a New Disentanglement Dataset", NeurIPS;
-    https://github.com/rr-learning/disentanglement_dataset.
+    https://rr-learning/disentanglement_dataset.
 
     ``variant`` picks the file under root (complex, real, realistic, toy);
     by default the first present, in that order. ``path`` may also name an
@@ -336,8 +365,15 @@ class MPI3D(FactorDataset):
     """
 
     name = "mpi3d"
-    factor_names = ("object_color", "object_shape", "object_size", "camera_height",
-                    "background_color", "horizontal_axis", "vertical_axis")
+    factor_names = (
+        "object_color",
+        "object_shape",
+        "object_size",
+        "camera_height",
+        "background_color",
+        "horizontal_axis",
+        "vertical_axis",
+    )
     factor_sizes = (6, 6, 2, 3, 3, 40, 40)
     num_channels = 3
 
@@ -349,20 +385,24 @@ class MPI3D(FactorDataset):
         self._cache_dir = (Path(root).expanduser() if root is not None else default_root()) / "extracted"
         images = self._open()
         if images.ndim != 4 or images.shape[1:] != (64, 64, 3) or images.dtype != np.uint8:
-            raise UserError(f"mpi3d: {self.path}: 'images' must be uint8 (N, 64, 64, 3), "
-                             f"got {images.dtype} {images.shape}")
+            raise UserError(
+                f"mpi3d: {self.path}: 'images' must be uint8 (N, 64, 64, 3), got {images.dtype} {images.shape}"
+            )
         n = images.shape[0]
         if factor_sizes is not None:  # e.g. a cropped copy of a release, still in factor order
             sizes = tuple(int(x) for x in (factor_sizes.split(",") if isinstance(factor_sizes, str) else factor_sizes))
             if len(sizes) != 7 or min(sizes) < 1 or int(np.prod(sizes)) != n:
-                raise UserError(f"mpi3d: factor_sizes must be 7 positive sizes whose product is the "
-                                 f"image count {n:,}, got {sizes}")
+                raise UserError(
+                    f"mpi3d: factor_sizes must be 7 positive sizes whose product is the image count {n:,}, got {sizes}"
+                )
             self.factor_sizes = sizes
         elif n in MPI3D_SIZES:
             self.factor_sizes = MPI3D_SIZES[n]
         else:
-            raise UserError(f"mpi3d: {self.path} holds {n:,} images; expected "
-                             f"{' or '.join(f'{c:,}' for c in MPI3D_SIZES)} (the full factor grid)")
+            raise UserError(
+                f"mpi3d: {self.path} holds {n:,} images; expected "
+                f"{' or '.join(f'{c:,}' for c in MPI3D_SIZES)} (the full factor grid)"
+            )
 
     def _open(self) -> np.ndarray:
         if getattr(self, "_mm", None) is None:
@@ -404,29 +444,34 @@ class _PngFolder(FactorDataset):
     def __init__(self, root=None, path=None, cache: bool = False):
         self.path = _find(self.name, root, path, [self.folder])
         tag = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:8]  # one cache per source folder
-        self._cache_file = ((Path(root).expanduser() if root is not None else default_root())
-                            / "extracted" / f"{self.name}_64_{tag}.npy")
+        self._cache_file = (
+            (Path(root).expanduser() if root is not None else default_root())
+            / "extracted"
+            / f"{self.name}_64_{tag}.npy"
+        )
         if not self.path.is_dir():
             raise UserError(f"{self.name}: {self.path} must be a folder holding images/ and {self.labels_file}")
         labels_path = self.path / self.labels_file
         if not labels_path.exists():
-            raise FileNotFoundError(f"{self.name}: {labels_path} not found; run `{fetch_command(self.name, root)}` "
-                                    f"(the dataset is published at {URLS[self.name]})")
+            raise FileNotFoundError(
+                f"{self.name}: {labels_path} not found; run `{fetch_command(self.name, root)}` "
+                f"(the dataset is published at {URLS[self.name]})"
+            )
         if not (self.path / "images").is_dir():
-            raise FileNotFoundError(f"{self.name}: {self.path / 'images'} not found; run "
-                                    f"`{fetch_command(self.name, root)}` (the dataset is published at "
-                                    f"{URLS[self.name]})")
+            raise FileNotFoundError(
+                f"{self.name}: {self.path / 'images'} not found; run "
+                f"`{fetch_command(self.name, root)}` (the dataset is published at "
+                f"{URLS[self.name]})"
+            )
         try:
             values = np.load(labels_path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
             raise UserError(f"{self.name}: {labels_path} is not a readable .npy array ({err})") from None
         if values.ndim != 2 or values.shape[1] != self.num_factors:
-            raise UserError(f"{self.name}: {labels_path} must have shape (N, {self.num_factors}), "
-                             f"got {values.shape}")
+            raise UserError(f"{self.name}: {labels_path} must have shape (N, {self.num_factors}), got {values.shape}")
         # values are class / (size - 1) (NVlabs/High-res-disentanglement-datasets README)
         grids = [np.linspace(0.0, 1.0, s) for s in self.factor_sizes]
-        classes = values_to_classes(values.astype(np.float64), grids, self.factor_names,
-                                    f"{self.name}: {labels_path}")
+        classes = values_to_classes(values.astype(np.float64), grids, self.factor_names, f"{self.name}: {labels_path}")
         self._set_labels(classes, source=f"{self.name}: {labels_path}")
         self._mm = None
         if cache:
@@ -490,24 +535,40 @@ class _PngFolder(FactorDataset):
 class Falcor3D(_PngFolder):
     """Falcor3D at 128 px resized to 64 (Nie et al. 2020, "Semi-Supervised
     StyleGAN for Disentanglement Learning", ICML;
-    https://github.com/NVlabs/High-res-disentanglement-datasets)."""
+    https://NVlabs/High-res-disentanglement-datasets)."""
 
     name = "falcor3d"
     folder = "Falcor3D_down128"
     labels_file = "train-rec.labels"
-    factor_names = ("lighting_intensity", "lighting_x_dir", "lighting_y_dir", "lighting_z_dir",
-                    "camera_x_pos", "camera_y_pos", "camera_z_pos")
+    factor_names = (
+        "lighting_intensity",
+        "lighting_x_dir",
+        "lighting_y_dir",
+        "lighting_z_dir",
+        "camera_x_pos",
+        "camera_y_pos",
+        "camera_z_pos",
+    )
     factor_sizes = (5, 6, 6, 6, 6, 6, 6)
 
 
 @register("isaac3d")
 class Isaac3D(_PngFolder):
     """Isaac3D at 128 px resized to 64 (Nie et al. 2020; factor order of the
-    image index in https://github.com/NVlabs/High-res-disentanglement-datasets)."""
+    image index in https://NVlabs/High-res-disentanglement-datasets)."""
 
     name = "isaac3d"
     folder = "Isaac3D_down128"
     labels_file = "labels.npy"
-    factor_names = ("object_shape", "robot_x_move", "robot_y_move", "camera_height", "object_scale",
-                    "lighting_intensity", "lighting_y_dir", "object_color", "wall_color")
+    factor_names = (
+        "object_shape",
+        "robot_x_move",
+        "robot_y_move",
+        "camera_height",
+        "object_scale",
+        "lighting_intensity",
+        "lighting_y_dir",
+        "object_color",
+        "wall_color",
+    )
     factor_sizes = (3, 8, 5, 4, 4, 4, 6, 4, 4)

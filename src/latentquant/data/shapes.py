@@ -48,10 +48,10 @@ SHAPES = ("cube", "cylinder", "sphere", "capsule")
 AZIMUTHS = np.linspace(-30.0, 30.0, 15)  # degrees
 
 # Scene (world frame: x right, y up, z away from the camera at azimuth 0).
-RES, SS = 64, 2                    # image size, samples per pixel along each axis
+RES, SS = 64, 2  # image size, samples per pixel along each axis
 CAM_DIST, CAM_HEIGHT, TARGET_Y = 3.6, 1.8, 0.55
 FOV = np.deg2rad(40.0)
-WALL_Z = 2.0                       # the wall is the plane z = WALL_Z
+WALL_Z = 2.0  # the wall is the plane z = WALL_Z
 LIGHT = np.array([-0.55, 1.0, -0.65]) / np.linalg.norm([-0.55, 1.0, -0.65])  # toward the light
 AMBIENT, DIFFUSE, SPECULAR, SHININESS = 0.30, 0.70, 0.35, 24.0
 FLOOR_LIGHT, WALL_LIGHT, SHADOW = 0.92, 0.68, 0.45
@@ -73,9 +73,10 @@ def camera_rays(azimuth_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     up = np.cross(forward, right)
     n = RES * SS
     s = ((np.arange(n) + 0.5) / n * 2.0 - 1.0) * np.tan(FOV / 2)
-    sy, sx = np.meshgrid(-s, s, indexing="ij")                  # screen y grows upward
-    d = (forward[:, None, :] + sx.reshape(1, -1, 1) * right[:, None, :]
-         + sy.reshape(1, -1, 1) * up[:, None, :])               # (A, P, 3)
+    sy, sx = np.meshgrid(-s, s, indexing="ij")  # screen y grows upward
+    d = (
+        forward[:, None, :] + sx.reshape(1, -1, 1) * right[:, None, :] + sy.reshape(1, -1, 1) * up[:, None, :]
+    )  # (A, P, 3)
     d /= np.linalg.norm(d, axis=-1, keepdims=True)
     return origin[:, None, :], d
 
@@ -86,7 +87,7 @@ def _sphere(o, d, centre, radius):
     """Sphere; ``centre`` (..., 3) and ``radius`` (...) broadcast against the rays."""
     oc = o - centre
     b = _dot(oc, d)
-    c = _dot(oc, oc) - radius ** 2
+    c = _dot(oc, oc) - radius**2
     disc = b * b - c
     t = -b - np.sqrt(np.maximum(disc, 0.0))
     t = np.where((disc >= 0) & (t > EPS), t, np.inf)
@@ -110,7 +111,8 @@ def _box(o, d, h):
 
 
 def _tube(o, d, radius, axis, lo, hi, centre_off):
-    """Open cylinder around ``axis`` (0=x, 1=y) through (0, centre_off, 0) (for axis x) or the y axis, clipped to [lo, hi] along it."""
+    """Open cylinder around ``axis`` (0=x, 1=y) through (0, centre_off, 0) (for axis x) or the y axis,
+    clipped to [lo, hi] along it."""
     a, b = [i for i in range(3) if i != axis]
     oa, ob = o[..., a], o[..., b]
     if axis == 0:  # the x-axis tube is lifted to height centre_off
@@ -118,7 +120,7 @@ def _tube(o, d, radius, axis, lo, hi, centre_off):
     da, db = d[..., a], d[..., b]
     A = da * da + db * db
     B = oa * da + ob * db
-    C = oa * oa + ob * ob - radius ** 2
+    C = oa * oa + ob * ob - radius**2
     disc = B * B - A * C
     t = (-B - np.sqrt(np.maximum(disc, 0.0))) / np.maximum(A, 1e-12)
     along = o[..., axis] + t * d[..., axis]
@@ -134,7 +136,7 @@ def _disc_cap(o, d, height, radius):
     """Horizontal disc y = height, x^2 + z^2 <= radius^2, facing up."""
     t = (height - o[..., 1]) / np.where(np.abs(d[..., 1]) < 1e-12, -1e-12, d[..., 1])
     p = o + np.where(t > 0, t, 0.0)[..., None] * d
-    inside = p[..., 0] ** 2 + p[..., 2] ** 2 <= radius ** 2
+    inside = p[..., 0] ** 2 + p[..., 2] ** 2 <= radius**2
     t = np.where((t > EPS) & inside, t, np.inf)
     normal = np.zeros(d.shape)
     normal[..., 1] = 1.0
@@ -185,8 +187,7 @@ def intersect_object(shape: int, scale: float, o, d):
     t = np.full(batch[:-1], np.inf)
     normal = np.zeros(batch)
     if len(cand[0]):
-        t[cand], normal[cand] = _object_hits(shape, s, np.broadcast_to(o, batch)[cand],
-                                             np.broadcast_to(d, batch)[cand])
+        t[cand], normal[cand] = _object_hits(shape, s, np.broadcast_to(o, batch)[cand], np.broadcast_to(d, batch)[cand])
     return t, normal
 
 
@@ -199,8 +200,8 @@ def _cached_rays(azimuths: tuple[float, ...]):
 
 def render_maps(shape: int, scale: float, azimuths=AZIMUTHS) -> np.ndarray:
     """Weight maps float32 ``(A, 4, 64, 64)`` (floor, wall, object, white) for one shape and scale."""
-    o, d = _cached_rays(tuple(float(a) for a in azimuths))     # (A, 1, 3), (A, P, 3)
-    t_obj, normal = intersect_object(shape, scale, o, d)       # (A, P)
+    o, d = _cached_rays(tuple(float(a) for a in azimuths))  # (A, 1, 3), (A, P, 3)
+    t_obj, normal = intersect_object(shape, scale, o, d)  # (A, P)
     t_floor = np.where(d[..., 1] < 0, -o[..., 1] / np.minimum(d[..., 1], -1e-12), np.inf)
     t_wall = np.where(d[..., 2] > 0, (WALL_Z - o[..., 2]) / np.maximum(d[..., 2], 1e-12), np.inf)
     floor_first = t_floor < t_wall
@@ -216,13 +217,16 @@ def render_maps(shape: int, scale: float, azimuths=AZIMUTHS) -> np.ndarray:
     half = LIGHT - d
     half /= np.linalg.norm(half, axis=-1, keepdims=True)
     spec = SPECULAR * np.clip(_dot(normal, half), 0.0, None) ** SHININESS * (lambert > 0)
-    w = np.stack([
-        np.where(~obj & floor_first, FLOOR_LIGHT * lit, 0.0),
-        np.where(~obj & ~floor_first, WALL_LIGHT * lit, 0.0),
-        np.where(obj, AMBIENT + DIFFUSE * lambert, 0.0),
-        np.where(obj, spec, 0.0),
-    ], 1)                                                      # (A, 4, P)
-    w = w.reshape(len(azimuths), 4, RES, SS, RES, SS).sum(5).sum(3) / SS ** 2
+    w = np.stack(
+        [
+            np.where(~obj & floor_first, FLOOR_LIGHT * lit, 0.0),
+            np.where(~obj & ~floor_first, WALL_LIGHT * lit, 0.0),
+            np.where(obj, AMBIENT + DIFFUSE * lambert, 0.0),
+            np.where(obj, spec, 0.0),
+        ],
+        1,
+    )  # (A, 4, P)
+    w = w.reshape(len(azimuths), 4, RES, SS, RES, SS).sum(5).sum(3) / SS**2
     return w.astype(np.float32)
 
 
@@ -239,8 +243,14 @@ class Shapes(FactorDataset):
     factor_names = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
     factor_sizes = (10, 10, 10, 8, 4, 15)
     num_channels = 3
-    factor_values = {"floor_hue": HUES, "wall_hue": HUES, "object_hue": HUES,
-                     "scale": SCALES, "shape": SHAPES, "orientation": AZIMUTHS}
+    factor_values = {
+        "floor_hue": HUES,
+        "wall_hue": HUES,
+        "object_hue": HUES,
+        "scale": SCALES,
+        "shape": SHAPES,
+        "orientation": AZIMUTHS,
+    }
 
     # Per-process table shared by all instances: maps[shape, scale, orientation].
     _maps: np.ndarray | None = None
@@ -248,8 +258,9 @@ class Shapes(FactorDataset):
 
     def __init__(self, root=None, path=None):
         if path is not None:
-            raise UserError(f"'shapes' is rendered here and takes no path (got {path!r}); "
-                             "use 'shapes3d' to read the public file")
+            raise UserError(
+                f"'shapes' is rendered here and takes no path (got {path!r}); use 'shapes3d' to read the public file"
+            )
         self._colours = hue_colours()
 
     _lock = threading.Lock()  # e.g. a prefetch thread and an evaluation in the main thread
@@ -268,7 +279,7 @@ class Shapes(FactorDataset):
                 cls._ready[sh, sc] = True
         return cls._maps
 
-    def prepare(self) -> "Shapes":
+    def prepare(self) -> Shapes:
         """Render all 480 map sets now (e.g. before forking DataLoader workers)."""
         sh, sc = np.meshgrid(np.arange(len(SHAPES)), np.arange(len(SCALES)), indexing="ij")
         self._ensure(sh.ravel(), sc.ravel())
@@ -276,12 +287,12 @@ class Shapes(FactorDataset):
 
     def _images(self, idx: np.ndarray) -> np.ndarray:
         floor, wall, obj, scale, shape, orient = np.unravel_index(idx, self.factor_sizes)
-        maps = self._ensure(shape, scale)[shape, scale, orient]           # (n, 4, P)
-        colours = np.empty((len(idx), 3, 4), np.float32)                  # (n, c, m)
+        maps = self._ensure(shape, scale)[shape, scale, orient]  # (n, 4, P)
+        colours = np.empty((len(idx), 3, 4), np.float32)  # (n, c, m)
         colours[:, :, 0] = self._colours[floor]
         colours[:, :, 1] = self._colours[wall]
         colours[:, :, 2] = self._colours[obj]
         colours[:, :, 3] = 1.0
-        img = np.matmul(colours, maps)                                    # (n, 3, P)
+        img = np.matmul(colours, maps)  # (n, 3, P)
         np.clip(img, 0.0, 1.0, out=img)
         return img.reshape(len(idx), 3, RES, RES)

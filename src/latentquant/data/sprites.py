@@ -52,18 +52,18 @@ def _heart_inside(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def render_masks() -> np.ndarray:
     """All sprite masks, bool ``(3, 6, 40, 32, 32)`` indexed (shape, scale, orientation, row, col)."""
-    offsets = np.arange(PATCH) + 0.5 - PATCH / 2               # pixel centres relative to the sprite centre
-    dy, dx = np.meshgrid(offsets, offsets, indexing="ij")      # (32, 32), dy grows downward
-    u, v = dx.ravel(), -dy.ravel()                             # y-up frame, (P,)
+    offsets = np.arange(PATCH) + 0.5 - PATCH / 2  # pixel centres relative to the sprite centre
+    dy, dx = np.meshgrid(offsets, offsets, indexing="ij")  # (32, 32), dy grows downward
+    u, v = dx.ravel(), -dy.ravel()  # y-up frame, (P,)
     c, s = np.cos(ORIENTATIONS)[:, None], np.sin(ORIENTATIONS)[:, None]
     # rotate the pixel grid by -theta: the shape turns counter-clockwise by theta
-    ur, vr = c * u + s * v, -s * u + c * v                     # (40, P)
-    scale = SCALES[:, None, None]                               # (6, 1, 1)
+    ur, vr = c * u + s * v, -s * u + c * v  # (40, P)
+    scale = SCALES[:, None, None]  # (6, 1, 1)
     square = np.maximum(np.abs(ur), np.abs(vr)) <= SQUARE_HALF_SIDE * scale
     a, b = ELLIPSE_SEMI_AXES
     ellipse = (ur / (a * scale)) ** 2 + (vr / (b * scale)) ** 2 <= 1.0
     heart = _heart_inside(ur / (HEART_UNIT * scale), vr / (HEART_UNIT * scale))
-    masks = np.stack([square, ellipse, heart])                  # (3, 6, 40, P)
+    masks = np.stack([square, ellipse, heart])  # (3, 6, 40, P)
     return masks.reshape(len(SHAPES), len(SCALES), len(ORIENTATIONS), PATCH, PATCH)
 
 
@@ -79,15 +79,21 @@ class Sprites(FactorDataset):
     factor_names = ("shape", "scale", "orientation", "posX", "posY")
     factor_sizes = (3, 6, 40, 32, 32)
     num_channels = 1
-    factor_values = {"shape": SHAPES, "scale": SCALES, "orientation": ORIENTATIONS,
-                     "posX": POSITIONS, "posY": POSITIONS}
+    factor_values = {
+        "shape": SHAPES,
+        "scale": SCALES,
+        "orientation": ORIENTATIONS,
+        "posX": POSITIONS,
+        "posY": POSITIONS,
+    }
 
     _masks: np.ndarray | None = None  # shared by all instances in a process
 
     def __init__(self, root=None, path=None):
         if path is not None:
-            raise UserError(f"'sprites' is rendered here and takes no path (got {path!r}); "
-                             "use 'dsprites' to read the public file")
+            raise UserError(
+                f"'sprites' is rendered here and takes no path (got {path!r}); use 'dsprites' to read the public file"
+            )
 
     @classmethod
     def masks(cls) -> np.ndarray:
@@ -97,9 +103,9 @@ class Sprites(FactorDataset):
 
     def _images(self, idx: np.ndarray) -> np.ndarray:
         shape, scale, orient, px, py = np.unravel_index(idx, self.factor_sizes)
-        patches = self.masks()[shape, scale, orient]           # (n, 32, 32) bool
+        patches = self.masks()[shape, scale, orient]  # (n, 32, 32) bool
         out = np.zeros((len(idx), 1, 64, 64), dtype=np.float32)
         # one slice copy per image beats a fancy-index scatter about 5x
         for b, (y, x) in enumerate(zip(py.tolist(), px.tolist())):
-            out[b, 0, y:y + PATCH, x:x + PATCH] = patches[b]   # top-left corner = (posY, posX) index
+            out[b, 0, y : y + PATCH, x : x + PATCH] = patches[b]  # top-left corner = (posY, posX) index
         return out

@@ -54,8 +54,9 @@ def perturb(latents: np.ndarray, seed: int) -> np.ndarray:
     return x
 
 
-def knn_mutual_info(latents: np.ndarray, s_codes: np.ndarray, s_values: np.ndarray, *,
-                    n_neighbors: int = 10, seed: int = 0) -> np.ndarray:
+def knn_mutual_info(
+    latents: np.ndarray, s_codes: np.ndarray, s_values: np.ndarray, *, n_neighbors: int = 10, seed: int = 0
+) -> np.ndarray:
     """(K, L) kNN MI in nats: row i is ``mutual_info_classif(latents,
     s_codes[:, i], discrete_features=False, n_neighbors=n_neighbors,
     random_state=seed)``; rows of constant sources are 0."""
@@ -71,8 +72,7 @@ def knn_mutual_info(latents: np.ndarray, s_codes: np.ndarray, s_values: np.ndarr
         for j in range(x.shape[1]):
             k_all, label_counts, m_all = _neighbour_counts(x[:, j], order[:, j], y, counts, keep, n_neighbors)
             n = np.sum(keep)
-            value = (digamma(n) + np.mean(digamma(k_all)) - np.mean(digamma(label_counts))
-                     - np.mean(digamma(m_all)))
+            value = digamma(n) + np.mean(digamma(k_all)) - np.mean(digamma(label_counts)) - np.mean(digamma(m_all))
             mi[i, j] = max(0, value)
     return mi
 

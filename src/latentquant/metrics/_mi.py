@@ -106,8 +106,10 @@ def check_inputs(sources, latents, *, numeric_latents: bool) -> tuple[np.ndarray
     sources = check_2d(sources, "sources", numeric=False)
     latents = check_2d(latents, "latents", numeric=numeric_latents)
     if len(sources) != len(latents):
-        raise ValueError(f"sources and latents must have the same number of samples, got {len(sources)} "
-                         f"(sources {sources.shape}) and {len(latents)} (latents {latents.shape})")
+        raise ValueError(
+            f"sources and latents must have the same number of samples, got {len(sources)} "
+            f"(sources {sources.shape}) and {len(latents)} (latents {latents.shape})"
+        )
     if sources.shape[0] < 2:
         raise ValueError(f"at least 2 samples are needed, got {sources.shape[0]}")
     return sources, latents

@@ -32,27 +32,47 @@ from latentquant.validation import UserError, arg_type, check_fraction, check_in
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="an .npz file with arrays 'sources' (N, K) and 'latents' (N, L)")
     kind = parser.add_mutually_exclusive_group()
-    kind.add_argument("--discrete-latents", dest="discrete", action="store_true", default=None,
-                      help="treat latents as discrete labels (default: the file's "
-                      "'discrete_latents', else integer/bool dtype)")
-    kind.add_argument("--continuous-latents", dest="discrete", action="store_false",
-                      help="treat latents as continuous values")
-    parser.add_argument("--estimator", choices=("knn", "histogram"), default="knn",
-                        help="MI estimator for continuous latents in InfoM/InfoC (default knn)")
-    parser.add_argument("--num-bins", type=arg_type(int, partial(check_int, "--num-bins", low=2)), default=20,
-                        help="bins per continuous latent for MIG and --estimator histogram (default 20)")
-    parser.add_argument("--no-explicitness", dest="explicitness", action="store_false",
-                        help="skip InfoE (K logistic-regression fits)")
-    parser.add_argument("--no-dci", dest="dci", action="store_false",
-                        help="skip DCI (the slowest metric)")
-    parser.add_argument("--dci-model", choices=("gbt", "fast"), default="gbt",
-                        help="DCI classifier: gbt = sklearn GradientBoostingClassifier defaults "
-                        "(as disentanglement_lib), fast = 20 stages, learning rate 0.5 (default gbt)")
+    kind.add_argument(
+        "--discrete-latents",
+        dest="discrete",
+        action="store_true",
+        default=None,
+        help="treat latents as discrete labels (default: the file's 'discrete_latents', else integer/bool dtype)",
+    )
+    kind.add_argument(
+        "--continuous-latents", dest="discrete", action="store_false", help="treat latents as continuous values"
+    )
+    parser.add_argument(
+        "--estimator",
+        choices=("knn", "histogram"),
+        default="knn",
+        help="MI estimator for continuous latents in InfoM/InfoC (default knn)",
+    )
+    parser.add_argument(
+        "--num-bins",
+        type=arg_type(int, partial(check_int, "--num-bins", low=2)),
+        default=20,
+        help="bins per continuous latent for MIG and --estimator histogram (default 20)",
+    )
+    parser.add_argument(
+        "--no-explicitness", dest="explicitness", action="store_false", help="skip InfoE (K logistic-regression fits)"
+    )
+    parser.add_argument("--no-dci", dest="dci", action="store_false", help="skip DCI (the slowest metric)")
+    parser.add_argument(
+        "--dci-model",
+        choices=("gbt", "fast"),
+        default="gbt",
+        help="DCI classifier: gbt = sklearn GradientBoostingClassifier defaults "
+        "(as disentanglement_lib), fast = 20 stages, learning rate 0.5 (default gbt)",
+    )
     parser.add_argument("--no-mig", dest="mig", action="store_false", help="skip MIG")
     parser.add_argument("--no-sap", dest="sap", action="store_false", help="skip SAP")
-    parser.add_argument("--test-fraction", type=arg_type(float, partial(check_fraction, "--test-fraction")),
-                        default=1 / 3,
-                        help="held-out fraction for DCI and SAP (default 1/3)")
+    parser.add_argument(
+        "--test-fraction",
+        type=arg_type(float, partial(check_fraction, "--test-fraction")),
+        default=1 / 3,
+        help="held-out fraction for DCI and SAP (default 1/3)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of splits and estimators (default 0)")
     parser.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the NMI heatmap")
 
@@ -76,8 +96,10 @@ def load(path: str | os.PathLike) -> dict:
     except (OSError, ValueError, EOFError) as err:  # EOFError: an empty file
         raise UserError(f"{path} is not a readable .npz file: {err or 'empty file'}") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
-        raise UserError(f"{path} holds one array ({type(data).__name__}), not an .npz archive of named "
-                        "arrays 'sources' and 'latents' (save it with numpy.savez)")
+        raise UserError(
+            f"{path} holds one array ({type(data).__name__}), not an .npz archive of named "
+            "arrays 'sources' and 'latents' (save it with numpy.savez)"
+        )
     with data:
         try:
             return _read(path, data)
@@ -94,15 +116,12 @@ def _read(path: Path, data) -> dict:
         flag = np.asarray(data["discrete_latents"])
         if flag.size != 1 or not (flag.dtype == bool or np.issubdtype(flag.dtype, np.integer)):
             raise UserError(
-                f"'discrete_latents' in {path} must be one bool, got dtype {flag.dtype} "
-                f"and shape {flag.shape}"
+                f"'discrete_latents' in {path} must be one bool, got dtype {flag.dtype} and shape {flag.shape}"
             )
         out["discrete_latents"] = bool(flag.reshape(-1)[0])
     for key in ("sources", "latents"):
         if out[key].ndim != 2:
-            raise UserError(
-                f"'{key}' in {path} must be 2-D (n_samples, n_columns), got shape {out[key].shape}"
-            )
+            raise UserError(f"'{key}' in {path} must be 2-D (n_samples, n_columns), got shape {out[key].shape}")
     out["source_names"] = _names(data, "source_names", out["sources"].shape[1])
     out["latent_names"] = _names(data, "latent_names", out["latents"].shape[1])
     return out
@@ -173,26 +192,40 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught, _arrays_of(args.file):
         warnings.simplefilter("always")
         info = infomec(
-            sources, latents, discrete_latents=discrete, explicitness=args.explicitness,
-            seed=args.seed, estimator=args.estimator, num_bins=args.num_bins,
+            sources,
+            latents,
+            discrete_latents=discrete,
+            explicitness=args.explicitness,
+            seed=args.seed,
+            estimator=args.estimator,
+            num_bins=args.num_bins,
         )
         results["infomec"] = {
-            "infom": info.infom, "infoe": info.infoe, "infoc": info.infoc,
+            "infom": info.infom,
+            "infoe": info.infoe,
+            "infoc": info.infoc,
             "estimator": "plug-in" if discrete else args.estimator,
-            "nmi": info.nmi, "active": info.active,
+            "nmi": info.nmi,
+            "active": info.active,
         }
         rows += [("InfoM", info.infom), ("InfoE", info.infoe), ("InfoC", info.infoc)]
         if args.dci:
             d = dci(sources, latents, test_fraction=args.test_fraction, seed=args.seed, model=args.dci_model)
             results["dci"] = {
-                "disentanglement": d.disentanglement, "completeness": d.completeness,
+                "disentanglement": d.disentanglement,
+                "completeness": d.completeness,
                 "informativeness_train": d.informativeness_train,
                 "informativeness_test": d.informativeness_test,
-                "model": args.dci_model, "test_fraction": args.test_fraction, "importance": d.importance,
+                "model": args.dci_model,
+                "test_fraction": args.test_fraction,
+                "importance": d.importance,
             }
-            rows += [("DCI disentanglement", d.disentanglement), ("DCI completeness", d.completeness),
-                     ("DCI informativeness (train)", d.informativeness_train),
-                     ("DCI informativeness (test)", d.informativeness_test)]
+            rows += [
+                ("DCI disentanglement", d.disentanglement),
+                ("DCI completeness", d.completeness),
+                ("DCI informativeness (train)", d.informativeness_train),
+                ("DCI informativeness (test)", d.informativeness_test),
+            ]
         if args.mig:
             results["mig"] = mig(sources, latents, num_bins=args.num_bins, discrete_latents=discrete)
             rows.append(("MIG", results["mig"]))
@@ -212,12 +245,19 @@ def run(args: argparse.Namespace) -> int:
         if name == "InfoE" and not args.explicitness:
             shown = "skipped"
         print(f"{name:<{width}}  {shown}")
-    print(f"latents: {'discrete' if discrete else 'continuous'} (from {origin}), "
-          f"{int(info.active.sum())}/{latents.shape[1]} active")
+    print(
+        f"latents: {'discrete' if discrete else 'continuous'} (from {origin}), "
+        f"{int(info.active.sum())}/{latents.shape[1]} active"
+    )
     print(f"wrote {json_path}")
     if args.plot:
-        plot_nmi(info.nmi, png_path, source_names=data["source_names"],
-                 latent_names=data["latent_names"], active=info.active,
-                 title=f"NMI, {Path(args.file).name}")
+        plot_nmi(
+            info.nmi,
+            png_path,
+            source_names=data["source_names"],
+            latent_names=data["latent_names"],
+            active=info.active,
+            title=f"NMI, {Path(args.file).name}",
+        )
         print(f"wrote {png_path}")
     return 0

@@ -10,7 +10,8 @@ Shapes: N samples, K sources, L latents.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,7 +27,7 @@ class DCI(NamedTuple):
 
 
 MODELS = ("gbt", "fast")
-Model = Union[str, Callable[[int], object]]
+Model = str | Callable[[int], object]
 
 
 def _make_model(model: Model, seed: int):
@@ -55,8 +56,7 @@ def _importance(fitted, num_latents: int) -> np.ndarray:
         imp = np.abs(np.atleast_2d(np.asarray(fitted.coef_, dtype=np.float64))).mean(axis=0)
     else:
         raise TypeError(
-            f"the DCI model {type(fitted).__name__} exposes neither feature_importances_ "
-            f"nor coef_ after fitting"
+            f"the DCI model {type(fitted).__name__} exposes neither feature_importances_ nor coef_ after fitting"
         )
     if imp.shape != (num_latents,):
         raise ValueError(f"the DCI model gave {imp.shape} importances, expected ({num_latents},)")

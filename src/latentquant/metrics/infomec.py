@@ -123,9 +123,7 @@ def _one_hot(codes: np.ndarray, n_values: np.ndarray):
     return sparse.csr_matrix((data, cols.ravel(), indptr), shape=(n, int(n_values.sum())))
 
 
-def explicitness(
-    sources, latents, *, discrete_latents: bool, return_per_source: bool = False
-):
+def explicitness(sources, latents, *, discrete_latents: bool, return_per_source: bool = False):
     """InfoE, the normalized predictive information of a linear probe.
 
         InfoE = mean_i (H0_i - CE_i) / H0_i

@@ -7,9 +7,8 @@ selected and no window is ever opened.
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -40,8 +39,7 @@ def plot_nmi(
     latent_names = [f"z{j}" for j in range(num_latents)] if latent_names is None else list(latent_names)
     if len(source_names) != num_sources or len(latent_names) != num_latents:
         raise ValueError(
-            f"got {len(source_names)} source and {len(latent_names)} latent names for an "
-            f"nmi of shape {nmi.shape}"
+            f"got {len(source_names)} source and {len(latent_names)} latent names for an nmi of shape {nmi.shape}"
         )
     active = np.ones(num_latents, bool) if active is None else np.asarray(active, bool)
     if active.shape != (num_latents,):
@@ -63,8 +61,12 @@ def plot_nmi(
             for j in range(num_latents):
                 value = nmi[i, j]
                 ax.text(
-                    j, i, "nan" if not np.isfinite(value) else f"{value:.2f}",
-                    ha="center", va="center", fontsize=7,
+                    j,
+                    i,
+                    "nan" if not np.isfinite(value) else f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
                     color="black" if np.isfinite(value) and value > 0.6 else "white",
                 )
     for j in np.flatnonzero(~active):

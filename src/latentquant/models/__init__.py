@@ -1,7 +1,7 @@
 """Models: QLAE, its baselines, and the backbones they share.
 
-    from latentquant.models import build_model, available_models
-    model = build_model("qlae", arch="small", info=DataInfo("sprites", 1, 5, 737280))
+from latentquant.models import build_model, available_models
+model = build_model("qlae", arch="small", info=DataInfo("sprites", 1, 5, 737280))
 """
 
 from __future__ import annotations
@@ -14,13 +14,22 @@ from latentquant.models.registry import available_models, get_model_class, regis
 from latentquant.validation import check_choice
 
 __all__ = [
-    "ARCHS", "DataInfo", "Encoding", "LatentModel", "StepOutput", "available_models", "build_backbone",
-    "build_model", "clip_gradients", "default_num_latents", "get_model_class", "register_model",
+    "ARCHS",
+    "DataInfo",
+    "Encoding",
+    "LatentModel",
+    "StepOutput",
+    "available_models",
+    "build_backbone",
+    "build_model",
+    "clip_gradients",
+    "default_num_latents",
+    "get_model_class",
+    "register_model",
 ]
 
 
-def build_model(name: str, arch: str, info: DataInfo, num_latents: int | None = None,
-                **options: Any) -> LatentModel:
+def build_model(name: str, arch: str, info: DataInfo, num_latents: int | None = None, **options: Any) -> LatentModel:
     """Model ``name`` on backbone ``arch`` for a dataset described by ``info``.
 
     ``num_latents`` defaults to twice the number of factors (the paper's choice);

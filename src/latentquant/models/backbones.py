@@ -76,9 +76,7 @@ class Backbone(NamedTuple):
 
 def _check_image(x: torch.Tensor, channels: int) -> None:
     if x.ndim != 4 or x.shape[1] != channels or x.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise UserError(
-            f"expected images of shape (b, {channels}, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(x.shape)}"
-        )
+        raise UserError(f"expected images of shape (b, {channels}, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(x.shape)}")
 
 
 # ---------------------------------------------------------------------------
@@ -210,8 +208,10 @@ class SmallDecoder(nn.Module):
         self.side = IMAGE_SIZE // 2 ** len(SMALL_WIDTHS)
         widths = SMALL_WIDTHS[::-1]
         self.mlp = nn.Sequential(
-            nn.Linear(in_features, SMALL_HIDDEN), nn.ReLU(),
-            nn.Linear(SMALL_HIDDEN, widths[0] * self.side * self.side), nn.ReLU(),
+            nn.Linear(in_features, SMALL_HIDDEN),
+            nn.ReLU(),
+            nn.Linear(SMALL_HIDDEN, widths[0] * self.side * self.side),
+            nn.ReLU(),
         )
         layers = []
         for c_in, c_out in zip(widths, widths[1:] + (out_channels,)):
@@ -231,12 +231,16 @@ def build_backbone(arch: str, in_channels: int, encoder_features: int, decoder_f
     ``(b, decoder_features) -> (b, in_channels, 64, 64)`` logits of architecture ``arch``."""
     if arch not in ARCHS:
         raise UserError(f"unknown arch {arch!r}; valid choices: {', '.join(ARCHS)}")
-    for name, value in (("in_channels", in_channels), ("encoder_features", encoder_features),
-                        ("decoder_features", decoder_features)):
+    for name, value in (
+        ("in_channels", in_channels),
+        ("encoder_features", encoder_features),
+        ("decoder_features", decoder_features),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise UserError(f"{name} must be a positive int, got {value!r}")
     if arch in ("paper", "compact"):
         spec = PAPER if arch == "paper" else COMPACT
-        return Backbone(PaperEncoder(in_channels, encoder_features, spec),
-                        StyleDecoder(decoder_features, in_channels, spec))
+        return Backbone(
+            PaperEncoder(in_channels, encoder_features, spec), StyleDecoder(decoder_features, in_channels, spec)
+        )
     return Backbone(SmallEncoder(in_channels, encoder_features), SmallDecoder(decoder_features, in_channels))

@@ -26,8 +26,9 @@ runs:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, Callable, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -76,13 +77,15 @@ class LatentModel(nn.Module):
     #: parameters out of a backward pass (GAN critic/generator) sets it True.
     ddp_find_unused_parameters: ClassVar[bool] = False
 
-    def __init__(self, arch: str, info: DataInfo, num_latents: int, encoder_features: int,
-                 decoder_features: int | None = None):
+    def __init__(
+        self, arch: str, info: DataInfo, num_latents: int, encoder_features: int, decoder_features: int | None = None
+    ):
         super().__init__()
         check_int("num_latents", num_latents, 1)
         self.arch, self.info, self.num_latents = arch, info, num_latents
         self.encoder, self.decoder = build_backbone(
-            arch, info.num_channels, encoder_features, decoder_features or num_latents)
+            arch, info.num_channels, encoder_features, decoder_features or num_latents
+        )
 
     # -- published defaults -------------------------------------------------
 
@@ -139,8 +142,9 @@ class LatentModel(nn.Module):
                 decay[name] = p
         return decay, no_decay
 
-    def configure_optimizers(self, lr: float, weight_decay: float, clip: float | None = 1.0,
-                             betas: tuple[float, float] = (0.9, 0.999)) -> dict[str, torch.optim.Optimizer]:
+    def configure_optimizers(
+        self, lr: float, weight_decay: float, clip: float | None = 1.0, betas: tuple[float, float] = (0.9, 0.999)
+    ) -> dict[str, torch.optim.Optimizer]:
         """AdamW (decoupled ``weight_decay``) with element-wise gradient clipping to
         ``[-clip, clip]`` on the decayed group; plain Adam (AdamW with zero decay is
         exactly Adam) without clipping on biases and codebook values.
@@ -156,9 +160,14 @@ class LatentModel(nn.Module):
         ]
         return {"model": torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)}
 
-    def training_step(self, net: Callable[..., StepOutput], x: torch.Tensor,
-                      optimizers: dict[str, torch.optim.Optimizer], step: int,
-                      autocast: Callable[[], Any] = nullcontext) -> dict[str, torch.Tensor]:
+    def training_step(
+        self,
+        net: Callable[..., StepOutput],
+        x: torch.Tensor,
+        optimizers: dict[str, torch.optim.Optimizer],
+        step: int,
+        autocast: Callable[[], Any] = nullcontext,
+    ) -> dict[str, torch.Tensor]:
         """One update. ``net`` is this model as the loop runs it (compiled and/or
         wrapped in DistributedDataParallel): call it, not ``self``, for forward
         passes that need gradients. Returns the detached loss parts."""

@@ -20,6 +20,7 @@ from latentquant.models.base import DataInfo, Encoding, LatentModel, StepOutput
 from latentquant.models.registry import register_model
 from latentquant.validation import check_int, check_number
 
+
 def _bce(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, x)
 
@@ -55,8 +56,7 @@ class BioAE(AE):
     (``configs/params/bio_ae/*.yaml``).
     """
 
-    def __init__(self, arch: str, info: DataInfo, num_latents: int, nonnegative: float = 1.0,
-                 activity: float = 0.1):
+    def __init__(self, arch: str, info: DataInfo, num_latents: int, nonnegative: float = 1.0, activity: float = 0.1):
         super().__init__(arch, info, num_latents)
         self.nonnegative, self.activity = check_number("nonnegative", nonnegative), check_number("activity", activity)
 
@@ -65,8 +65,9 @@ class BioAE(AE):
         bce = _bce(self.decoder(z), x)
         nonneg, act = F.relu(-z).mean(), z.square().mean()
         loss = bce + self.nonnegative * nonneg + self.activity * act
-        return StepOutput(loss, {"loss": loss.detach(), "bce": bce.detach(),
-                                 "nonnegative": nonneg.detach(), "activity": act.detach()})
+        return StepOutput(
+            loss, {"loss": loss.detach(), "bce": bce.detach(), "nonnegative": nonneg.detach(), "activity": act.detach()}
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -133,10 +134,15 @@ class TCVAE(_GaussianEncoderModel):
     mpi3d 0.3, falcor3d 3, isaac3d 1; 1 otherwise.
     """
 
-    def __init__(self, arch: str, info: DataInfo, num_latents: int, beta: float = 1.0, alpha: float = 1.0,
-                 gamma: float = 1.0):
+    def __init__(
+        self, arch: str, info: DataInfo, num_latents: int, beta: float = 1.0, alpha: float = 1.0, gamma: float = 1.0
+    ):
         super().__init__(arch, info, num_latents)
-        self.alpha, self.beta, self.gamma = check_number("alpha", alpha), check_number("beta", beta), check_number("gamma", gamma)
+        self.alpha, self.beta, self.gamma = (
+            check_number("alpha", alpha),
+            check_number("beta", beta),
+            check_number("gamma", gamma),
+        )
         self.dataset_size = int(info.size)
 
     def forward(self, x: torch.Tensor) -> StepOutput:
@@ -153,8 +159,16 @@ class TCVAE(_GaussianEncoderModel):
         log_p_z = _log_normal(z, torch.zeros_like(z), torch.ones_like(z)).sum(-1)
         mi, tc, dwkl = (log_q_z_given_x - log_q_z).mean(), (log_q_z - log_prod_q).mean(), (log_prod_q - log_p_z).mean()
         loss = bce + (self.alpha * mi + self.beta * tc + self.gamma * dwkl) / self.x_dim
-        return StepOutput(loss, {"loss": loss.detach(), "bce": bce.detach(), "mutual_information": mi.detach(),
-                                 "total_correlation": tc.detach(), "dimension_wise_kl": dwkl.detach()})
+        return StepOutput(
+            loss,
+            {
+                "loss": loss.detach(),
+                "bce": bce.detach(),
+                "mutual_information": mi.detach(),
+                "total_correlation": tc.detach(),
+                "dimension_wise_kl": dwkl.detach(),
+            },
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -179,13 +193,26 @@ class VQVAE(LatentModel):
 
     discrete_latents = True
 
-    def __init__(self, arch: str, info: DataInfo, num_latents: int, num_embeddings: int = 512,
-                 embedding_dim: int = 64, quantization_weight: float = 1.0, commitment_weight: float = 0.25,
-                 shared_codebook: bool = True):
+    def __init__(
+        self,
+        arch: str,
+        info: DataInfo,
+        num_latents: int,
+        num_embeddings: int = 512,
+        embedding_dim: int = 64,
+        quantization_weight: float = 1.0,
+        commitment_weight: float = 0.25,
+        shared_codebook: bool = True,
+    ):
         check_int("num_embeddings", num_embeddings, 2)
         check_int("embedding_dim", embedding_dim, 1)
-        super().__init__(arch, info, num_latents, encoder_features=num_latents * embedding_dim,
-                         decoder_features=num_latents * embedding_dim)
+        super().__init__(
+            arch,
+            info,
+            num_latents,
+            encoder_features=num_latents * embedding_dim,
+            decoder_features=num_latents * embedding_dim,
+        )
         self.embedding_dim, self.num_embeddings = embedding_dim, num_embeddings
         self.quantization_weight = check_number("quantization_weight", quantization_weight)
         self.commitment_weight = check_number("commitment_weight", commitment_weight)
@@ -203,8 +230,11 @@ class VQVAE(LatentModel):
         """``(b, l*e)`` encodings -> nearest entries ``(b, l, e)`` and their indices ``(b, l)``."""
         z_e = rearrange(z_e, "b (l e) -> b l e", l=self.num_latents).float()
         book = self._codebook().float()
-        dist = (z_e.square().sum(-1, keepdim=True) - 2 * torch.einsum("b l e, l k e -> b l k", z_e, book)
-                + book.square().sum(-1)[None])
+        dist = (
+            z_e.square().sum(-1, keepdim=True)
+            - 2 * torch.einsum("b l e, l k e -> b l k", z_e, book)
+            + book.square().sum(-1)[None]
+        )
         idx = dist.argmin(-1)
         q = book[torch.arange(self.num_latents, device=idx.device)[None, :], idx]
         return q, idx
@@ -217,8 +247,10 @@ class VQVAE(LatentModel):
         z = z_e3 + (q - z_e3).detach()
         bce = _bce(self.decoder(rearrange(z, "b l e -> b (l e)").to(z_e.dtype)), x)
         loss = bce + self.quantization_weight * quant + self.commitment_weight * commit
-        return StepOutput(loss, {"loss": loss.detach(), "bce": bce.detach(),
-                                 "quantization": quant.detach(), "commitment": commit.detach()})
+        return StepOutput(
+            loss,
+            {"loss": loss.detach(), "bce": bce.detach(), "quantization": quant.detach(), "commitment": commit.detach()},
+        )
 
     def encode(self, x: torch.Tensor) -> Encoding:
         q, idx = self.quantize(self.encoder(x))

@@ -45,8 +45,9 @@ Shapes: b batch, d latents.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,8 +63,9 @@ __all__ = ["InfoWGAN", "QLInfoWGAN", "gradient_penalty"]
 PHASES = ("critic", "generator")
 
 
-def gradient_penalty(critic: Callable[[Tensor], Tensor], x_real: Tensor, x_fake: Tensor,
-                     eps: Tensor | None = None) -> Tensor:
+def gradient_penalty(
+    critic: Callable[[Tensor], Tensor], x_real: Tensor, x_fake: Tensor, eps: Tensor | None = None
+) -> Tensor:
     r"""WGAN-GP gradient penalty (Gulrajani et al., 2017, eq. 3).
 
     .. math::
@@ -80,8 +82,9 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], x_real: Tensor, x_fake:
     critic's parameters.
     """
     if x_real.shape != x_fake.shape:
-        raise ValueError(f"x_real and x_fake must have the same shape, got {tuple(x_real.shape)} "
-                         f"and {tuple(x_fake.shape)}")
+        raise ValueError(
+            f"x_real and x_fake must have the same shape, got {tuple(x_real.shape)} and {tuple(x_fake.shape)}"
+        )
     b = x_real.shape[0]
     if eps is None:
         eps = torch.rand(b, device=x_real.device, dtype=x_real.dtype)
@@ -114,20 +117,28 @@ class InfoWGAN(LatentModel):
     #: the critic step leaves the generator out of the graph, and vice versa
     ddp_find_unused_parameters = True
 
-    def __init__(self, arch: str, info: DataInfo, num_latents: int, lambda_gp: float = 10.0,
-                 lambda_latent: float = 200.0, n_critic: int = 5):
+    def __init__(
+        self,
+        arch: str,
+        info: DataInfo,
+        num_latents: int,
+        lambda_gp: float = 10.0,
+        lambda_latent: float = 200.0,
+        n_critic: int = 5,
+    ):
         # the backbone's head gives 1 + d outputs: the value, then the latents
-        super().__init__(arch, info, num_latents, encoder_features=1 + num_latents,
-                         decoder_features=num_latents)
-        self.lambda_gp, self.lambda_latent = check_number("lambda_gp", lambda_gp), check_number("lambda_latent",
-                                                                                                  lambda_latent)
+        super().__init__(arch, info, num_latents, encoder_features=1 + num_latents, decoder_features=num_latents)
+        self.lambda_gp, self.lambda_latent = (
+            check_number("lambda_gp", lambda_gp),
+            check_number("lambda_latent", lambda_latent),
+        )
         self.n_critic = check_int("n_critic", n_critic, 1)
 
     # -- the networks -------------------------------------------------------
 
     def critic_encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(D(x), pre_z)``, shapes ``(b,)`` and ``(b, d)``."""
-        out = self.encoder(x)                                   # (b, 1 + d)
+        out = self.encoder(x)  # (b, 1 + d)
         return out[:, 0], out[:, 1:]
 
     def critic_value(self, x: Tensor) -> Tensor:
@@ -170,9 +181,9 @@ class InfoWGAN(LatentModel):
     def _critic_loss(self, x: Tensor) -> StepOutput:
         b = x.shape[0]
         with torch.no_grad():
-            z = self.sample_prior(b)                            # (b, d)
+            z = self.sample_prior(b)  # (b, d)
             x_fake = self.generate(z).to(x.dtype)
-        value, pre_z = self.critic_encode(torch.cat([x, x_fake]))   # (2b,), (2b, d)
+        value, pre_z = self.critic_encode(torch.cat([x, x_fake]))  # (2b,), (2b, d)
         z_hat, _, lq = self.latent_layer(pre_z[b:])
         wasserstein = value[b:].mean() - value[:b].mean()
         gp = _eager_gradient_penalty(self.critic_value, x, x_fake)
@@ -198,8 +209,9 @@ class InfoWGAN(LatentModel):
 
     # -- optimization -------------------------------------------------------
 
-    def configure_optimizers(self, lr: float, weight_decay: float, clip: float | None = 1.0,
-                             betas: tuple[float, float] = (0.0, 0.9)) -> dict[str, torch.optim.Optimizer]:
+    def configure_optimizers(
+        self, lr: float, weight_decay: float, clip: float | None = 1.0, betas: tuple[float, float] = (0.0, 0.9)
+    ) -> dict[str, torch.optim.Optimizer]:
         """``critic`` (encoder trunk and heads) and ``generator`` (decoder and codebook
         values), each AdamW with decay and element-wise clipping on non-bias weights
         and plain Adam on biases and codebook values (``split_parameters``)."""
@@ -207,19 +219,32 @@ class InfoWGAN(LatentModel):
 
         def optimizer(keep: Callable[[str], bool]) -> torch.optim.Optimizer:
             groups = [
-                {"params": [p for n, p in decay.items() if keep(n)], "weight_decay": weight_decay,
-                 "clip_value": clip, "group": "decay"},
-                {"params": [p for n, p in no_decay.items() if keep(n)], "weight_decay": 0.0,
-                 "clip_value": None, "group": "no_decay"},
+                {
+                    "params": [p for n, p in decay.items() if keep(n)],
+                    "weight_decay": weight_decay,
+                    "clip_value": clip,
+                    "group": "decay",
+                },
+                {
+                    "params": [p for n, p in no_decay.items() if keep(n)],
+                    "weight_decay": 0.0,
+                    "clip_value": None,
+                    "group": "no_decay",
+                },
             ]
             return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
 
         is_critic = lambda name: name.startswith("encoder.")
         return {"critic": optimizer(is_critic), "generator": optimizer(lambda n: not is_critic(n))}
 
-    def training_step(self, net: Callable[..., StepOutput], x: Tensor,
-                      optimizers: dict[str, torch.optim.Optimizer], step: int,
-                      autocast: Callable[[], Any] = nullcontext) -> dict[str, Tensor]:
+    def training_step(
+        self,
+        net: Callable[..., StepOutput],
+        x: Tensor,
+        optimizers: dict[str, torch.optim.Optimizer],
+        step: int,
+        autocast: Callable[[], Any] = nullcontext,
+    ) -> dict[str, Tensor]:
         """One critic step on ``x``; then, when ``(step + 1) % n_critic == 0``, one
         generator step. Each step moves only its own network: the critic's
         parameters are frozen while the generator's gradient flows through them."""
@@ -250,8 +275,10 @@ class InfoWGAN(LatentModel):
         return parts
 
     def extra_repr(self) -> str:
-        return (super().extra_repr() + f", n_critic={self.n_critic}, lambda_gp={self.lambda_gp}, "
-                f"lambda_latent={self.lambda_latent}")
+        return (
+            super().extra_repr() + f", n_critic={self.n_critic}, lambda_gp={self.lambda_gp}, "
+            f"lambda_latent={self.lambda_latent}"
+        )
 
 
 @register_model("qlinfowgan")
@@ -266,11 +293,19 @@ class QLInfoWGAN(InfoWGAN):
 
     discrete_latents = True
 
-    def __init__(self, arch: str, info: DataInfo, num_latents: int, values_per_latent: int = 10,
-                 quantization_weight: float = 0.01, commitment_weight: float = 0.01,
-                 lambda_gp: float = 10.0, lambda_latent: float = 200.0, n_critic: int = 5):
-        super().__init__(arch, info, num_latents, lambda_gp=lambda_gp, lambda_latent=lambda_latent,
-                         n_critic=n_critic)
+    def __init__(
+        self,
+        arch: str,
+        info: DataInfo,
+        num_latents: int,
+        values_per_latent: int = 10,
+        quantization_weight: float = 0.01,
+        commitment_weight: float = 0.01,
+        lambda_gp: float = 10.0,
+        lambda_latent: float = 200.0,
+        n_critic: int = 5,
+    ):
+        super().__init__(arch, info, num_latents, lambda_gp=lambda_gp, lambda_latent=lambda_latent, n_critic=n_critic)
         self.values_per_latent = values_per_latent
         self.quantization_weight, self.commitment_weight = float(quantization_weight), float(commitment_weight)
         self.quantizer = latent_quantizer(num_latents, values_per_latent, quantization_weight, commitment_weight)

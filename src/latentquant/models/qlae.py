@@ -25,8 +25,7 @@ from latentquant.models.registry import register_model
 from latentquant.validation import check_int
 
 
-def latent_quantizer(num_latents: int, values_per_latent: int, quantization_weight: float,
-                     commitment_weight: float):
+def latent_quantizer(num_latents: int, values_per_latent: int, quantization_weight: float, commitment_weight: float):
     """The quantizer of the paper's QL models: ``values_per_latent`` learnable
     values for each of ``num_latents`` latents, per-latent indices (the
     discrete representation the metrics read)."""
@@ -45,8 +44,15 @@ def latent_quantizer(num_latents: int, values_per_latent: int, quantization_weig
 class QLAE(LatentModel):
     discrete_latents = True
 
-    def __init__(self, arch: str, info: DataInfo, num_latents: int, values_per_latent: int = 10,
-                 quantization_weight: float = 0.01, commitment_weight: float = 0.01):
+    def __init__(
+        self,
+        arch: str,
+        info: DataInfo,
+        num_latents: int,
+        values_per_latent: int = 10,
+        quantization_weight: float = 0.01,
+        commitment_weight: float = 0.01,
+    ):
         super().__init__(arch, info, num_latents, encoder_features=num_latents)
         self.values_per_latent = values_per_latent
         self.quantizer = latent_quantizer(num_latents, values_per_latent, quantization_weight, commitment_weight)
@@ -58,10 +64,15 @@ class QLAE(LatentModel):
         (z, _, lq_loss), parts = self.quantizer(self.encoder(x), return_loss_breakdown=True)
         bce = F.binary_cross_entropy_with_logits(self.decoder(z), x)
         loss = bce + lq_loss
-        return StepOutput(loss, {
-            "loss": loss.detach(), "bce": bce.detach(),
-            "quantization": parts.quantization.detach(), "commitment": parts.commitment.detach(),
-        })
+        return StepOutput(
+            loss,
+            {
+                "loss": loss.detach(),
+                "bce": bce.detach(),
+                "quantization": parts.quantization.detach(),
+                "commitment": parts.commitment.detach(),
+            },
+        )
 
     def encode(self, x: torch.Tensor) -> Encoding:
         z, indices, _ = self.quantizer(self.encoder(x))

@@ -20,7 +20,6 @@ previous file if the newest cannot be read.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import warnings
@@ -83,8 +82,14 @@ def _unjson(value: Any) -> Any:
     return value
 
 
-def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer],
-                    state: dict[str, Any] | None = None, keep: int = 2) -> Path:
+def save_checkpoint(
+    folder: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizers: dict[str, torch.optim.Optimizer],
+    state: dict[str, Any] | None = None,
+    keep: int = 2,
+) -> Path:
     """Write ``checkpoints/step_<step>.safetensors`` atomically; keep the newest ``keep`` files."""
     from safetensors.torch import save
 
@@ -145,7 +150,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no mapping)
         doc = json.loads(meta["state"])
     except FileNotFoundError:
         raise
@@ -159,7 +164,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 def load_model_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Only the model's state_dict and the state document (for evaluation)."""
     tensors, doc = read_checkpoint(path)
-    return {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, doc
+    return {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, doc
 
 
 def load_model_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -168,14 +173,20 @@ def load_model_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -
         model.load_state_dict(state)
     except RuntimeError as err:  # another model, arch or size than the one that wrote the checkpoint
         detail = " ".join(str(err).split())
-        raise UserError(f"the checkpoint does not fit this model (were --model/--arch/--num-latents changed?): "
-                         f"{detail[:300]}") from None
+        raise UserError(
+            f"the checkpoint does not fit this model (were --model/--arch/--num-latents changed?): {detail[:300]}"
+        ) from None
 
 
-def restore(tensors: dict[str, torch.Tensor], doc: dict[str, Any], model: torch.nn.Module,
-            optimizers: dict[str, torch.optim.Optimizer] | None = None, rng: bool = True) -> int:
+def restore(
+    tensors: dict[str, torch.Tensor],
+    doc: dict[str, Any],
+    model: torch.nn.Module,
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+    rng: bool = True,
+) -> int:
     """Load model, optimizers and RNG state from a read checkpoint; returns its step."""
-    load_model_weights(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    load_model_weights(model, {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     for opt_name, opt in (optimizers or {}).items():
         if opt_name not in doc["optimizers"]:
             raise UserError(f"checkpoint has no optimizer {opt_name!r} (it has {', '.join(doc['optimizers'])})")
@@ -184,7 +195,7 @@ def restore(tensors: dict[str, torch.Tensor], doc: dict[str, Any], model: torch.
         prefix = f"optim.{opt_name}."
         for key, value in tensors.items():
             if key.startswith(prefix):
-                pid, name = key[len(prefix):].split(".", 1)
+                pid, name = key[len(prefix) :].split(".", 1)
                 state.setdefault(int(pid), {})[name] = value
         for pid, scalars in _unjson(meta["scalars"]).items():
             state.setdefault(int(pid), {}).update(scalars)

@@ -1,7 +1,7 @@
 """``latentquant evaluate DIR``: recompute a run's eval.json, figures and report from its checkpoint.
 
-    latentquant evaluate runs/q                       # the newest checkpoint, the run's settings
-    latentquant evaluate runs/q --eval-samples 20000 --dci-model gbt
+latentquant evaluate runs/q                       # the newest checkpoint, the run's settings
+latentquant evaluate runs/q --eval-samples 20000 --dci-model gbt
 """
 
 from __future__ import annotations
@@ -14,8 +14,12 @@ from latentquant.validation import UserError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="DIR", help="a run directory written by latentquant train")
-    parser.add_argument("--checkpoint", default=None, metavar="FILE",
-                        help="a checkpoint of this run (default: the newest in DIR/checkpoints)")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="FILE",
+        help="a checkpoint of this run (default: the newest in DIR/checkpoints)",
+    )
     parser.add_argument("--eval-samples", type=int, default=None, help="evaluation images (default: the run's)")
     parser.add_argument("--dci-model", default=None, help="DCI classifier (default: the run's)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N, mps (default: the run's)")
@@ -65,8 +69,9 @@ def evaluate_dir(run_dir: str | Path, checkpoint: str | Path | None = None, **ov
 def run(args: argparse.Namespace) -> int:
     from latentquant.train.evaluate import SCORE_KEYS
 
-    scores = evaluate_dir(args.run_dir, args.checkpoint, eval_samples=args.eval_samples,
-                          dci_model=args.dci_model, device=args.device)
+    scores = evaluate_dir(
+        args.run_dir, args.checkpoint, eval_samples=args.eval_samples, dci_model=args.dci_model, device=args.device
+    )
     for key in (*SCORE_KEYS, "step"):
         value = scores.get(key)
         print(f"{key:>6}  {value:.4f}" if isinstance(value, float) else f"{key:>6}  {value}")

@@ -43,20 +43,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # are only overridden by what the user typed
     for flag, (dest, typ, text) in config_flags().items():
         if typ is None:
-            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=text)
+            parser.add_argument(
+                flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text
+            )
         else:
-            parser.add_argument(flag, dest=dest, type=typ, default=argparse.SUPPRESS, help=text,
-                                nargs="+" if dest in _LIST_FIELDS else None)
-    parser.add_argument("--option", "-o", dest="option", action="append", default=[], metavar="KEY=VALUE",
-                        help="a model-specific hyperparameter, e.g. -o beta=4 (repeatable)")
-    parser.add_argument("--config", dest="config_file", default=None, metavar="FILE.yaml",
-                        help="load a config file (e.g. a run's config.yaml); flags override it")
-    parser.add_argument("--resume", dest="resume", default=None, metavar="DIR",
-                        help="continue the run in DIR from its last checkpoint (only a larger --steps, "
-                             "and how it runs: --device, --threads..., may change)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the run already in --out (deletes only the files a run writes)")
+            parser.add_argument(
+                flag,
+                dest=dest,
+                type=typ,
+                default=argparse.SUPPRESS,
+                help=text,
+                nargs="+" if dest in _LIST_FIELDS else None,
+            )
+    parser.add_argument(
+        "--option",
+        "-o",
+        dest="option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model-specific hyperparameter, e.g. -o beta=4 (repeatable)",
+    )
+    parser.add_argument(
+        "--config",
+        dest="config_file",
+        default=None,
+        metavar="FILE.yaml",
+        help="load a config file (e.g. a run's config.yaml); flags override it",
+    )
+    parser.add_argument(
+        "--resume",
+        dest="resume",
+        default=None,
+        metavar="DIR",
+        help="continue the run in DIR from its last checkpoint (only a larger --steps, "
+        "and how it runs: --device, --threads..., may change)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (deletes only the files a run writes)",
+    )
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
@@ -103,8 +130,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"latentquant train: {err}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:  # a second Ctrl-C, or one during the final evaluation
-        print("latentquant train: interrupted; checkpoints written so far are kept "
-              f"(latentquant train --resume {config.out or 'DIR'})", file=sys.stderr)
+        print(
+            "latentquant train: interrupted; checkpoints written so far are kept "
+            f"(latentquant train --resume {config.out or 'DIR'})",
+            file=sys.stderr,
+        )
         return 130
     if scores is not None:
         shown = ", ".join(f"{k} {scores[k]:.3f}" for k in SCORE_KEYS if isinstance(scores.get(k), float))

@@ -27,8 +27,20 @@ PRECISIONS = ("auto", "fp32", "bf16")
 MAX_EVAL_SAMPLES = 1_000_000  # the metrics hold (N, factors + latents) arrays and fit classifiers on them
 # fields that change how a run is executed, not what it computes: a resumed run, a sweep
 # and a table may differ in them
-RUNTIME_FIELDS = ("out", "device", "threads", "prefetch", "data_root", "data_path", "log_every",
-                  "keep_checkpoints", "checkpoint_every", "eval_every", "compile", "logger")
+RUNTIME_FIELDS = (
+    "out",
+    "device",
+    "threads",
+    "prefetch",
+    "data_root",
+    "data_path",
+    "log_every",
+    "keep_checkpoints",
+    "checkpoint_every",
+    "eval_every",
+    "compile",
+    "logger",
+)
 
 
 def _field(default: Any, help: str, **kwargs: Any) -> Any:
@@ -41,27 +53,35 @@ class TrainConfig:
     """Everything that defines a run. ``None`` means "the published default for this model and dataset"."""
 
     dataset: str = _field("sprites", "dataset name (latentquant data info lists them); default sprites")
-    model: str = _field("qlae", "qlae; baselines ae, bioae, vae, tcvae, vqvae; GANs infowgan, qlinfowgan "
-                                "(+ any registered model); default qlae")
-    arch: str = _field("paper", "backbone: paper (the authors'), compact (their small design) or small "
-                                "(Burgess et al.); default paper")
+    model: str = _field(
+        "qlae",
+        "qlae; baselines ae, bioae, vae, tcvae, vqvae; GANs infowgan, qlinfowgan "
+        "(+ any registered model); default qlae",
+    )
+    arch: str = _field(
+        "paper", "backbone: paper (the authors'), compact (their small design) or small (Burgess et al.); default paper"
+    )
     steps: int = _field(200_000, "training steps (default 200000, as the authors)")
     batch_size: int | None = _field(None, "global batch size, split across processes (default: model's, 128)")
     lr: float | None = _field(None, "learning rate (default: model's, 1e-3)")
-    weight_decay: float | None = _field(None, "decoupled weight decay of the non-bias weights "
-                                              "(default: model's, e.g. qlae 0.1, ae 1e-3)")
+    weight_decay: float | None = _field(
+        None, "decoupled weight decay of the non-bias weights (default: model's, e.g. qlae 0.1, ae 1e-3)"
+    )
     # decay time constant 1 / (lr x weight_decay) as a fraction of the run's steps; when set,
     # weight_decay = 1 / (fraction x lr x steps) (Wang & Aitchison 2024, arXiv 2405.13698)
     weight_decay_timescale: float | None = _field(
-        None, "set the weight decay so that its time constant 1/(lr x wd) is this fraction of the run: "
-              "wd = 1/(F x lr x steps); instead of --weight-decay")
+        None,
+        "set the weight decay so that its time constant 1/(lr x wd) is this fraction of the run: "
+        "wd = 1/(F x lr x steps); instead of --weight-decay",
+    )
     clip: float | None = _field(1.0, "element-wise gradient clip of the decayed weights, 0 = off (default 1)")
     num_latents: int | None = _field(None, "latents (default 2 x number of factors)")
     values_per_latent: int | None = _field(None, "values per latent of quantized models (default 10)")
     options: dict[str, Any] = field(default_factory=dict)  # model-specific, see --option
     eval_every: int = _field(5000, "evaluate every N steps, 0 = only at the end (default 5000)")
-    eval_samples: int = _field(10_000, "images per evaluation, drawn from the training pool (in-sample, "
-                                       "as the authors; default 10000)")
+    eval_samples: int = _field(
+        10_000, "images per evaluation, drawn from the training pool (in-sample, as the authors; default 10000)"
+    )
     dci_model: str = _field("fast", "DCI classifier: fast (default) or gbt (disentanglement_lib's)")
     log_every: int = _field(50, "log losses every N steps (default 50)")
     checkpoint_every: int | None = _field(None, "checkpoint every N steps (default: --eval-every)")
@@ -76,8 +96,10 @@ class TrainConfig:
     prefetch: int = _field(4, "batches loaded ahead by the background thread (default 4)")
     threads: int | None = _field(None, "torch CPU threads (default: torch's; a per-rank share under DDP)")
     # where scalars and figures go besides metrics.jsonl (train/loggers.py)
-    logger: list[str] = field(default_factory=lambda: ["tensorboard"], metadata={
-        "help": "where scalars and figures go: tensorboard, wandb and/or none (default tensorboard)"})
+    logger: list[str] = field(
+        default_factory=lambda: ["tensorboard"],
+        metadata={"help": "where scalars and figures go: tensorboard, wandb and/or none (default tensorboard)"},
+    )
 
     # -- construction -------------------------------------------------------
 
@@ -86,7 +108,7 @@ class TrainConfig:
         return tuple(f.name for f in fields(cls))
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
         """A config from a mapping (a YAML file): unknown keys and wrong types are a UserError.
 
         Numbers written as strings are read as numbers (PyYAML reads ``1e-3`` as a string)."""
@@ -94,28 +116,30 @@ class TrainConfig:
             raise UserError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
-            raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: "
-                            f"{', '.join(cls.field_names())}")
+            raise UserError(
+                f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(cls.field_names())}"
+            )
         values = {k: _number(k, v, _FIELD_TYPES[k], source) for k, v in values.items()}
         if "options" in values and not isinstance(values["options"], dict):
-            raise UserError(f"{source}: options must be a mapping of model options (KEY: VALUE), "
-                            f"got {values['options']!r}")
+            raise UserError(
+                f"{source}: options must be a mapping of model options (KEY: VALUE), got {values['options']!r}"
+            )
         return cls(**values)
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def differences(self, other: "TrainConfig", ignore: tuple[str, ...] = RUNTIME_FIELDS) -> dict[str, tuple]:
+    def differences(self, other: TrainConfig, ignore: tuple[str, ...] = RUNTIME_FIELDS) -> dict[str, tuple]:
         """``{key: (self's value, other's value)}`` for the fields that differ, ``ignore`` aside."""
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if k not in ignore and a[k] != b[k]}
 
     # -- validation -----------------------------------------------------------
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Check names and ranges, before any work; UserError naming the valid choices or range."""
         from latentquant.data import list_datasets
         from latentquant.metrics.dci import MODELS as DCI_MODELS
@@ -135,8 +159,13 @@ class TrainConfig:
             check_int(name, getattr(self, name), 1)
         check_int("seed", self.seed, 0)
         # MIG compares each factor's two most informative latents: one latent cannot be scored
-        for name, low in (("batch_size", 1), ("num_latents", 2), ("values_per_latent", 2),
-                          ("checkpoint_every", 1), ("threads", 1)):
+        for name, low in (
+            ("batch_size", 1),
+            ("num_latents", 2),
+            ("values_per_latent", 2),
+            ("checkpoint_every", 1),
+            ("threads", 1),
+        ):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), low)
         for name in ("weight_decay", "clip"):
@@ -160,7 +189,7 @@ class TrainConfig:
             raise UserError(str(err)) from None
         return self
 
-    def resolve(self, num_factors: int) -> "TrainConfig":
+    def resolve(self, num_factors: int) -> TrainConfig:
         """:func:`resolve` for a dataset of ``num_factors`` factors (no data needed)."""
         from latentquant.models import DataInfo
 
@@ -250,7 +279,8 @@ def _resolve_weight_decay(c: TrainConfig, published: float) -> float:
         raise UserError(
             f"weight_decay {c.weight_decay:g} and weight_decay_timescale {c.weight_decay_timescale:g} disagree "
             f"(the timescale gives {implied:g} for lr {c.lr:g} and {c.steps} steps); give one of them: "
-            f"--weight-decay W keeps a fixed decay, --weight-decay-timescale F sets it for the run's length")
+            f"--weight-decay W keeps a fixed decay, --weight-decay-timescale F sets it for the run's length"
+        )
     return implied
 
 

@@ -10,8 +10,9 @@ plus any ``model.extra_figures`` (e.g. a generator's samples).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,12 +34,18 @@ def tile(images: torch.Tensor, gap: int = 2, group: int | None = None, group_gap
     canvas = np.ones((rows * (h + gap) - gap, width, 3), dtype=np.float32)
     for i in range(rows):
         for j in range(cols):
-            canvas[i * (h + gap): i * (h + gap) + h, col_x[j]: col_x[j] + w] = img[i, j].transpose(1, 2, 0)
+            canvas[i * (h + gap) : i * (h + gap) + h, col_x[j] : col_x[j] + w] = img[i, j].transpose(1, 2, 0)
     return canvas
 
 
-def _grid_figure(canvas: np.ndarray, row_labels: Sequence[str], row_height: float, title: str, path: Path,
-                 label_colors: Sequence[str] | None = None) -> None:
+def _grid_figure(
+    canvas: np.ndarray,
+    row_labels: Sequence[str],
+    row_height: float,
+    title: str,
+    path: Path,
+    label_colors: Sequence[str] | None = None,
+) -> None:
     """Write ``canvas`` (H, W, 3) in [0, 1] as a PNG with a title and row labels (PIL: fast, no matplotlib)."""
     from PIL import Image, ImageDraw
 
@@ -61,7 +68,7 @@ def _decode(model, z: torch.Tensor, device, autocast, batch_size: int = 256) -> 
     out = []
     for start in range(0, len(z), batch_size):
         with autocast():
-            out.append(torch.sigmoid(model.decode(z[start:start + batch_size].to(device)).float()).cpu())
+            out.append(torch.sigmoid(model.decode(z[start : start + batch_size].to(device)).float()).cpu())
     return torch.cat(out)
 
 
@@ -71,8 +78,7 @@ def reconstructions(model, images: torch.Tensor, z: torch.Tensor, path: Path, de
     _grid_figure(canvas, ["data", "recon."], images.shape[-2] + 2, "reconstructions", path)
 
 
-def traversals(model, z: torch.Tensor, codes: torch.Tensor, active: np.ndarray, path: Path, device,
-               autocast) -> None:
+def traversals(model, z: torch.Tensor, codes: torch.Tensor, active: np.ndarray, path: Path, device, autocast) -> None:
     base = z[:NUM_BASES].to(device)
     rows, steps = [], None
     for i in range(model.num_latents):
@@ -90,19 +96,31 @@ def traversals(model, z: torch.Tensor, codes: torch.Tensor, active: np.ndarray, 
     labels = [f"z{i}" + ("" if active[i] else " (off)") for i in range(len(rows))]
     colors = ["black" if active[i] else "red" for i in range(len(rows))]
     kind = "learned values" if model.discrete_latents else "mean -2..2 sd"
-    _grid_figure(canvas, labels, rows[0].shape[-2] + 2,
-                 f"traversals ({kind}) from {min(NUM_BASES, len(base))} images", path, colors)
+    _grid_figure(
+        canvas,
+        labels,
+        rows[0].shape[-2] + 2,
+        f"traversals ({kind}) from {min(NUM_BASES, len(base))} images",
+        path,
+        colors,
+    )
 
 
-def nmi_heatmap(nmi: np.ndarray, active: np.ndarray, factor_names: Sequence[str], path: Path,
-                title: str = "normalized mutual information I(s; z) / H(s)") -> None:
+def nmi_heatmap(
+    nmi: np.ndarray,
+    active: np.ndarray,
+    factor_names: Sequence[str],
+    path: Path,
+    title: str = "normalized mutual information I(s; z) / H(s)",
+) -> None:
     from latentquant.metrics.plots import plot_nmi
 
     plot_nmi(nmi, path, source_names=list(factor_names), active=active, title=title)
 
 
-def write_figures(model, result, factor_names: Sequence[str], folder: Path, device,
-                  autocast: Callable[[], Any]) -> list[Path]:
+def write_figures(
+    model, result, factor_names: Sequence[str], folder: Path, device, autocast: Callable[[], Any]
+) -> list[Path]:
     """All figures of an :class:`~latentquant.train.evaluate.EvalResult`; returns their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from latentquant._optional import MissingExtra, require
 from latentquant.validation import UserError
@@ -93,9 +94,14 @@ class WandbLogger:
         id_file.parent.mkdir(parents=True, exist_ok=True)
         run_id = id_file.read_text().strip() if id_file.is_file() else None  # None: wandb makes one
         try:
-            self.run = self.wandb.init(project=os.environ.get("WANDB_PROJECT", "latentquant"), name=name,
-                                       group=group, id=run_id, resume="allow",
-                                       dir=os.environ.get("WANDB_DIR") or str(out))
+            self.run = self.wandb.init(
+                project=os.environ.get("WANDB_PROJECT", "latentquant"),
+                name=name,
+                group=group,
+                id=run_id,
+                resume="allow",
+                dir=os.environ.get("WANDB_DIR") or str(out),
+            )
         except self.wandb.errors.Error as err:  # no API key, no network, a bad entity: one line
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise UserError(f"--logger wandb: {first} (WANDB_MODE=offline logs without an account)") from None

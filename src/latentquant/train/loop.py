@@ -33,12 +33,13 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -147,8 +148,7 @@ def make_autocast(precision: str, device: torch.device) -> Callable[[], Any]:
 # data: a deterministic index stream and a background prefetcher
 
 
-def batch_indices(seed: int, step: int, batch_size: int, num_items: int, rank: int = 0,
-                  world: int = 1) -> np.ndarray:
+def batch_indices(seed: int, step: int, batch_size: int, num_items: int, rank: int = 0, world: int = 1) -> np.ndarray:
     """Dataset positions of this rank's share of the global batch of ``step``."""
     idx = np.random.default_rng([seed, step]).integers(0, num_items, size=batch_size)
     return idx[rank::world]
@@ -168,8 +168,9 @@ class Prefetcher:
     def _work(self, start: int, stop: int) -> None:
         try:
             for step in range(start, stop):
-                idx = batch_indices(self.seed, step, self.batch_size, len(self.dataset), self.dist.rank,
-                                    self.dist.world)
+                idx = batch_indices(
+                    self.seed, step, self.batch_size, len(self.dataset), self.dist.rank, self.dist.world
+                )
                 x = self.dataset.get_images(idx)
                 if self.pin:
                     x = x.pin_memory()
@@ -251,8 +252,9 @@ class LossMeter:
         """Window means (averaged over ranks) and whether any rank asked to stop; resets the window."""
         keys = sorted(self.sums)
         flag = torch.tensor(1.0 if stop else 0.0, device=dist.device)  # summed: > 0 when any rank asked
-        vec = torch.stack([*(self.sums[k] for k in keys), *(flag.new_tensor(float(self.counts[k])) for k in keys),
-                           flag])
+        vec = torch.stack(
+            [*(self.sums[k] for k in keys), *(flag.new_tensor(float(self.counts[k])) for k in keys), flag]
+        )
         if dist.enabled:
             all_reduce_sum(vec)
         values, n = vec.tolist(), len(keys)
@@ -272,27 +274,36 @@ class RunLog:
             self.loggers = open_loggers(cfg) if run else None
         except ValueError as err:  # loggers.py's convention for a logger that cannot start (no wandb account)
             raise UserError(str(err)) from None
-        self.file = open(run.metrics, "a") if run else None
+        self.file = open(run.metrics, "a") if run else None  # noqa: SIM115 (open for the run, closed by close())
         self.figures = run.figures if run else None
         interactive = sys.stderr.isatty()  # in a log file (a sweep's train.log), a line every 30 s is plenty
-        self.progress = tqdm(total=cfg.steps, initial=start, disable=run is None, unit="step", dynamic_ncols=True,
-                             smoothing=0.05, file=sys.stderr, mininterval=0.5 if interactive else 30.0)
+        self.progress = tqdm(
+            total=cfg.steps,
+            initial=start,
+            disable=run is None,
+            unit="step",
+            dynamic_ncols=True,
+            smoothing=0.05,
+            file=sys.stderr,
+            mininterval=0.5 if interactive else 30.0,
+        )
 
     def losses(self, record: dict[str, Any], img_s: float) -> None:
         if self.file is None:
             return
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
-        self.progress.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", img_s=f"{img_s:.0f}",
-                                  refresh=False)
-        self.loggers.log_scalars({f"train/{k}": v for k, v in record.items()
-                                  if k not in ("step", "lr", "seconds")}, record["step"])
+        self.progress.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", img_s=f"{img_s:.0f}", refresh=False)
+        self.loggers.log_scalars(
+            {f"train/{k}": v for k, v in record.items() if k not in ("step", "lr", "seconds")}, record["step"]
+        )
 
     def scores(self, scores: dict[str, Any]) -> None:
         """An evaluation's scores (counts, seed and names are not plotted) and figures."""
         if self.loggers is not None:
-            self.loggers.log_scalars({f"eval/{k}": v for k, v in scores.items() if isinstance(v, float)},
-                                     scores["step"])
+            self.loggers.log_scalars(
+                {f"eval/{k}": v for k, v in scores.items() if isinstance(v, float)}, scores["step"]
+            )
             self.loggers.log_figures(sorted(self.figures.glob("*.png")), scores["step"])
 
     def close(self) -> None:
@@ -388,8 +399,11 @@ def _train(cfg: TrainConfig, dataset, info, run: RunDir, resume: bool, dist: Dis
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(net, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
-                                      find_unused_parameters=model.ddp_find_unused_parameters)
+        net = DistributedDataParallel(
+            net,
+            device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
+            find_unused_parameters=model.ddp_find_unused_parameters,
+        )
     autocast = make_autocast(cfg.precision, dist.device)
 
     # -- the loop ------------------------------------------------------------------
@@ -419,8 +433,10 @@ def _train(cfg: TrainConfig, dataset, info, run: RunDir, resume: bool, dist: Dis
                     window = (step, now)
                     if stop_all and step < cfg.steps:
                         path = save(model, optimizers, cfg, step, run, dist)
-                        raise TrainingInterrupted(f"interrupted at step {step}; checkpoint {path}; "
-                                                  f"continue with: latentquant train --resume {run.path}")
+                        raise TrainingInterrupted(
+                            f"interrupted at step {step}; checkpoint {path}; "
+                            f"continue with: latentquant train --resume {run.path}"
+                        )
 
                 # checkpoint and evaluate
                 want_eval = cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps
@@ -452,11 +468,15 @@ def check_resume(saved: TrainConfig, requested: TrainConfig, done: int) -> None:
     changed = requested.differences(saved, ignore=RUNTIME_FIELDS + ("steps",))
     if changed:
         shown = ", ".join(f"{k} {new!r} (the run has {old!r})" for k, (new, old) in changed.items())
-        raise UserError(f"--resume {saved.out or requested.out}: {shown}; a resumed run keeps its settings "
-                        "(only a larger --steps may change): start a new run with another --out instead")
+        raise UserError(
+            f"--resume {saved.out or requested.out}: {shown}; a resumed run keeps its settings "
+            "(only a larger --steps may change): start a new run with another --out instead"
+        )
     if requested.steps <= done:
-        raise UserError(f"--resume: the run is at step {done:,}; --steps must be larger than that "
-                        f"to continue it, got {requested.steps:,}")
+        raise UserError(
+            f"--resume: the run is at step {done:,}; --steps must be larger than that "
+            f"to continue it, got {requested.steps:,}"
+        )
 
 
 def check_finite_loss(logged: dict[str, float], step: int, run: RunDir) -> None:
@@ -464,7 +484,8 @@ def check_finite_loss(logged: dict[str, float], step: int, run: RunDir) -> None:
     if bad:
         raise TrainingDiverged(
             f"non-finite loss at step {step} ({', '.join(f'{k}={v}' for k, v in bad.items())}); stopped. "
-            f"Last good checkpoint: {run.latest_checkpoint() or 'none'}; lower --lr or check the data")
+            f"Last good checkpoint: {run.latest_checkpoint() or 'none'}; lower --lr or check the data"
+        )
 
 
 def save(model, optimizers, cfg: TrainConfig, step: int, run: RunDir, dist: Dist) -> Path | None:
@@ -477,9 +498,18 @@ def save(model, optimizers, cfg: TrainConfig, step: int, run: RunDir, dist: Dist
     if tensors and not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
         raise TrainingDiverged(
             f"non-finite weights after step {step} (NaN/inf gradients); stopped. Last good checkpoint: "
-            f"{run.latest_checkpoint() or 'none'}; lower --lr or check the data")
+            f"{run.latest_checkpoint() or 'none'}; lower --lr or check the data"
+        )
     if not dist.master:
         return None
-    return save_checkpoint(run.checkpoints, step, model, optimizers, keep=cfg.keep_checkpoints, state={
-        "config": cfg.to_dict(), "data_order": "numpy default_rng([seed, step]).integers(N, size=batch)",
-    })
+    return save_checkpoint(
+        run.checkpoints,
+        step,
+        model,
+        optimizers,
+        keep=cfg.keep_checkpoints,
+        state={
+            "config": cfg.to_dict(),
+            "data_order": "numpy default_rng([seed, step]).integers(N, size=batch)",
+        },
+    )

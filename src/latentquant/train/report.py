@@ -16,8 +16,9 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def write_report(run, config: dict[str, Any], scores: dict[str, Any], figures: list[Path],
-                 train_seconds: float | None = None) -> Path:
+def write_report(
+    run, config: dict[str, Any], scores: dict[str, Any], figures: list[Path], train_seconds: float | None = None
+) -> Path:
     """Write ``report.md`` of the run ``run`` (a :class:`~latentquant.train.rundir.RunDir`)."""
     out = run.path
     lines = [

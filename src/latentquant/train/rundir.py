@@ -87,10 +87,12 @@ class RunDir:
         # a folder holding only the lock, or a sweep's log and job files, is a run's not yet started
         if not p.exists() or all(entry.name in (LOCK, *SWEEP) for entry in p.iterdir()) or self.is_ours():
             return
-        raise UserError(f"{p} is not empty and not a latentquant run directory (no {MARKER}); "
-                        f"its files are left alone: choose a new or empty {flag}")
+        raise UserError(
+            f"{p} is not empty and not a latentquant run directory (no {MARKER}); "
+            f"its files are left alone: choose a new or empty {flag}"
+        )
 
-    def acquire(self, *, new: bool, overwrite: bool = False, flag: str = "--out") -> "RunDir":
+    def acquire(self, *, new: bool, overwrite: bool = False, flag: str = "--out") -> RunDir:
         """Take the run for this process: check ownership, lock, mark.
 
         ``new``: a fresh run, refused when the folder already holds one (unless
@@ -98,16 +100,19 @@ class RunDir:
         those). Otherwise (resume, evaluate) the folder must be a run already.
         """
         if not new and not self.is_ours():
-            raise UserError(f"{flag} {self.path} is not a latentquant run directory "
-                            f"(no {MARKER}, or no config.yaml and checkpoint)")
+            raise UserError(
+                f"{flag} {self.path} is not a latentquant run directory (no {MARKER}, or no config.yaml and checkpoint)"
+            )
         self.check_writable(flag)
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
             if new and self.holds_run():
                 if not overwrite:
-                    raise UserError(f"{self.path} already holds a run; continue it with --resume {self.path}, "
-                                    f"replace it with --overwrite, or choose another {flag}")
+                    raise UserError(
+                        f"{self.path} already holds a run; continue it with --resume {self.path}, "
+                        f"replace it with --overwrite, or choose another {flag}"
+                    )
                 self.delete_run_files()
             self.mark()
         except BaseException:
@@ -146,8 +151,10 @@ class RunDir:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise UserError(f"{self.path} is in use by another latentquant process (pid {holder}); "
-                            "wait for it to finish or stop it first") from None
+            raise UserError(
+                f"{self.path} is in use by another latentquant process (pid {holder}); "
+                "wait for it to finish or stop it first"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
@@ -158,7 +165,7 @@ class RunDir:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def __enter__(self) -> "RunDir":
+    def __enter__(self) -> RunDir:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -211,8 +218,11 @@ class RunDir:
         """Drop log lines after ``last_step`` (written after the checkpoint a run resumes from)."""
         for path in (self.metrics, self.evals):
             if path.exists():
-                kept = [line for line in path.read_text().splitlines()
-                        if line.strip() and json.loads(line).get("step", 0) <= last_step]
+                kept = [
+                    line
+                    for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= last_step
+                ]
                 atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def latest_checkpoint(self) -> Path | None:
