@@ -4,11 +4,16 @@ Each subcommand lives beside the code it drives and exposes two functions,
 ``add_arguments(parser)`` and ``run(args) -> int``; this module only wires
 them together, importing each lazily so ``latentquant --help`` stays fast.
 
-Errors a user can fix are printed as one line, ``latentquant: error: ...``,
-with exit code 2 and no traceback: bad flag values (argparse), the project's
-:class:`~latentquant.validation.UserError`, and ``OSError`` (a missing file, a
-full disk, a permission). Anything else is a bug and shows its traceback; set
-``LATENTQUANT_DEBUG=1`` to see the traceback of the errors above too.
+The exception rule (see :mod:`latentquant.validation`): library code raises
+``ValueError`` or ``TypeError`` naming the input and what was expected;
+command-line code raises :class:`~latentquant.validation.UserError` (a
+``ValueError``) for input it turns into calls. :func:`main` prints all of
+these, an ``OSError`` (a missing file, a full disk, a permission) and a
+:class:`~latentquant._optional.MissingExtra` as one line,
+``latentquant: error: ...``, with exit code 2 and no traceback; bad flag
+values are argparse's one line, also exit 2. Anything else is a bug and shows
+its traceback; set ``LATENTQUANT_DEBUG=1`` to see the traceback of the errors
+above too.
 """
 
 from __future__ import annotations
@@ -17,6 +22,12 @@ import argparse
 import importlib
 import os
 import sys
+
+from latentquant._optional import MissingExtra
+from latentquant.validation import UserError
+
+# what main prints as one line, exit code 2 (UserError and MissingExtra are ValueErrors, named for the reader)
+ONE_LINE_ERRORS: tuple[type[BaseException], ...] = (UserError, MissingExtra, ValueError, TypeError, OSError)
 
 # name -> (module providing add_arguments/run, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -60,16 +71,14 @@ def _one_line_error(command: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from latentquant._optional import MissingExtra
-    from latentquant.validation import UserError
-
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand and return its exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (UserError, MissingExtra, OSError) as err:
+    except ONE_LINE_ERRORS as err:
         if os.environ.get("LATENTQUANT_DEBUG"):
             raise
         print(f"latentquant: error: {_one_line(err)}", file=sys.stderr)
