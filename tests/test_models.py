@@ -277,7 +277,11 @@ def test_vqvae_quantizes_each_slot_to_its_own_codebook():
 def test_published_defaults():
     cls = get_model_class
     assert cls("qlae").defaults("sprites")["weight_decay"] == 0.1
-    assert cls("qlae").default_options("shapes") == {"quantization_weight": 0.01, "commitment_weight": 0.01}
+    assert cls("qlae").default_options("shapes") == {
+        "quantization_weight": 0.01,
+        "commitment_weight": 0.01,
+        "global_codebook": False,
+    }
     assert cls("ae").defaults("shapes")["weight_decay"] == 1e-3
     assert cls("vqvae").defaults("shapes")["weight_decay"] == 0.01
     assert cls("vqvae").default_options("shapes")["commitment_weight"] == 0.25

@@ -1,7 +1,7 @@
 """Differential property test: LatentQuantize against a plain reference.
 
-hypothesis draws a layer and an input (levels, projections, codebooks, index
-kind, layout, batch size, strides, memory format, dtype, train/eval,
+hypothesis draws a layer and an input (levels, shared or per-latent values,
+projections, codebooks, index kind, layout, batch size, strides, memory format, dtype, train/eval,
 grad/no_grad, perturbed values) and every draw must give what ``reference``
 below gives: the output, the indices, both losses and the gradients of the
 input, the values and the projections.
@@ -101,10 +101,12 @@ LAYOUTS = {"bd": 0, "bnd": 1, "bdhw": 2, "bdthw": 3}  # number of position axes 
 @st.composite
 def cases(draw):
     d = draw(st.integers(1, 8))
-    if draw(st.booleans()):
+    equal = draw(st.booleans())
+    if equal:
         levels = [draw(st.integers(2, 16))] * d
     else:
         levels = draw(st.lists(st.integers(2, 16), min_size=d, max_size=d))
+    shared = len(set(levels)) == 1 and draw(st.booleans())
     c = draw(st.integers(1, 3))
     keep = True if c > 1 else draw(st.booleans())
     projection = draw(st.booleans())
@@ -126,6 +128,7 @@ def cases(draw):
         strides.append("channels_last")
     return dict(
         levels=levels,
+        shared_values=shared,
         num_codebooks=c,
         keep_num_codebooks_dim=keep,
         dim=dim,
@@ -182,6 +185,7 @@ def make_layer(case) -> LatentQuantize:
     torch.manual_seed(case["seed"])
     lq = LatentQuantize(
         levels=case["levels"],
+        shared_values=case["shared_values"],
         dim=case["dim"],
         num_codebooks=case["num_codebooks"],
         keep_num_codebooks_dim=case["keep_num_codebooks_dim"],

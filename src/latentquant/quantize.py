@@ -26,7 +26,9 @@ and out cost no autograd nodes, and returns q in the shape it was given.
 All values live in one ``(d, max L)`` tensor ``values`` (a parameter, or a
 buffer with ``optimize_values=False``), row i holding latent i's values in its
 first ``L_i`` slots; ``num_values`` (a buffer, saved with them) holds the
-``L_i``. ``values_per_latent[i]`` is the view ``values[i, :L_i]``.
+``L_i``. ``values_per_latent[i]`` is the view ``values[i, :L_i]``. Shared
+values (``shared_values=True``) are one ``(L,)`` row, which the kernel sees
+expanded to ``(d, L)`` (a view: autograd sums the rows' gradients).
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ def _check_level_indices(digits: Tensor, levels: Sequence[int], num_values: Tens
 
 
 def _upgrade_state_dict(
-    state_dict: dict, prefix: str, levels: Sequence[int], values: Tensor, num_values: Tensor
+    state_dict: dict, prefix: str, levels: Sequence[int], values: Tensor, num_values: Tensor, shared: bool
 ) -> str | None:
     """Check a state_dict's levels against the layer's and bring older forms to
     the current one, in place; an error message, or None. Per-latent entries
@@ -211,6 +213,13 @@ def _upgrade_state_dict(
         return (
             f"{counts_key}: the state_dict holds values for levels {found.tolist()}, this layer has "
             f"levels {list(levels)}; build the layer with the checkpoint's levels"
+        )
+    held = state_dict.get(key)
+    if held is not None and held.ndim != values.ndim:
+        kinds = ("per-latent values (latents, values)", "one set of shared values (values,)")
+        return (
+            f"{key}: the state_dict holds {kinds[held.ndim == 1]} of shape {tuple(held.shape)}, this layer has "
+            f"{kinds[shared]}; build the layer with shared_values={held.ndim == 1}"
         )
     if key not in state_dict and prefix + "values_per_latent.0" in state_dict:
         legacy = [state_dict.get(f"{prefix}values_per_latent.{i}") for i in range(len(levels))]
@@ -243,6 +252,8 @@ class _LatentValues(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(len(self))[i]]
         i = range(len(self))[i]  # negative indices; IndexError past the end
+        if self._module.shared_values:
+            return self._module.values[:]
         return self._module.values[i, : self._module.levels[i]]
 
     def __repr__(self) -> str:
@@ -303,17 +314,23 @@ class LatentQuantize(nn.Module):
         ``sum_i slot_i * prod_{j<i} levels[j]`` (first latent least
         significant). False gives the value slot of every latent,
         ``(..., codebook_dim)``; needed when ``prod(levels) > 2**63``.
+    shared_values : bool, default False
+        One set of ``L`` learnable values shared by every latent (the
+        authors' "global codebook", ``latents/global_quantized.py`` in
+        kylehkhsu/latent_quantization); every level must then be ``L``.
+        Losses, indices and everything else are as above, with ``V_i = V``.
 
     Attributes
     ----------
-    values : Tensor (codebook_dim, max(levels))
+    values : Tensor (codebook_dim, max(levels)), or (L,) with shared_values
         All learned values; row i holds latent i's in its first ``levels[i]``
-        slots (the rest is unused padding, zero).
+        slots (the rest is unused padding, zero). Shared values are one row.
     num_values : Tensor (codebook_dim,) int64
         The levels, a buffer saved with the values: a state_dict of other
         levels is refused on loading.
     values_per_latent : sequence of 1-D Tensor
-        ``values_per_latent[i]`` is the view ``values[i, :levels[i]]``, built
+        ``values_per_latent[i]`` is the view ``values[i, :levels[i]]`` (with
+        shared values, ``values[:]`` for every i), built
         afresh on each access: not a Parameter or buffer of its own and not
         an autograd leaf (its gradient is ``values.grad[i, :levels[i]]``).
     codebook_size : int
@@ -344,9 +361,17 @@ class LatentQuantize(nn.Module):
         channel_first: bool | None = None,
         projection_has_bias: bool = True,
         flat_indices: bool = True,
+        shared_values: bool = False,
     ):
         super().__init__()
         levels = _check_levels(levels, codebook_dim)
+        if not isinstance(shared_values, bool):
+            raise TypeError(f"shared_values must be True or False, got {shared_values!r}")
+        if shared_values and len(set(levels)) > 1:
+            raise ValueError(
+                f"shared_values=True shares one set of values among all latents, so every latent needs the same "
+                f"number of values; got levels {_levels_repr(levels)}"
+            )
         keep_num_codebooks_dim, weights = _check_options(
             num_codebooks,
             keep_num_codebooks_dim,
@@ -370,6 +395,7 @@ class LatentQuantize(nn.Module):
         self.commitment_loss_weight = weights["commitment_loss_weight"]
         self.quantization_loss_weight = weights["quantization_loss_weight"]
         self.optimize_values = bool(optimize_values)
+        self.shared_values = shared_values
         self.codebook_size = math.prod(levels)  # per codebook, an exact Python int
         if flat_indices and self.codebook_size > _INT64_CODES:
             raise ValueError(
@@ -385,9 +411,9 @@ class LatentQuantize(nn.Module):
         else:
             self.project_in = self.project_out = nn.Identity()
 
-        # the values, packed (d, max L); padding is stored as 0 and never used
+        # the values, packed (d, max L), padding stored as 0 and never used; or one shared row (L,)
         lmax = max(levels)
-        values = torch.zeros(d, lmax)
+        values = torch.zeros(lmax) if shared_values else torch.zeros(d, lmax)
         if self.optimize_values:
             self.values = nn.Parameter(values)
         else:
@@ -421,6 +447,9 @@ class LatentQuantize(nn.Module):
 
     def _reset_values(self) -> None:
         with torch.no_grad():
+            if self.shared_values:
+                self.values.copy_(torch.linspace(-0.5, 0.5, self.levels[0]))
+                return
             self.values.zero_()
             for i, level in enumerate(self.levels):
                 self.values[i, :level] = torch.linspace(-0.5, 0.5, level)
@@ -432,14 +461,17 @@ class LatentQuantize(nn.Module):
             self.project_out.reset_parameters()
 
     def _values_table(self) -> Tensor:
-        """The values as one (d, l) table, +inf past each latent's levels."""
+        """The values as one (d, l) table, +inf past each latent's levels
+        (shared values: the (l,) row, expanded to d rows without a copy)."""
+        if self.shared_values:
+            return self.values.expand(self.codebook_dim, -1)
         pad = self._buffers["_pad"]  # the dict, not nn.Module's attribute lookup, which shows on small inputs
         return self.values if pad is None else self.values + pad
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
-        error = _upgrade_state_dict(state_dict, prefix, self.levels, self.values, self.num_values)
+        error = _upgrade_state_dict(state_dict, prefix, self.levels, self.values, self.num_values, self.shared_values)
         if error:
             error_msgs.append(error)
             return
@@ -545,6 +577,8 @@ class LatentQuantize(nn.Module):
         break under torch.compile); the values' ``.grad`` is left as it was."""
         with torch.no_grad():
             grad = kernel.quantization_grad(z.reshape(layout), self._values_table().to(z.dtype), self._last)
+            if self.shared_values:  # the d rows of the expanded table are one row
+                grad = grad.sum(0)
             held, self.values.grad = self.values.grad, grad.to(self.values.dtype)
             self.in_place_codebook_optimizer.step()
             self.values.grad = held
@@ -663,6 +697,7 @@ class LatentQuantize(nn.Module):
             f"codebook_size{_size_repr(self.levels)}",
             f"flat_indices={self.flat_indices}",
             f"optimize_values={self.optimize_values}",
+            *(["shared_values=True"] if self.shared_values else []),
             f"quantization_loss_weight={self.quantization_loss_weight}",
             f"commitment_loss_weight={self.commitment_loss_weight}",
         ]

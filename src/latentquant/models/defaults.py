@@ -30,7 +30,8 @@ PUBLISHED: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "weight_decay": 0.1,
         "values_per_latent": 10,
-        "options": _QUANTIZED,
+        # global_codebook: the ablation of configs/model_partial/global_quantized_ae.yaml (one shared set of values)
+        "options": {**_QUANTIZED, "global_codebook": False},
         "datasets": {"mpi3d": {"weight_decay": 1e-3}},
     },
     "ae": {  # configs/params/ae/ae_mpi3d.yaml

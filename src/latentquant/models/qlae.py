@@ -9,6 +9,11 @@ clipping on the encoder/decoder weights, plain Adam on biases and values
 (``LatentModel.configure_optimizers``). The metrics read the per-latent value
 indices, a discrete representation.
 
+``-o global_codebook=1`` (in a sweep: ``qlae+global-codebook=1``) is the paper's
+global-codebook ablation: one set of V values shared by all L latents
+(``latents/global_quantized.py``, ``configs/model_partial/global_quantized_ae.yaml``
+in the authors' repository), ``LatentQuantize(..., shared_values=True)``.
+
 Reference: Hsu, Dorrell, Whittington, Wu, Finn, "Disentanglement via Latent
 Quantization", NeurIPS 2023, arXiv 2305.18378; defaults from
 kylehkhsu/latent_quantization ``configs/model_partial/quantized_ae.yaml`` and
@@ -22,21 +27,28 @@ import torch.nn.functional as F
 
 from latentquant.models.base import DataInfo, Encoding, LatentModel, StepOutput
 from latentquant.models.registry import register_model
+from latentquant.quantize import LatentQuantize
 from latentquant.validation import check_int
 
 
-def latent_quantizer(num_latents: int, values_per_latent: int, quantization_weight: float, commitment_weight: float):
+def latent_quantizer(
+    num_latents: int,
+    values_per_latent: int,
+    quantization_weight: float,
+    commitment_weight: float,
+    global_codebook: bool = False,
+):
     """The quantizer of the paper's QL models: ``values_per_latent`` learnable
     values for each of ``num_latents`` latents, per-latent indices (the
-    discrete representation the metrics read)."""
-    from latentquant.quantize import LatentQuantize
-
+    discrete representation the metrics read). ``global_codebook``: one set of
+    ``values_per_latent`` values shared by all latents (the paper's ablation)."""
     check_int("values_per_latent", values_per_latent, 2)
     return LatentQuantize(
         levels=[values_per_latent] * num_latents,
         quantization_loss_weight=quantization_weight,
         commitment_loss_weight=commitment_weight,
         flat_indices=False,
+        shared_values=bool(global_codebook),
     )
 
 
@@ -52,10 +64,13 @@ class QLAE(LatentModel):
         values_per_latent: int = 10,
         quantization_weight: float = 0.01,
         commitment_weight: float = 0.01,
+        global_codebook: bool = False,
     ):
         super().__init__(arch, info, num_latents, encoder_features=num_latents)
         self.values_per_latent = values_per_latent
-        self.quantizer = latent_quantizer(num_latents, values_per_latent, quantization_weight, commitment_weight)
+        self.quantizer = latent_quantizer(
+            num_latents, values_per_latent, quantization_weight, commitment_weight, global_codebook
+        )
 
     def codebook_parameters(self):
         return list(self.quantizer.parameters())
