@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -15,15 +16,19 @@ import pytest
 import torch
 from PIL import Image
 
+from latentquant._optional import MissingExtra
 from latentquant.data import (
     DATASETS,
     FactorDataset,
     FactorIndexError,
+    data_root,
+    default_root,
     get_dataset,
     list_datasets,
     register,
 )
 from latentquant.data.files import DSPRITES_STEM, SHAPES3D_GRIDS, DSprites
+from latentquant.validation import UserError
 
 ALL_NAMES = ["dsprites", "falcor3d", "isaac3d", "mpi3d", "shapes", "shapes3d", "sprites"]
 
@@ -52,6 +57,41 @@ def test_registry_lists_all_and_rejects_unknown_names():
     with pytest.raises(TypeError):
         get_dataset(3)
     assert get_dataset("SPRITES").name == "sprites"
+
+
+def test_library_errors_are_plain_value_and_type_errors(sprites):
+    """The data layer raises ValueError/TypeError naming the input; UserError is the command line's."""
+    cases = [
+        (lambda: get_dataset("nope"), ValueError, r"^unknown dataset 'nope'; valid names: dsprites, "),
+        (lambda: get_dataset(3), TypeError, r"^dataset name must be a string, got int$"),
+        (lambda: get_dataset("sprites", colour=1), ValueError, r"^dataset 'sprites' has no option 'colour'"),
+        (lambda: sprites.sample_indices(-1, np.random.default_rng()), ValueError, r"^n must be an integer >= 0"),
+        (lambda: sprites.sample_indices(2, 0), TypeError, r"^rng must be a numpy\.random\.Generator, got int$"),
+        (lambda: sprites.factors_to_index([[9, 0, 0, 0, 0]]), ValueError, r"^factor 'shape' has value 9"),
+    ]
+    for call, kind, message in cases:
+        with pytest.raises(kind, match=message) as info:
+            call()
+        assert not isinstance(info.value, UserError)
+    assert len(sprites.sample_indices(np.int64(3), np.random.default_rng())) == 3  # NumPy ints are counts too
+
+
+def test_data_root_is_the_one_rule_for_where_files_live(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENTQUANT_DATA", str(tmp_path / "env"))
+    assert data_root() == default_root() == tmp_path / "env"
+    monkeypatch.delenv("LATENTQUANT_DATA")
+    assert default_root() == Path.home() / ".cache" / "latentquant"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert data_root("~/d") == tmp_path / "d" and data_root(tmp_path / "x") == tmp_path / "x"
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "d" / "3dshapes.h5")):
+        get_dataset("shapes3d", root="~/d")  # a loader reads through it
+
+
+def test_missing_h5py_is_missing_extra_naming_it(tmp_path, monkeypatch):
+    (tmp_path / f"{DSPRITES_STEM}.npz").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py now raises ImportError
+    with pytest.raises(MissingExtra, match=r"needs the h5py package: pip install 'latentquant\[data\]'"):
+        get_dataset("dsprites", root=tmp_path)
 
 
 def test_register_adds_a_dataset_in_one_entry():

@@ -430,7 +430,11 @@ def test_failed_move_keeps_a_complete_unhashed_download_for_the_next_try(served,
 def test_missing_pooch_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(__import__("sys").modules, "pooch", None)  # import pooch now raises ImportError
     assert main(["data", "fetch", "dsprites", "--root", str(tmp_path)]) == 2
-    assert "needs pooch: pip install 'latentquant[data]'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert (
+        err == "latentquant: error: latentquant data fetch needs the pooch package: pip install 'latentquant[data]'\n"
+    )
+    assert not any(tmp_path.iterdir())  # nothing started before the missing package was named
 
 
 def test_archive_another_fetch_placed_first_is_accepted(served, monkeypatch, capsys):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -45,11 +46,12 @@ class UserError(ValueError):
 
 
 def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    """``value`` if it is an int (not a bool) in ``[low, high]``; ValueError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+    """``int(value)`` if it is an integer (Python or NumPy, not a bool) in ``[low, high]``; ValueError otherwise."""
+    integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not integral or value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"in {low}..{high:,}"
         raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
-    return value
+    return int(value)
 
 
 def check_number(name: str, value: Any, low: float = 0.0, *, low_open: bool = False) -> float:

@@ -6,15 +6,16 @@ and loaders for the public dSprites, Shapes3D, MPI3D, Falcor3D and Isaac3D files
 >>> images, factors = ds.get_images([0, 1]), ds.get_factors([0, 1])
 """
 
-from latentquant.data import files, shapes, sprites  # noqa: F401,E402  (fill the registry)
-from latentquant.data.base import (
-    DATASETS,
-    FactorDataset,
-    FactorIndexError,
-    default_root,
-    get_dataset,
-    list_datasets,
-    register,
-)
+from latentquant.data.base import FactorDataset, FactorIndexError, data_root, default_root
+from latentquant.data.registry import DATASETS, get_dataset, list_datasets, register
 
-__all__ = ["DATASETS", "FactorDataset", "FactorIndexError", "default_root", "get_dataset", "list_datasets", "register"]
+__all__ = [
+    "DATASETS",
+    "FactorDataset",
+    "FactorIndexError",
+    "data_root",
+    "default_root",
+    "get_dataset",
+    "list_datasets",
+    "register",
+]

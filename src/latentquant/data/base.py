@@ -1,4 +1,4 @@
-"""The ``FactorDataset`` interface and the dataset registry.
+"""The ``FactorDataset`` interface and where public files live (the registry is in ``data/registry.py``).
 
 A factor dataset holds images generated from a grid of discrete ground-truth
 factors. Factor ``k`` takes ``factor_sizes[k]`` values, written as class
@@ -14,18 +14,15 @@ Shapes: ``n`` images, ``C`` channels, ``K`` factors, 64 x 64 pixels.
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from latentquant.validation import UserError
-
-IMAGE_SIZE = 64
+from latentquant._images import IMAGE_SIZE
+from latentquant.validation import check_instance, check_int
 
 
 class FactorIndexError(IndexError, ValueError):
@@ -42,7 +39,7 @@ def _as_index_array(indices, length: int) -> np.ndarray:
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.ndim != 1:
-        raise UserError(f"indices must be a 1-d sequence of integers, got shape {arr.shape}")
+        raise ValueError(f"indices must be a 1-d sequence of integers, got shape {arr.shape}")
     if arr.size == 0:
         return arr.astype(np.int64)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
@@ -100,15 +97,15 @@ class FactorDataset(torch.utils.data.Dataset):
         """
         classes = np.asarray(classes)
         if classes.ndim != 2 or classes.shape[1] != self.num_factors:
-            raise UserError(f"{source}: expected labels of shape (N, {self.num_factors}), got {classes.shape}")
+            raise ValueError(f"{source}: expected labels of shape (N, {self.num_factors}), got {classes.shape}")
         if not np.issubdtype(classes.dtype, np.integer):
-            raise UserError(f"{source}: labels must be integer class indices, got {classes.dtype}")
+            raise ValueError(f"{source}: labels must be integer class indices, got {classes.dtype}")
         classes = classes.astype(np.int64)
         sizes = np.asarray(self.factor_sizes)
         bad = (classes < 0) | (classes >= sizes)
         if bad.any():
             row, col = np.argwhere(bad)[0]
-            raise UserError(
+            raise ValueError(
                 f"{source}: row {row} has {self.factor_names[col]} class "
                 f"{classes[row, col]}, expected 0..{sizes[col] - 1}"
             )
@@ -139,7 +136,9 @@ class FactorDataset(torch.utils.data.Dataset):
         if f.ndim == 1:
             f = f[None]
         if f.ndim != 2 or f.shape[1] != self.num_factors:
-            raise UserError(f"factors must have shape (n, {self.num_factors}) for {self.name}, got {np.shape(factors)}")
+            raise ValueError(
+                f"factors must have shape (n, {self.num_factors}) for {self.name}, got {np.shape(factors)}"
+            )
         if f.size and (f.dtype == bool or not np.issubdtype(f.dtype, np.integer)):
             if np.issubdtype(f.dtype, np.floating) and np.all(f == np.round(f)):
                 f = f.astype(np.int64)
@@ -150,7 +149,7 @@ class FactorDataset(torch.utils.data.Dataset):
             col = f[:, k]
             if col.size and (col.min() < 0 or col.max() >= size):
                 bad = col.min() if col.min() < 0 else col.max()
-                raise UserError(
+                raise ValueError(
                     f"factor {self.factor_names[k]!r} has value {bad}, expected a class index in 0..{size - 1}"
                 )
         codes = np.ravel_multi_index(tuple(f.T), self.factor_sizes).astype(np.int64)
@@ -161,7 +160,7 @@ class FactorDataset(torch.utils.data.Dataset):
         found = (at < len(self._codes_sorted)) & (self._codes_sorted[at_clipped] == codes)
         if not found.all():
             missing = f[np.argmin(found)].tolist()
-            raise UserError(
+            raise ValueError(
                 f"{self.name}: no image has factors {missing} "
                 f"(the file holds {len(self)} of {self.grid_size} combinations)"
             )
@@ -173,18 +172,16 @@ class FactorDataset(torch.utils.data.Dataset):
         Full grid: each factor uniform and independent. Labelled: the labels
         of ``n`` uniformly drawn images (the file's own joint distribution).
         """
-        n = _check_count(n)
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        n = check_int("n", n, 0)
+        check_instance("rng", rng, np.random.Generator, "a numpy.random.Generator")
         if self._labels is not None:
             return self._labels[rng.integers(0, len(self), size=n)]
         return np.stack([rng.integers(0, s, size=n) for s in self.factor_sizes], axis=-1).astype(np.int64)
 
     def sample_indices(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` positions drawn uniformly (with replacement), int64 ``(n,)``."""
-        n = _check_count(n)
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        n = check_int("n", n, 0)
+        check_instance("rng", rng, np.random.Generator, "a numpy.random.Generator")
         return rng.integers(0, len(self), size=n).astype(np.int64)
 
     # ---------------------------------------------------------------- images
@@ -243,91 +240,12 @@ class FactorDataset(torch.utils.data.Dataset):
         return f"{type(self).__name__}(name={self.name!r}, len={len(self)}, channels={self.num_channels}, {sizes})"
 
 
-def _check_count(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise UserError(f"n must be a non-negative integer, got {n!r}")
-    return int(n)
-
-
-# ------------------------------------------------------------------ registry
-DATASETS: dict[str, Callable[..., FactorDataset]] = {}
-
-
-def register(name: str):
-    """Decorator adding a dataset class or factory to the registry.
-
-    The factory is called as ``factory(root=..., path=..., **options)``.
-    """
-
-    def wrap(factory):
-        key = name.lower()
-        if key in DATASETS:
-            raise UserError(f"dataset {name!r} is already registered")
-        DATASETS[key] = factory
-        return factory
-
-    return wrap
-
-
-def list_datasets() -> list[str]:
-    """Names accepted by ``get_dataset``, sorted."""
-    _load_builtin_modules()
-    return sorted(DATASETS)
-
-
-def get_dataset(
-    name: str, root: str | os.PathLike | None = None, path: str | os.PathLike | None = None, **options
-) -> FactorDataset:
-    """Build the dataset called ``name``.
-
-    Parameters
-    ----------
-    name : one of ``list_datasets()`` (case-insensitive).
-    root : folder holding public files; default ``$LATENTQUANT_DATA``, else
-        ``~/.cache/latentquant``. Ignored by the built-in rendered datasets.
-    path : an explicit file or folder for a public dataset (overrides root).
-    **options : dataset-specific keyword arguments (e.g. ``variant`` for mpi3d).
-    """
-    _load_builtin_modules()
-    if not isinstance(name, str):
-        raise TypeError(f"dataset name must be a string, got {type(name).__name__}")
-    key = name.lower()
-    if key not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}")
-    factory = DATASETS[key]
-    _check_options(key, factory, options)
-    return factory(root=root, path=path, **options)
-
-
-def dataset_options(factory) -> list[str] | None:
-    """The option names ``factory`` accepts besides root and path (None: any)."""
-    params = inspect.signature(factory).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return [
-        p.name
-        for p in params
-        if p.name not in ("self", "root", "path")
-        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    ]
-
-
-def _check_options(name: str, factory, options: dict) -> None:
-    accepted = dataset_options(factory)
-    if accepted is None:
-        return
-    unknown = [k for k in options if k not in accepted]
-    if unknown:
-        valid = f"its options are {', '.join(accepted)}" if accepted else "it takes no options"
-        raise UserError(f"dataset {name!r} has no option {unknown[0]!r}; {valid}")
-
-
 def default_root() -> Path:
     """``$LATENTQUANT_DATA`` if set, else ``~/.cache/latentquant``."""
     env = os.environ.get("LATENTQUANT_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "latentquant"
 
 
-def _load_builtin_modules() -> None:
-    # Importing the modules runs their @register decorators.
-    from latentquant.data import files, shapes, sprites  # noqa: F401
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The folder holding the public files: ``root`` (``~`` expanded) if given, else :func:`default_root`."""
+    return Path(root).expanduser() if root is not None else default_root()

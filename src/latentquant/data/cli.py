@@ -12,32 +12,18 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from functools import partial
 from pathlib import Path
 
+import numpy as np
+
 from latentquant._atomic import atomic_open
-from latentquant.validation import UserError
+from latentquant.data import fetch as fetch_module
+from latentquant.data.registry import get_dataset, list_datasets
+from latentquant.validation import UserError, arg_type, check_int
 
 MAX_SHOW = 256
-
-
-def _positive_count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 1 <= n <= MAX_SHOW:
-        raise argparse.ArgumentTypeError(f"expected 1..{MAX_SHOW} samples, got {n}")
-    return n
-
-
-def _retries(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= n <= 10:
-        raise argparse.ArgumentTypeError(f"expected 0..10 retries, got {n}")
-    return n
+MAX_RETRIES = 10
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -82,7 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_source(show)
     show.add_argument("--out", default=None, help="output PNG (default NAME_samples.png)")
-    show.add_argument("--n", type=_positive_count, default=16, help=f"number of samples, 1..{MAX_SHOW} (default 16)")
+    show.add_argument(
+        "--n",
+        type=arg_type(int, partial(check_int, "--n", low=1, high=MAX_SHOW)),
+        default=16,
+        help=f"number of samples, 1..{MAX_SHOW} (default 16)",
+    )
     show.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     fetch = sub.add_parser(
         "fetch",
@@ -109,14 +100,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="falcor3d/isaac3d: extract this zip, downloaded by hand, instead of downloading",
     )
     fetch.add_argument(
-        "--retries", type=_retries, default=1, help="restart a failed download this many more times (default 1)"
+        "--retries",
+        type=arg_type(int, partial(check_int, "--retries", low=0, high=MAX_RETRIES)),
+        default=1,
+        help=f"restart a failed download this many more times, 0..{MAX_RETRIES} (default 1)",
     )
     fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _open(args):
-    from latentquant.data import get_dataset
-
     options = dict(args.option)
     for key in ("root", "path"):
         if key in options:
@@ -126,11 +118,11 @@ def _open(args):
 
 def save_grid(dataset, out: str | os.PathLike, n: int = 16, seed: int = 0) -> Path:
     """Write a PNG grid of ``n`` random samples titled with their factor classes (atomic write)."""
+    # deferred: matplotlib is optional (the data extra) and slow to import
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     rng = np.random.default_rng(seed)
     idx = np.sort(dataset.sample_indices(n, rng))
@@ -160,9 +152,6 @@ def save_grid(dataset, out: str | os.PathLike, n: int = 16, seed: int = 0) -> Pa
 
 
 def _fetch(args) -> int:
-    from latentquant.data import fetch as fetch_module
-    from latentquant.data import list_datasets
-
     if args.list:
         if args.name or args.variant or args.archive:
             raise UserError("fetch --list takes no NAME, --variant or --archive")
@@ -190,8 +179,6 @@ def run(args) -> int:
     if args.data_command == "fetch":
         return _fetch(args)
     if args.data_command == "list":
-        from latentquant.data import list_datasets
-
         for name in list_datasets():
             print(name)
         return 0

@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from latentquant._atomic import atomic_write_text
-from latentquant.data.base import default_root
+from latentquant._optional import require
+from latentquant.data.base import data_root, default_root
 from latentquant.data.files import DSPRITES_STEM, MPI3D_FILES, _read_npy_header
-from latentquant.validation import UserError
+from latentquant.data.registry import get_dataset
 
 BASE_URL_ENV = "LATENTQUANT_DATA_URL"
 INCOMING = ".incoming"  # downloads without a published hash wait here until checked
@@ -197,13 +198,13 @@ def remotes(name: str, variant: str | None = None) -> list[Remote]:
     """The registry entries of dataset ``name`` (all its variants unless ``variant``)."""
     entries = [r for r in REGISTRY if r.dataset == name]
     if not entries:
-        raise UserError(f"no download for dataset {name!r}; fetchable: {', '.join(DATASETS)}")
+        raise ValueError(f"no download for dataset {name!r}; fetchable: {', '.join(DATASETS)}")
     if variant is not None:
         variants = [r.variant for r in entries if r.variant]
         if not variants:
-            raise UserError(f"{name} has no variants (--variant is for mpi3d)")
+            raise ValueError(f"{name} has no variants (--variant is for mpi3d)")
         if variant not in variants:
-            raise UserError(f"{name}: unknown variant {variant!r}; expected one of {', '.join(variants)}")
+            raise ValueError(f"{name}: unknown variant {variant!r}; expected one of {', '.join(variants)}")
         entries = [r for r in entries if r.variant == variant]
     return entries
 
@@ -214,16 +215,9 @@ def url_of(remote: Remote) -> str:
     return f"{base.rstrip('/')}/{remote.remote}" if base else remote.url
 
 
-def _root(root) -> Path:
-    return Path(root).expanduser() if root is not None else default_root()
-
-
 def _pooch_module():
-    try:
-        import pooch
-    except ImportError:
-        raise FetchError("latentquant data fetch needs pooch: pip install 'latentquant[data]'") from None
-    return pooch
+    """pooch, imported on demand (an optional package: the ``data`` extra), else MissingExtra naming it."""
+    return require("pooch", "data", "latentquant data fetch")
 
 
 # ------------------------------------------------------------------ checks
@@ -233,30 +227,28 @@ def _check_npz_images(path: Path, count: int) -> str:
         with zipfile.ZipFile(path) as zf, zf.open("images.npy") as fp:
             shape, _, dtype = _read_npy_header(fp)
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as err:
-        raise UserError(f"{path} is not an npz holding 'images' ({err})") from None
+        raise ValueError(f"{path} is not an npz holding 'images' ({err})") from None
     if tuple(shape) != (count, 64, 64, 3) or np.dtype(dtype) != np.uint8:
-        raise UserError(f"{path}: 'images' is {np.dtype(dtype)} {tuple(shape)}, expected uint8 {(count, 64, 64, 3)}")
+        raise ValueError(f"{path}: 'images' is {np.dtype(dtype)} {tuple(shape)}, expected uint8 {(count, 64, 64, 3)}")
     return f"images uint8 {tuple(shape)}"
 
 
 def _check_png_folder(name: str, folder: Path) -> str:
     """Open ``folder`` with the loader (labels, factor grid) and check every image file is there."""
-    from latentquant.data import get_dataset
-
     try:
         ds = get_dataset(name, path=folder)
     except FileNotFoundError as err:  # a missing labels file or images/ folder: the content is wrong
-        raise UserError(str(err)) from None
+        raise ValueError(str(err)) from None
     with os.scandir(folder / "images") as it:
         names = {e.name for e in it}
     missing = next((i for i in range(len(ds)) if f"{i:06d}.png" not in names), None)
     if missing is not None:
-        raise UserError(
+        raise ValueError(
             f"{name}: {folder / 'images'} holds {len(names):,} files; image {missing:06d}.png of {len(ds):,} is missing"
         )
     grid = int(np.prod(ds.factor_sizes))
     if len(ds) != grid:
-        raise UserError(f"{name}: {folder} labels {len(ds):,} images, expected the full grid of {grid:,}")
+        raise ValueError(f"{name}: {folder} labels {len(ds):,} images, expected the full grid of {grid:,}")
     return f"{len(ds):,} images and labels"
 
 
@@ -266,7 +258,7 @@ def check_layout(remote: Remote, path: Path) -> str:
         return _check_png_folder(remote.dataset, path)
     if remote.dataset == "mpi3d":
         return _check_npz_images(path, MPI3D_COUNTS[remote.variant])
-    raise UserError(f"no layout check for {remote.label}")  # hashed files need none
+    raise ValueError(f"no layout check for {remote.label}")  # hashed files need none
 
 
 # ------------------------------------------------------------------ stamps
@@ -309,7 +301,7 @@ def status(remote: Remote, root=None, verify: bool = False) -> str:
     """One word or phrase: missing / verified / present, not verified / WRONG ... / checked ..."""
     pooch = _pooch_module()
 
-    root = _root(root)
+    root = data_root(root)
     path = root / remote.target
     if not path.exists():
         return "missing"
@@ -341,7 +333,7 @@ def _size_text(remote: Remote) -> str:
 
 def list_lines(root=None, verify: bool = False) -> list[str]:
     """The ``fetch --list`` table: dataset, size, destination, status."""
-    root = _root(root)
+    root = data_root(root)
     rows = [("dataset", "size", "destination", "status")]
     for r in REGISTRY:
         rows.append((r.label, _size_text(r), str(root / r.target), status(r, root, verify)))
@@ -373,7 +365,7 @@ def _pooch(root: Path, fname: str, url: str, known_hash: str | None, retries: in
 def _download(remote: Remote, root: Path, fname: str, known_hash, retries: int, progress: bool) -> tuple[Path, str]:
     """pooch.fetch ``fname`` (absent, or an unhashed download) under root; (path, pooch's action) or FetchError."""
     pooch = _pooch_module()
-    import requests
+    import requests  # deferred: pooch's own dependency, optional like pooch
 
     url = url_of(remote)
     actions = []
@@ -409,12 +401,14 @@ def fetch(
     A hashed file already present with the right hash is not downloaded. An
     unhashed file or folder that passes the loader's checks is left alone.
     ``archive`` extracts a zip the user downloaded by hand (falcor3d, isaac3d)
-    instead of downloading it. Raises FetchError (one line) on failure.
+    instead of downloading it. Raises FetchError (one line) on failure, and
+    MissingExtra before anything else when pooch is not installed.
     """
-    root = _root(root)
+    _pooch_module()  # first: a MissingExtra is a ValueError, which the checks below read as bad content
+    root = data_root(root)
     entries = remotes(name, variant)
     if archive is not None and not entries[0].archive:
-        raise UserError(
+        raise ValueError(
             f"--archive is for the zip archives of {', '.join(r.dataset for r in REGISTRY if r.archive)}; "
             f"for {name}, put the file at {root / entries[0].target}"
         )
@@ -497,13 +491,13 @@ def _extract(remote: Remote, root: Path, src: Path) -> str:
     pooch = _pooch_module()
 
     if not zipfile.is_zipfile(src):
-        raise UserError(f"{src} is not a zip archive")
+        raise ValueError(f"{src} is not a zip archive")
     staging = root / INCOMING / f"{remote.target}.extracting-{secrets.token_hex(4)}"
     try:
         pooch.Unzip(members=[remote.target], extract_dir=str(staging))(str(src), "download", None)
         folder = staging / remote.target
         if not folder.is_dir():
-            raise UserError(f"{src} holds no folder {remote.target}/")
+            raise ValueError(f"{src} holds no folder {remote.target}/")
         what = check_layout(remote, folder)
         try:
             os.replace(folder, root / remote.target)

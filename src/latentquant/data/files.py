@@ -49,8 +49,10 @@ from pathlib import Path
 import numpy as np
 
 from latentquant._atomic import atomic_open, atomic_path
-from latentquant.data.base import FactorDataset, default_root, register
-from latentquant.validation import UserError
+from latentquant._images import IMAGE_SIZE
+from latentquant._optional import require
+from latentquant.data.base import FactorDataset, data_root
+from latentquant.data.registry import register
 
 DSPRITES_STEM = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64"
 URLS = {
@@ -79,7 +81,7 @@ def _find(name: str, root, path, candidates: list[str], variant: str | None = No
         if not p.exists():
             raise FileNotFoundError(f"{name}: {p} does not exist; the dataset is published at {URLS[name]}")
         return p
-    base = Path(root).expanduser() if root is not None else default_root()
+    base = data_root(root)
     for c in candidates:
         if (base / c).exists():
             return base / c
@@ -90,6 +92,11 @@ def _find(name: str, root, path, candidates: list[str], variant: str | None = No
         f"{others}, or download it from {URLS[name]} and place it there "
         f"(or pass path=, or set LATENTQUANT_DATA)"
     )
+
+
+def _h5py():
+    """h5py, imported on demand (an optional package: the ``data`` extra), else MissingExtra naming it."""
+    return require("h5py", "data", "reading the public dataset files")
 
 
 def _nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
@@ -104,20 +111,20 @@ def _read_npy_header(fp):
         return np.lib.format.read_array_header_1_0(fp)
     if version == (2, 0):
         return np.lib.format.read_array_header_2_0(fp)
-    raise UserError(f"unsupported .npy format version {version}")
+    raise ValueError(f"unsupported .npy format version {version}")
 
 
 def _check_binary_images(imgs_shape, dtype, source) -> int:
     if len(imgs_shape) != 3 or tuple(imgs_shape[1:]) != (64, 64):
-        raise UserError(f"{source}: 'imgs' must have shape (N, 64, 64), got {tuple(imgs_shape)}")
+        raise ValueError(f"{source}: 'imgs' must have shape (N, 64, 64), got {tuple(imgs_shape)}")
     if np.dtype(dtype) != np.uint8:
-        raise UserError(f"{source}: 'imgs' must be uint8, got {dtype}")
+        raise ValueError(f"{source}: 'imgs' must be uint8, got {dtype}")
     return int(imgs_shape[0])
 
 
 def _pack_slab(slab: np.ndarray, source) -> np.ndarray:
     if slab.size and slab.max() > 1:
-        raise UserError(f"{source}: 'imgs' must hold 0/1 pixels, found value {int(slab.max())}")
+        raise ValueError(f"{source}: 'imgs' must hold 0/1 pixels, found value {int(slab.max())}")
     return np.packbits(slab.astype(bool), axis=-1)  # (n, 64, 8)
 
 
@@ -144,20 +151,19 @@ class DSprites(FactorDataset):
 
     def __init__(self, root=None, path=None):
         self.path = _find(self.name, root, path, [f"{DSPRITES_STEM}.npz", f"{DSPRITES_STEM}.hdf5"])
-        import h5py
-
+        h5py = _h5py()
         if self.path.is_file() and h5py.is_hdf5(self.path):
             packed, classes = self._read_hdf5(self.path)
         elif zipfile.is_zipfile(self.path):
             packed, classes = self._read_npz(self.path)
         else:
-            raise UserError(f"dsprites: {self.path} is neither an npz (zip) nor an hdf5 file")
+            raise ValueError(f"dsprites: {self.path} is neither an npz (zip) nor an hdf5 file")
         if classes.ndim != 2 or classes.shape[1] != 6:
-            raise UserError(
+            raise ValueError(
                 f"dsprites: {self.path}: latent classes must have shape (N, 6) (colour first), got {classes.shape}"
             )
         if len(classes) != len(packed):
-            raise UserError(f"dsprites: {self.path}: {len(packed)} images but {len(classes)} label rows")
+            raise ValueError(f"dsprites: {self.path}: {len(packed)} images but {len(classes)} label rows")
         self._packed = packed
         self._set_labels(classes[:, 1:], source=f"dsprites: {self.path}")
 
@@ -166,7 +172,7 @@ class DSprites(FactorDataset):
             names = set(zf.namelist())
             for key in ("imgs", "latents_classes"):
                 if f"{key}.npy" not in names:
-                    raise UserError(
+                    raise ValueError(
                         f"dsprites: {path} has no key {key!r} (keys: "
                         f"{', '.join(sorted(n.removesuffix('.npy') for n in names))})"
                     )
@@ -174,13 +180,13 @@ class DSprites(FactorDataset):
                 shape, fortran, dtype = _read_npy_header(fp)
                 n = _check_binary_images(shape, dtype, f"dsprites: {path}")
                 if fortran:
-                    raise UserError(f"dsprites: {path}: 'imgs' is stored in Fortran order")
+                    raise ValueError(f"dsprites: {path}: 'imgs' is stored in Fortran order")
                 packed = np.empty((n, 64, 8), np.uint8)
                 for start in range(0, n, self.SLAB):
                     count = min(self.SLAB, n - start)
                     buf = fp.read(count * 4096)
                     if len(buf) != count * 4096:
-                        raise UserError(f"dsprites: {path}: 'imgs' is truncated")
+                        raise ValueError(f"dsprites: {path}: 'imgs' is truncated")
                     slab = np.frombuffer(buf, np.uint8).reshape(count, 64, 64)
                     packed[start : start + count] = _pack_slab(slab, f"dsprites: {path}")
             with zf.open("latents_classes.npy") as fp:
@@ -188,11 +194,10 @@ class DSprites(FactorDataset):
         return packed, np.asarray(classes)
 
     def _read_hdf5(self, path):
-        import h5py
-
+        h5py = _h5py()
         with h5py.File(path, "r") as f:
             if "imgs" not in f or "latents/classes" not in f:
-                raise UserError(
+                raise ValueError(
                     f"dsprites: {path} must hold datasets 'imgs' and 'latents/classes' "
                     f"(found {', '.join(sorted(f.keys()))})"
                 )
@@ -236,7 +241,7 @@ def values_to_classes(values: np.ndarray, grids, names, source, rtol: float = 0.
         tol = rtol * np.min(np.diff(grid))
         if not np.all(err <= tol):  # also catches NaN
             row = int(np.argmax(~(err <= tol)))
-            raise UserError(
+            raise ValueError(
                 f"{source}: {names[k]} value {float(col[row])!r} in row {row} is not on the "
                 f"grid {np.round(grid, 4).tolist()}"
             )
@@ -258,24 +263,23 @@ class Shapes3D(FactorDataset):
     factor_values = dict(zip(factor_names, SHAPES3D_GRIDS))
 
     def __init__(self, root=None, path=None):
-        import h5py
-
+        h5py = _h5py()
         self.path = _find(self.name, root, path, ["3dshapes.h5"])
         if not (self.path.is_file() and h5py.is_hdf5(self.path)):
-            raise UserError(f"shapes3d: {self.path} is not an hdf5 file")
+            raise ValueError(f"shapes3d: {self.path} is not an hdf5 file")
         with h5py.File(self.path, "r") as f:
             if "images" not in f or "labels" not in f:
-                raise UserError(
+                raise ValueError(
                     f"shapes3d: {self.path} must hold datasets 'images' and 'labels' "
                     f"(found {', '.join(sorted(f.keys()))})"
                 )
             images, labels = f["images"], np.asarray(f["labels"], dtype=np.float64)
             if images.ndim != 4 or images.shape[1:] != (64, 64, 3) or images.dtype != np.uint8:
-                raise UserError(
+                raise ValueError(
                     f"shapes3d: {self.path}: 'images' must be uint8 (N, 64, 64, 3), got {images.dtype} {images.shape}"
                 )
             if labels.ndim != 2 or labels.shape != (images.shape[0], 6):
-                raise UserError(
+                raise ValueError(
                     f"shapes3d: {self.path}: 'labels' must have shape ({images.shape[0]}, 6), got {labels.shape}"
                 )
         classes = values_to_classes(labels, SHAPES3D_GRIDS, self.factor_names, f"shapes3d: {self.path}")
@@ -286,8 +290,7 @@ class Shapes3D(FactorDataset):
     def _dataset(self):
         # One handle per process: h5py handles must not cross a fork.
         if self._h5 is None or self._pid != os.getpid():
-            import h5py
-
+            h5py = _h5py()
             self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
         return self._h5["images"]
 
@@ -325,13 +328,13 @@ def npz_member_memmap(path: Path, member: str, cache_dir: Path) -> np.ndarray:
             info = zf.getinfo(f"{member}.npy")
         except KeyError:
             keys = ", ".join(sorted(n.removesuffix(".npy") for n in zf.namelist()))
-            raise UserError(f"{path} has no key {member!r} (keys: {keys})") from None
+            raise ValueError(f"{path} has no key {member!r} (keys: {keys})") from None
         if info.compress_type == zipfile.ZIP_STORED:
             with open(path, "rb") as fp:
                 fp.seek(info.header_offset)
                 local = fp.read(30)
                 if local[:4] != b"PK\x03\x04":
-                    raise UserError(f"{path}: bad zip local header for {member}.npy")
+                    raise ValueError(f"{path}: bad zip local header for {member}.npy")
                 name_len = int.from_bytes(local[26:28], "little")
                 extra_len = int.from_bytes(local[28:30], "little")
                 fp.seek(info.header_offset + 30 + name_len + extra_len)
@@ -379,27 +382,27 @@ class MPI3D(FactorDataset):
 
     def __init__(self, root=None, path=None, variant: str | None = None, factor_sizes=None):
         if variant is not None and variant not in MPI3D_FILES:
-            raise UserError(f"mpi3d: unknown variant {variant!r}; expected one of {', '.join(MPI3D_FILES)}")
+            raise ValueError(f"mpi3d: unknown variant {variant!r}; expected one of {', '.join(MPI3D_FILES)}")
         candidates = [MPI3D_FILES[variant]] if variant else list(MPI3D_FILES.values())
         self.path = _find(self.name, root, path, candidates, variant)
-        self._cache_dir = (Path(root).expanduser() if root is not None else default_root()) / "extracted"
+        self._cache_dir = data_root(root) / "extracted"
         images = self._open()
         if images.ndim != 4 or images.shape[1:] != (64, 64, 3) or images.dtype != np.uint8:
-            raise UserError(
+            raise ValueError(
                 f"mpi3d: {self.path}: 'images' must be uint8 (N, 64, 64, 3), got {images.dtype} {images.shape}"
             )
         n = images.shape[0]
         if factor_sizes is not None:  # e.g. a cropped copy of a release, still in factor order
             sizes = tuple(int(x) for x in (factor_sizes.split(",") if isinstance(factor_sizes, str) else factor_sizes))
             if len(sizes) != 7 or min(sizes) < 1 or int(np.prod(sizes)) != n:
-                raise UserError(
+                raise ValueError(
                     f"mpi3d: factor_sizes must be 7 positive sizes whose product is the image count {n:,}, got {sizes}"
                 )
             self.factor_sizes = sizes
         elif n in MPI3D_SIZES:
             self.factor_sizes = MPI3D_SIZES[n]
         else:
-            raise UserError(
+            raise ValueError(
                 f"mpi3d: {self.path} holds {n:,} images; expected "
                 f"{' or '.join(f'{c:,}' for c in MPI3D_SIZES)} (the full factor grid)"
             )
@@ -412,9 +415,9 @@ class MPI3D(FactorDataset):
                 try:
                     self._mm = npz_member_memmap(self.path, "images", self._cache_dir)
                 except ValueError as err:
-                    raise UserError(f"mpi3d: {err}") from None
+                    raise ValueError(f"mpi3d: {err}") from None
             else:
-                raise UserError(f"mpi3d: {self.path} is neither an npz nor an npy file")
+                raise ValueError(f"mpi3d: {self.path} is neither an npz nor an npy file")
         return self._mm
 
     def __getstate__(self):
@@ -444,13 +447,9 @@ class _PngFolder(FactorDataset):
     def __init__(self, root=None, path=None, cache: bool = False):
         self.path = _find(self.name, root, path, [self.folder])
         tag = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:8]  # one cache per source folder
-        self._cache_file = (
-            (Path(root).expanduser() if root is not None else default_root())
-            / "extracted"
-            / f"{self.name}_64_{tag}.npy"
-        )
+        self._cache_file = data_root(root) / "extracted" / f"{self.name}_{IMAGE_SIZE}_{tag}.npy"
         if not self.path.is_dir():
-            raise UserError(f"{self.name}: {self.path} must be a folder holding images/ and {self.labels_file}")
+            raise ValueError(f"{self.name}: {self.path} must be a folder holding images/ and {self.labels_file}")
         labels_path = self.path / self.labels_file
         if not labels_path.exists():
             raise FileNotFoundError(
@@ -466,9 +465,9 @@ class _PngFolder(FactorDataset):
         try:
             values = np.load(labels_path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
-            raise UserError(f"{self.name}: {labels_path} is not a readable .npy array ({err})") from None
+            raise ValueError(f"{self.name}: {labels_path} is not a readable .npy array ({err})") from None
         if values.ndim != 2 or values.shape[1] != self.num_factors:
-            raise UserError(f"{self.name}: {labels_path} must have shape (N, {self.num_factors}), got {values.shape}")
+            raise ValueError(f"{self.name}: {labels_path} must have shape (N, {self.num_factors}), got {values.shape}")
         # values are class / (size - 1) (NVlabs/High-res-disentanglement-datasets README)
         grids = [np.linspace(0.0, 1.0, s) for s in self.factor_sizes]
         classes = values_to_classes(values.astype(np.float64), grids, self.factor_names, f"{self.name}: {labels_path}")
@@ -478,7 +477,7 @@ class _PngFolder(FactorDataset):
             self._mm = self._build_cache()
 
     def _build_cache(self) -> np.ndarray:
-        shape = (len(self), 64, 64, 3)
+        shape = (len(self), IMAGE_SIZE, IMAGE_SIZE, 3)
         target = self._cache_file
         if target.exists():
             try:
@@ -506,22 +505,21 @@ class _PngFolder(FactorDataset):
         return self.path / "images" / f"{i:06d}.png"
 
     def _load_png(self, i: int) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
-
+        Image = require("PIL.Image", "data", f"reading {self.name}'s images")
         file = self.image_path(i)
         try:
             with Image.open(file) as im:
                 im = im.convert("RGB")
                 if im.width != im.height:
-                    raise UserError(f"{self.name}: {file} is {im.width}x{im.height}, expected a square image")
-                if im.size != (64, 64):
+                    raise ValueError(f"{self.name}: {file} is {im.width}x{im.height}, expected a square image")
+                if im.size != (IMAGE_SIZE, IMAGE_SIZE):
                     # box filter: the mean of the source pixels under each target pixel
-                    im = im.resize((64, 64), Image.Resampling.BOX)
+                    im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX)
                 return np.asarray(im, dtype=np.uint8)
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.name}: image {file} not found") from None
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise UserError(f"{self.name}: {file} is not a readable image ({err})") from None
+        except (Image.UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise ValueError(f"{self.name}: {file} is not a readable image ({err})") from None
 
     def _images(self, idx):
         if isinstance(self._mm, str):  # unpickled in a worker: map the cache again

@@ -39,8 +39,9 @@ import threading
 
 import numpy as np
 
-from latentquant.data.base import FactorDataset, register
-from latentquant.validation import UserError
+from latentquant._images import IMAGE_SIZE
+from latentquant.data.base import FactorDataset
+from latentquant.data.registry import register
 
 HUES = np.linspace(0.0, 0.9, 10)
 SCALES = np.linspace(0.75, 1.25, 8)
@@ -48,7 +49,7 @@ SHAPES = ("cube", "cylinder", "sphere", "capsule")
 AZIMUTHS = np.linspace(-30.0, 30.0, 15)  # degrees
 
 # Scene (world frame: x right, y up, z away from the camera at azimuth 0).
-RES, SS = 64, 2  # image size, samples per pixel along each axis
+RES, SS = IMAGE_SIZE, 2  # image size, samples per pixel along each axis
 CAM_DIST, CAM_HEIGHT, TARGET_Y = 3.6, 1.8, 0.55
 FOV = np.deg2rad(40.0)
 WALL_Z = 2.0  # the wall is the plane z = WALL_Z
@@ -166,7 +167,7 @@ def _object_hits(shape: int, s: float, o: np.ndarray, d: np.ndarray):
         zero = np.zeros_like(r)
         left, right = np.stack([-half, r, zero], -1), np.stack([half, r, zero], -1)
         return _closest(_tube(o, d, r, 0, -half, half, r), _sphere(o, d, left, r), _sphere(o, d, right, r))
-    raise UserError(f"shape index must be 0..{len(SHAPES) - 1}, got {shape}")
+    raise ValueError(f"shape index must be 0..{len(SHAPES) - 1}, got {shape}")
 
 
 def intersect_object(shape: int, scale: float, o, d):
@@ -258,7 +259,7 @@ class Shapes(FactorDataset):
 
     def __init__(self, root=None, path=None):
         if path is not None:
-            raise UserError(
+            raise ValueError(
                 f"'shapes' is rendered here and takes no path (got {path!r}); use 'shapes3d' to read the public file"
             )
         self._colours = hue_colours()

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from latentquant.data.base import FactorDataset, register
-from latentquant.validation import UserError
+from latentquant._images import IMAGE_SIZE
+from latentquant.data.base import FactorDataset
+from latentquant.data.registry import register
 
 SHAPES = ("square", "ellipse", "heart")
 SCALES = np.linspace(0.5, 1.0, 6)
@@ -91,7 +92,7 @@ class Sprites(FactorDataset):
 
     def __init__(self, root=None, path=None):
         if path is not None:
-            raise UserError(
+            raise ValueError(
                 f"'sprites' is rendered here and takes no path (got {path!r}); use 'dsprites' to read the public file"
             )
 
@@ -104,7 +105,7 @@ class Sprites(FactorDataset):
     def _images(self, idx: np.ndarray) -> np.ndarray:
         shape, scale, orient, px, py = np.unravel_index(idx, self.factor_sizes)
         patches = self.masks()[shape, scale, orient]  # (n, 32, 32) bool
-        out = np.zeros((len(idx), 1, 64, 64), dtype=np.float32)
+        out = np.zeros((len(idx), 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
         # one slice copy per image beats a fancy-index scatter about 5x
         for b, (y, x) in enumerate(zip(py.tolist(), px.tolist())):
             out[b, 0, y : y + PATCH, x : x + PATCH] = patches[b]  # top-left corner = (posY, posX) index
