@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from latentquant.cli import main
-from latentquant.results import launchers, sweep
+from latentquant.results import grid, launchers, sweep
 
 submitit = pytest.importorskip("submitit")
 
@@ -171,7 +171,7 @@ def test_a_job_slurm_cannot_account_for_is_left_alone_with_the_way_out(tmp_path,
     as submitit's Job.done() has it; nothing is submitted and the sweep names the file to delete."""
     if shutil.which("sacct"):
         pytest.skip("this machine has SLURM accounting: job 4242 may exist")
-    (spec,) = sweep.plan(["sprites"], ["qlae"], [0], tmp_path)
+    (spec,) = grid.plan(["sprites"], ["qlae"], [0], tmp_path)
     (spec.out / "jobs").mkdir(parents=True)
     (spec.out / "jobs" / "job.pkl").write_bytes(pickle.dumps(submitit.SlurmJob(spec.out / "jobs", "4242")))
     assert (

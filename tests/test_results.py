@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from latentquant.cli import main
-from latentquant.results import sweep, table
+from latentquant.results import grid, table
 
 
 def write_eval(root, dataset, model, seed, **values):
@@ -55,8 +55,8 @@ def test_table_leaves_out_runs_still_training(tmp_path, capsys):
     from latentquant.train.config import save_config
 
     for seed, step in ((0, 100), (1, 100), (2, 40)):
-        (spec,) = sweep.plan(["sprites"], ["qlae"], [seed], tmp_path, ["--steps", "100", "--arch", "small"])
-        save_config(sweep.requested_config(spec), spec.out / "config.yaml")
+        (spec,) = grid.plan(["sprites"], ["qlae"], [seed], tmp_path, ["--steps", "100", "--arch", "small"])
+        save_config(grid.requested_config(spec), spec.out / "config.yaml")
         (spec.out / "eval.json").write_text(json.dumps({"step": step, "infom": 0.1 * (seed + 1)}))
     unfinished = []
     rows = {(r["dataset"], r["model"]): r for r in table.summarise(table.collect(tmp_path, unfinished))}
@@ -96,36 +96,38 @@ def test_table_errors(tmp_path, capsys):
 
 
 def test_parse_model_overrides():
-    assert sweep.parse_model("qlae") == ("qlae", ())
-    assert sweep.parse_model("qlae+weight-decay=0+lr=1e-4") == ("qlae", ("--weight-decay", "0", "--lr", "1e-4"))
+    assert grid.parse_model("qlae") == ("qlae", ())
+    assert grid.parse_model("qlae+weight-decay=0+lr=1e-4") == ("qlae", ("--weight-decay=0", "--lr=1e-4"))
+    # one --flag=value word each: a negative value is the flag's value, not another flag
+    assert grid.parse_model("qlae+lr=-1e-3") == ("qlae", ("--lr=-1e-3",))
     with pytest.raises(ValueError, match="FLAG=VALUE"):
-        sweep.parse_model("qlae+weight-decay")
+        grid.parse_model("qlae+weight-decay")
     with pytest.raises(ValueError, match="no model name"):
-        sweep.parse_model("+lr=1")
+        grid.parse_model("+lr=1")
 
 
 def test_status_done_resume_new_and_conflict(tmp_path):
     from latentquant.train.config import save_config
 
-    (spec,) = sweep.plan(["sprites"], ["qlae"], [0], tmp_path, ["--steps", "100", "--arch", "small"])
+    (spec,) = grid.plan(["sprites"], ["qlae"], [0], tmp_path, ["--steps", "100", "--arch", "small"])
     assert spec.out == tmp_path / "sprites" / "qlae" / "seed0"
-    assert sweep.status(spec, 100) == "new"
-    requested = sweep.requested_config(spec)
+    assert grid.status(spec, 100) == "new"
+    requested = grid.requested_config(spec)
     save_config(requested, spec.out / "config.yaml")
     (spec.out / "checkpoints").mkdir()
     (spec.out / "checkpoints" / "step_00000050.safetensors").write_bytes(b"x")
-    assert sweep.status(spec, 100) == "resume"
-    assert sweep.command(spec, "resume")[-6:-4] == ["--resume", str(spec.out)]
+    assert grid.status(spec, 100) == "resume"
+    assert grid.command(spec, "resume")[-6:-4] == ["--resume", str(spec.out)]
     (spec.out / "eval.json").write_text(json.dumps({"step": 50}))
-    assert sweep.status(spec, 100) == "resume"  # evaluated mid-run only
+    assert grid.status(spec, 100) == "resume"  # evaluated mid-run only
     (spec.out / "eval.json").write_text(json.dumps({"step": 100}))
-    assert sweep.status(spec, 100) == "done"
+    assert grid.status(spec, 100) == "done"
     # the same steps with other settings is not done: the run holds something else
     save_config(requested.replace(weight_decay=0.5), spec.out / "config.yaml")
-    assert sweep.status(spec, 100).startswith("conflict: weight_decay 0.5 in the run, 0.1 requested")
+    assert grid.status(spec, 100).startswith("conflict: weight_decay 0.5 in the run, 0.1 requested")
     # how a run ran (threads, device) is not a setting
     save_config(requested.replace(threads=4, device="cpu"), spec.out / "config.yaml")
-    assert sweep.status(spec, 100) == "done"
+    assert grid.status(spec, 100) == "done"
 
 
 def test_sweep_dry_run_plans_new_commands(tmp_path, capsys):
@@ -150,7 +152,7 @@ def test_sweep_dry_run_plans_new_commands(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "4 runs: 0 done, 0 to resume, 4 new" in out
-    assert f"--out {tmp_path / 'sprites' / 'ae+weight-decay=0' / 'seed1'} --threads 1 --steps 5 --weight-decay 0" in out
+    assert f"--out {tmp_path / 'sprites' / 'ae+weight-decay=0' / 'seed1'} --threads 1 --steps 5 --weight-decay=0" in out
 
 
 def test_sweep_runs_skips_and_extends_a_real_grid(tmp_path, capsys):

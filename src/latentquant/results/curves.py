@@ -5,7 +5,9 @@
 
 Every evaluation a run made during training is a line of its ``evals.jsonl``
 (``--eval-every``). Runs are grouped as ``latentquant table`` groups them, by
-(dataset, model) under a grid root ``ROOT/<dataset>/<model>/seed<k>/``; a
+(dataset, model) under a grid root ``ROOT/<dataset>/<model>/seed<k>/``, found
+at any depth below ROOT (the dataset then names the path below it:
+``latentquant curves results/curves`` shows ``small/sprites``); a
 single run directory given directly joins the group of its dataset and folder
 name (its model folder when it is a grid's ``seed<k>``). For each group and step the line is the mean over the
 seeds evaluated at that step, the band its two-sided 95% Student-t interval
@@ -18,12 +20,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
 from collections import defaultdict
 from pathlib import Path
 
 from latentquant._atomic import atomic_path, atomic_write_text
+from latentquant.results.layout import SEED_DIR, find_runs
 from latentquant.results.table import COLUMNS, mean_ci
 from latentquant.validation import UserError
 
@@ -34,15 +35,22 @@ DEFAULT_METRICS = ("infom", "infoe", "infoc", "psnr")
 def read_evals(run_dir: Path) -> dict[int, dict]:
     """A run's evaluations by step (the last line wins where a step was evaluated twice)."""
     path = run_dir / "evals.jsonl"
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text (expected one JSON evaluation record a line)") from None
     by_step: dict[int, dict] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            by_step[int(record["step"])] = record
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise UserError(f"{path}:{number}: not an evaluation record (JSON with a 'step')") from None
+        except json.JSONDecodeError:
+            record = None
+        step = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise UserError(f"{path}:{number}: not an evaluation record (a JSON object with a whole-number 'step')")
+        by_step[step] = record
     return by_step
 
 
@@ -54,20 +62,20 @@ def collect(paths) -> dict[tuple[str, str], dict[str, dict[int, dict]]]:
             evals = read_evals(root)
             first = next(iter(evals.values()), {})
             # a run of a grid (<model>/seed<k>) is named by its model folder, any other by its own
-            name = root.resolve().parent.name if re.fullmatch(r"seed\d+", root.name) else root.name
+            name = root.resolve().parent.name if SEED_DIR.fullmatch(root.name) else root.name
             key = (str(first.get("dataset", "?")), name)
             groups[key][str(first.get("seed", root.name))] = evals
             continue
         if not root.is_dir():
             raise FileNotFoundError(f"no run or results directory at {root}")
-        found = sorted(root.glob("*/*/seed*/evals.jsonl"))
+        found = find_runs(root, "evals.jsonl")
         if not found:
-            raise FileNotFoundError(f"no evals.jsonl under {root} (expected a run directory or "
-                                    f"<dataset>/<model>/seed<k>/evals.jsonl; runs evaluate during "
-                                    f"training with --eval-every)")
-        for path in found:
-            dataset, model, seed = path.parts[-4], path.parts[-3], path.parts[-2][len("seed"):]
-            groups[(dataset, model)][seed] = read_evals(path.parent)
+            raise FileNotFoundError(
+                f"no evals.jsonl under {root} (expected a run directory, or runs <dataset>/<model>/seed<k>/"
+                f"evals.jsonl at any depth below it; runs evaluate during training with --eval-every)"
+            )
+        for run in found:
+            groups[(run.dataset, run.model)][run.seed] = read_evals(run.path)
     return dict(groups)
 
 
@@ -82,13 +90,22 @@ def summarise(groups, metrics) -> list[dict]:
                 values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
                 if values:
                     mean, half = mean_ci(values)
-                    rows.append({"dataset": dataset, "model": model, "metric": metric, "step": step,
-                                 "n": len(values), "mean": mean, "half": half})
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "model": model,
+                            "metric": metric,
+                            "step": step,
+                            "n": len(values),
+                            "mean": mean,
+                            "half": half,
+                        }
+                    )
     return rows
 
 
 def plot(rows, metrics, path: Path, title: str | None = None) -> None:
-    import matplotlib
+    import matplotlib  # an optional dependency (the metrics and data extras), slow to import: only to draw
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -96,8 +113,9 @@ def plot(rows, metrics, path: Path, title: str | None = None) -> None:
     datasets = sorted({r["dataset"] for r in rows})
     models = sorted({r["model"] for r in rows})
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
-    fig, axes = plt.subplots(len(datasets), len(metrics), squeeze=False,
-                             figsize=(3.4 * len(metrics), 2.7 * len(datasets)))
+    fig, axes = plt.subplots(
+        len(datasets), len(metrics), squeeze=False, figsize=(3.4 * len(metrics), 2.7 * len(datasets))
+    )
     for i, dataset in enumerate(datasets):
         for j, metric in enumerate(metrics):
             ax = axes[i][j]
@@ -107,8 +125,14 @@ def plot(rows, metrics, path: Path, title: str | None = None) -> None:
                     continue
                 steps = [r["step"] for r in line]
                 mean = [r["mean"] for r in line]
-                ax.plot(steps, mean, marker="o", markersize=3, color=colors[model],
-                        label=f"{model} (n={max(r['n'] for r in line)})")
+                ax.plot(
+                    steps,
+                    mean,
+                    marker="o",
+                    markersize=3,
+                    color=colors[model],
+                    label=f"{model} (n={max(r['n'] for r in line)})",
+                )
                 lo = [r["mean"] - r["half"] if math.isfinite(r["half"]) else r["mean"] for r in line]
                 hi = [r["mean"] + r["half"] if math.isfinite(r["half"]) else r["mean"] for r in line]
                 ax.fill_between(steps, lo, hi, color=colors[model], alpha=0.2, linewidth=0)
@@ -128,17 +152,28 @@ def plot(rows, metrics, path: Path, title: str | None = None) -> None:
 
 def to_csv(rows) -> str:
     lines = ["dataset,model,metric,step,seeds,mean,ci95_half"]
-    lines += [f"{r['dataset']},{r['model']},{r['metric']},{r['step']},{r['n']},{r['mean']:.6g},"
-              f"{'' if math.isnan(r['half']) else format(r['half'], '.6g')}" for r in rows]
+    lines += [
+        f"{r['dataset']},{r['model']},{r['metric']},{r['step']},{r['n']},{r['mean']:.6g},"
+        f"{'' if math.isnan(r['half']) else format(r['half'], '.6g')}"
+        for r in rows
+    ]
     return "\n".join(lines) + "\n"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="RUN_OR_GRID",
-                        help="run directories or results roots laid out as <dataset>/<model>/seed<k>/")
-    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), metavar="KEY",
-                        help=f"eval.json keys, one panel each (default {' '.join(DEFAULT_METRICS)}; "
-                             f"also dci_d, dci_c, dci_i, mig)")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="RUN_OR_GRID",
+        help="run directories or results roots laid out as <dataset>/<model>/seed<k>/",
+    )
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        default=list(DEFAULT_METRICS),
+        metavar="KEY",
+        help=f"eval.json keys, one panel each (default {' '.join(DEFAULT_METRICS)}; also dci_d, dci_c, dci_i, mig)",
+    )
     parser.add_argument("--out", required=True, help="figure to write (PNG)")
     parser.add_argument("--csv", default=None, help="also write the plotted means and intervals as CSV")
     parser.add_argument("--title", default=None, help="figure title")

@@ -1,7 +1,7 @@
 """How ``latentquant sweep`` runs the runs it planned: on this machine, or as cluster jobs through submitit.
 
 Both launchers take the runs that are not done yet (``RunSpec`` -> 'new' or
-'resume', from :func:`latentquant.results.sweep.status`) behind one interface::
+'resume', from :func:`latentquant.results.grid.status`) behind one interface::
 
     describe() -> str                  how the runs will go, for the sweep's plan line
     launch(runs, states) -> int        start them; the sweep's exit code
@@ -30,13 +30,15 @@ import os
 import pickle
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from latentquant._atomic import atomic_write_bytes, atomic_write_text
 from latentquant._optional import require
-from latentquant.results.sweep import RunSpec, command, execute, status
+from latentquant.cli import main
+from latentquant.results.grid import RunSpec, command, execute, status
 from latentquant.validation import UserError
 
 LAUNCHERS = ("local", "submitit")
@@ -47,10 +49,6 @@ class Launcher(Protocol):
     def describe(self) -> str: ...
 
     def launch(self, runs: Sequence[RunSpec], states: Mapping[RunSpec, str]) -> int: ...
-
-
-def _label(spec: RunSpec) -> str:
-    return f"{spec.dataset}/{spec.model}/seed{spec.seed}"
 
 
 # ---------------------------------------------------------------------------
@@ -77,7 +75,7 @@ class LocalLauncher:
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             for spec, code, secs in pool.map(one, runs):
                 tag = "ok" if code == 0 else f"FAILED (exit {code}, see {spec.out / 'train.log'})"
-                print(f"{_label(spec)}: {tag} in {secs:.0f}s", flush=True)
+                print(f"{spec.label}: {tag} in {secs:.0f}s", flush=True)
                 if code != 0:
                     failed.append(spec)
         if failed:
@@ -99,8 +97,6 @@ class TrainJob:
     target_steps: int | None
 
     def __call__(self) -> str:
-        from latentquant.cli import main
-
         state = status(self.spec, self.target_steps)
         if state == "done":
             return state
@@ -136,8 +132,10 @@ class SubmititLauncher:
         if self.cluster is None:
             self.cluster = self.submitit.AutoExecutor.which()
         if self.cluster == "slurm" and self.submitit.SlurmExecutor.affinity() < 0:
-            raise UserError("--submitit-cluster slurm: no SLURM here (srun is not on the PATH); submit from a "
-                             "login node of the cluster, or use --submitit-cluster local to run the jobs here")
+            raise UserError(
+                "--submitit-cluster slurm: no SLURM here (srun is not on the PATH); submit from a "
+                "login node of the cluster, or use --submitit-cluster local to run the jobs here"
+            )
 
     def describe(self) -> str:
         return f"one submitit job each ({self.cluster})"
@@ -149,22 +147,29 @@ class SubmititLauncher:
         for spec in runs:
             if spec in queued:
                 state = jobs[spec].state
-                hint = ("" if state != "UNKNOWN" else  # sacct does not know it (yet, or any more)
-                        f"; if it is gone, delete {spec.out / 'jobs' / 'job.pkl'} to resubmit")
-                print(f"{_label(spec)}: job {jobs[spec].job_id} is {state.lower()}; left alone{hint}")
+                hint = (
+                    ""
+                    if state != "UNKNOWN"
+                    # sacct does not know it (yet, or any more)
+                    else f"; if it is gone, delete {spec.out / 'jobs' / 'job.pkl'} to resubmit"
+                )
+                print(f"{spec.label}: job {jobs[spec].job_id} is {state.lower()}; left alone{hint}")
                 continue
             try:
                 job = self._submit(spec)
             except Exception as err:  # sbatch refused (a partition, a time limit, an option): one line
                 reason = (str(err).strip().splitlines() or [type(err).__name__])[-1]
-                raise UserError(f"submitting {_label(spec)} to {self.cluster} failed ({reason}); {submitted} "
-                                 f"job(s) were submitted before it, and a rerun of the sweep skips them") from None
+                raise UserError(
+                    f"submitting {spec.label} to {self.cluster} failed ({reason}); {submitted} "
+                    f"job(s) were submitted before it, and a rerun of the sweep skips them"
+                ) from None
             self._record(spec, job, states[spec])
             submitted += 1
-            print(f"{_label(spec)}: job {job.job_id} submitted ({states[spec]}); logs in {spec.out / 'jobs'}",
-                  flush=True)
-        print(f"{submitted} job(s) submitted to {self.cluster}, {len(queued)} already queued or running; "
-              f"run the same command again to see what is left")
+            print(f"{spec.label}: job {job.job_id} submitted ({states[spec]}); logs in {spec.out / 'jobs'}", flush=True)
+        print(
+            f"{submitted} job(s) submitted to {self.cluster}, {len(queued)} already queued or running; "
+            f"run the same command again to see what is left"
+        )
         return 0
 
     def _submit(self, spec: RunSpec):
@@ -175,9 +180,20 @@ class SubmititLauncher:
     def _record(self, spec: RunSpec, job, state: str) -> None:
         folder = spec.out / "jobs"
         atomic_write_bytes(folder / "job.pkl", pickle.dumps(job))
-        atomic_write_text(folder / "job.json", json.dumps({
-            "job_id": job.job_id, "cluster": self.cluster, "submitted": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "state": state, "parameters": self.parameters}, indent=1) + "\n")
+        atomic_write_text(
+            folder / "job.json",
+            json.dumps(
+                {
+                    "job_id": job.job_id,
+                    "cluster": self.cluster,
+                    "submitted": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "state": state,
+                    "parameters": self.parameters,
+                },
+                indent=1,
+            )
+            + "\n",
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -186,27 +202,50 @@ class SubmititLauncher:
 
 def add_arguments(parser) -> None:
     """The sweep's launcher flags."""
-    parser.add_argument("--launcher", choices=LAUNCHERS, default="local",
-                        help="local: train processes here, --jobs at a time (default); submitit: one job per run")
-    parser.add_argument("--submitit-cluster", choices=CLUSTERS, default=None,
-                        help="submitit's executor: slurm, or local (jobs in the background here); "
-                             "default slurm where srun is on the PATH, else local")
+    parser.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default="local",
+        help="local: train processes here, --jobs at a time (default); submitit: one job per run",
+    )
+    parser.add_argument(
+        "--submitit-cluster",
+        choices=CLUSTERS,
+        default=None,
+        help="submitit's executor: slurm, or local (jobs in the background here); "
+        "default slurm where srun is on the PATH, else local",
+    )
     parser.add_argument("--slurm-partition", default=None, help="SLURM partition")
-    parser.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES",
-                        help="time limit of each job in minutes (default 600, the authors' launcher)")
+    parser.add_argument(
+        "--slurm-time",
+        type=int,
+        default=None,
+        metavar="MINUTES",
+        help="time limit of each job in minutes (default 600, the authors' launcher)",
+    )
     parser.add_argument("--slurm-gpus-per-node", type=int, default=None, metavar="N", help="GPUs per job")
-    parser.add_argument("--slurm-cpus-per-task", type=int, default=None, metavar="N",
-                        help="CPUs per job (default --threads)")
-    parser.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="any other sbatch option, e.g. --slurm-option account=lab --slurm-option mem=32G "
-                             "(repeatable)")
+    parser.add_argument(
+        "--slurm-cpus-per-task", type=int, default=None, metavar="N", help="CPUs per job (default --threads)"
+    )
+    parser.add_argument(
+        "--slurm-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other sbatch option, e.g. --slurm-option account=lab --slurm-option mem=32G (repeatable)",
+    )
 
 
 def from_args(args) -> Launcher:
     """The launcher the parsed flags ask for; ValueError naming a bad value."""
-    submitit_flags = {"--submitit-cluster": args.submitit_cluster, "--slurm-partition": args.slurm_partition,
-                      "--slurm-time": args.slurm_time, "--slurm-gpus-per-node": args.slurm_gpus_per_node,
-                      "--slurm-cpus-per-task": args.slurm_cpus_per_task, "--slurm-option": args.slurm_option or None}
+    submitit_flags = {
+        "--submitit-cluster": args.submitit_cluster,
+        "--slurm-partition": args.slurm_partition,
+        "--slurm-time": args.slurm_time,
+        "--slurm-gpus-per-node": args.slurm_gpus_per_node,
+        "--slurm-cpus-per-task": args.slurm_cpus_per_task,
+        "--slurm-option": args.slurm_option or None,
+    }
     if args.launcher == "local":
         given = [flag for flag, value in submitit_flags.items() if value is not None]
         if given:
@@ -225,8 +264,11 @@ def from_args(args) -> Launcher:
         if not sep or not key.strip():
             raise UserError(f"--slurm-option expects KEY=VALUE (an sbatch option without its dashes), got {text!r}")
         options[key.strip().lstrip("-")] = value.strip()
-    parameters = {"timeout_min": args.slurm_time or 600, "cpus_per_task": args.slurm_cpus_per_task or args.threads,
-                  "gpus_per_node": args.slurm_gpus_per_node, "slurm_partition": args.slurm_partition,
-                  "slurm_additional_parameters": options or None}
-    return SubmititLauncher(args.steps, args.submitit_cluster,
-                            {k: v for k, v in parameters.items() if v is not None})
+    parameters = {
+        "timeout_min": args.slurm_time or 600,
+        "cpus_per_task": args.slurm_cpus_per_task or args.threads,
+        "gpus_per_node": args.slurm_gpus_per_node,
+        "slurm_partition": args.slurm_partition,
+        "slurm_additional_parameters": options or None,
+    }
+    return SubmititLauncher(args.steps, args.submitit_cluster, {k: v for k, v in parameters.items() if v is not None})

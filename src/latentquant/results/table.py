@@ -1,7 +1,8 @@
 """``latentquant table DIR``: mean and 95% confidence interval over seeds.
 
 For each (dataset, model) the runs ``DIR/<dataset>/<model>/seed<k>/eval.json``
-are summarised by their mean and the half-width of a two-sided 95% confidence
+(found at any depth below DIR: the dataset column then shows the path below
+DIR, ``small/sprites``) are summarised by their mean and the half-width of a two-sided 95% confidence
 interval from Student's t distribution,
 
     half = t_{0.975, n-1} * s / sqrt(n),   s the sample standard deviation,
@@ -12,7 +13,7 @@ undefined and only the mean is shown. The aggregate block averages, for each
 model and seed, the scores over the datasets, then takes the mean and interval
 of those per-seed averages over seeds, so differences between datasets do not
 widen the interval. Only seeds that finished on every dataset of the table
-count there.
+count there; datasets in different folders below DIR are aggregated apart.
 
 ``--best`` also names, for each (dataset, model), the seed with the highest
 InfoM + InfoE + InfoC (the run whose figures a results page should show).
@@ -29,8 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from latentquant._atomic import atomic_write_text
-from latentquant.train.evaluate import SCORES
+from latentquant.results.layout import find_runs
+from latentquant.train.config import RUNTIME_FIELDS
 from latentquant.train.rundir import RunDir
+from latentquant.train.scores import SCORES
 from latentquant.validation import UserError
 
 # (eval.json key, column title); the paper's order: InfoM, InfoE, InfoC, D, C, I.
@@ -39,7 +42,7 @@ COLUMNS = [(s.key, s.title) for s in SCORES if s.in_table]
 
 def t_quantile_975(dof: int) -> float:
     """Two-sided 95% quantile of Student's t with ``dof`` degrees of freedom."""
-    from scipy.stats import t
+    from scipy.stats import t  # scipy.stats takes a while to import: only when an interval is computed
 
     return float(t.ppf(0.975, dof))
 
@@ -56,51 +59,75 @@ def mean_ci(values) -> tuple[float, float]:
 
 
 def collect(root: str | os.PathLike, unfinished: list[str] | None = None) -> dict[tuple[str, str], list[dict]]:
-    """Map (dataset, model) to the list of eval dicts found under ``root``.
+    """Map (dataset, model) to the list of eval dicts of the runs at any depth under ``root``
+    (``layout.find_runs``: the dataset is the path below ``root`` down to the model folder).
 
     A run still training (its eval.json from a step before its config's
     ``steps``) is left out, and named in ``unfinished`` when a list is given:
-    a table row is the runs' last step, never a mix of steps."""
+    a table row is the runs' last step, never a mix of steps. An eval.json
+    that is not a JSON object with a whole-number ``step`` and numeric scores is
+    a UserError naming the file."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"no results directory at {root}")
     runs: dict[tuple[str, str], list[dict]] = defaultdict(list)
     configs: dict[tuple[str, str], list] = defaultdict(list)
-    for path in sorted(root.glob("*/*/seed*/eval.json")):
-        dataset, model, seed = path.parts[-4], path.parts[-3], path.parts[-2][len("seed"):]
-        run = RunDir(path.parent)
-        try:
-            scores = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path} is not valid JSON: {err}") from err
+    for found in find_runs(root, "eval.json"):
+        run = RunDir(found.path)
+        scores = read_eval(run.path / "eval.json")
         cfg = run.read_config() if run.config.is_file() else None
         if cfg is not None and isinstance(scores.get("step"), int) and scores["step"] < cfg.steps:
             if unfinished is not None:
                 unfinished.append(f"{run.path} (step {scores['step']:,} of {cfg.steps:,})")
             continue
-        runs[(dataset, model)].append({**scores, "_seed": seed})
+        cell = (found.dataset, found.model)
+        runs[cell].append({**scores, "_seed": found.seed, "_run": run.path})
         if cfg is not None:
-            configs[(dataset, model)].append((run.path, cfg))
+            configs[cell].append((run.path, cfg))
     if not runs:
         still = f" ({len(unfinished)} still training)" if unfinished else ""
-        raise UserError(f"no finished <dataset>/<model>/seed<k>/eval.json files under {root}{still}")
-    for cell, found in configs.items():
+        raise UserError(f"no finished runs (<dataset>/<model>/seed<k>/eval.json) at any depth under {root}{still}")
+    for found in configs.values():
         check_same_settings(found)
     return dict(runs)
+
+
+def read_eval(path: Path) -> dict:
+    """The scores in a run's ``eval.json``, checked: a JSON object, ``step`` a whole number,
+    each score of the table a number or null; UserError naming the file otherwise."""
+    try:
+        scores = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(scores, dict):
+        raise UserError(f"{path} must hold a JSON object of scores, got a JSON {_json_kind(scores)}")
+    step = scores.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise UserError(f"{path}: 'step' must be a whole number >= 0, got {step!r}")
+    for key, _ in COLUMNS:
+        value = scores.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UserError(f"{path}: score {key!r} must be a number or null, got {value!r}")
+    return scores
+
+
+def _json_kind(value) -> str:
+    names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def check_same_settings(found: list) -> None:
     """UserError when the runs of one row differ in anything but the seed (and how they ran):
     their mean would mix settings under one label."""
-    from latentquant.train.config import RUNTIME_FIELDS
-
     first_path, first = found[0]
     for path, cfg in found[1:]:
         changed = cfg.differences(first, ignore=RUNTIME_FIELDS + ("seed",))
         if changed:
             shown = ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in changed.items())
-            raise UserError(f"{path} and {first_path} differ in more than the seed ({shown}); "
-                            "a row averages runs of one setting: move one of them out of the grid")
+            raise UserError(
+                f"{path} and {first_path} differ in more than the seed ({shown}); "
+                "a row averages runs of one setting: move one of them out of the grid"
+            )
 
 
 def _fmt(mean: float, half: float, digits: int) -> str:
@@ -112,18 +139,29 @@ def _fmt(mean: float, half: float, digits: int) -> str:
 
 
 def summarise(runs: dict[tuple[str, str], list[dict]]) -> list[dict]:
-    """One row per (dataset, model) plus one per model for the aggregate."""
+    """One row per (dataset, model), then one per model for the aggregate over the datasets.
+
+    Datasets found deeper below the table's root (``small/sprites``) are
+    aggregated with those of the same folder (``small/aggregate``), never
+    across folders: each folder is one experiment."""
     rows = [_row(dataset, model, evals) for (dataset, model), evals in sorted(runs.items())]
-    datasets = sorted({dataset for dataset, _ in runs})
-    for model in sorted({model for _, model in runs}):
-        by_seed: dict[str, dict[str, dict]] = defaultdict(dict)
-        for dataset in datasets:
-            for e in runs.get((dataset, model), []):
-                by_seed[e["_seed"]][dataset] = e
-        per_seed = [_mean_over_datasets(list(evals.values()))
-                    for seed, evals in sorted(by_seed.items()) if len(evals) == len(datasets)]
-        if per_seed:
-            rows.append(_row("aggregate", model, per_seed))
+    groups: dict[str, set[str]] = defaultdict(set)
+    for dataset, _ in runs:
+        groups[dataset.rpartition("/")[0]].add(dataset)
+    for prefix, datasets in sorted(groups.items()):
+        label = f"{prefix}/aggregate" if prefix else "aggregate"
+        for model in sorted({model for dataset, model in runs if dataset in datasets}):
+            by_seed: dict[str, dict[str, dict]] = defaultdict(dict)
+            for dataset in sorted(datasets):
+                for e in runs.get((dataset, model), []):
+                    by_seed[e["_seed"]][dataset] = e
+            per_seed = [
+                _mean_over_datasets(list(evals.values()))
+                for seed, evals in sorted(by_seed.items())
+                if len(evals) == len(datasets)
+            ]
+            if per_seed:
+                rows.append(_row(label, model, per_seed))
     return rows
 
 
@@ -174,10 +212,11 @@ def best_runs(runs: dict[tuple[str, str], list[dict]], keys=BEST_KEYS) -> dict[t
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("root", help="results directory laid out as <dataset>/<model>/seed<k>/")
+    parser.add_argument("root", help="results directory holding runs <dataset>/<model>/seed<k>/ at any depth")
     parser.add_argument("--out", default=None, help="markdown file to write (default ROOT/table.md)")
-    parser.add_argument("--best", action="store_true",
-                        help="also print each (dataset, model)'s best seed by InfoM + InfoE + InfoC")
+    parser.add_argument(
+        "--best", action="store_true", help="also print each (dataset, model)'s best seed by InfoM + InfoE + InfoC"
+    )
 
 
 def run(args) -> int:
@@ -192,6 +231,7 @@ def run(args) -> int:
     print(f"wrote {out}")
     if args.best:
         print("best seed by " + " + ".join(dict(COLUMNS)[k] for k in BEST_KEYS) + ":")
-        for (dataset, model), (seed, score) in best_runs(runs).items():
-            print(f"  {Path(args.root) / dataset / model / f'seed{seed}'}  {score:.3f}")
+        for cell, (seed, score) in best_runs(runs).items():
+            path = next(e["_run"] for e in runs[cell] if e["_seed"] == seed)
+            print(f"  {path}  {score:.3f}")
     return 0
