@@ -4,12 +4,12 @@ import torch
 import torch.nn.functional as F
 
 from latentquant.models import DataInfo, build_model
-from latentquant.models.backbones import COMPACT, PaperEncoder, StyleDecoder, build_backbone
+from latentquant.models.backbones import COMPACT, ConvNormEncoder, StyleDecoder, build_backbone
 
 
 def test_compact_arch_has_the_authors_small_design():
     enc, dec = build_backbone("compact", 3, 10, 7)
-    assert isinstance(enc, PaperEncoder) and isinstance(dec, StyleDecoder)
+    assert isinstance(enc, ConvNormEncoder) and isinstance(dec, StyleDecoder)
     kinds = [type(m).__name__ for m in enc.conv]
     assert kinds == ["Conv2d", "InstanceNorm2d", "LeakyReLU"] * 4  # a norm after every convolution
     convs = [m for m in enc.conv if isinstance(m, torch.nn.Conv2d)]

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,9 +16,11 @@ from latentquant.models import (
     clip_gradients,
     get_model_class,
 )
-from latentquant.models.backbones import PaperEncoder, StyleDecoder
+from latentquant.models.backbones import ConvNormEncoder, StyleDecoder
+from latentquant.models.base import sweep_latent
+from latentquant.validation import UserError
 
-AE_MODELS = ("qlae", "ae", "vae", "tcvae", "bioae", "vqvae")
+AE_MODELS = ("qlae", "ae", "vae", "tcvae", "bioae", "vqvae", "noisyae")
 SPRITES = DataInfo("sprites", 1, 5, 737_280)
 SHAPES = DataInfo("shapes", 3, 6, 480_000)
 
@@ -76,7 +79,7 @@ def test_backbone_shapes(arch):
 
 
 def test_paper_arch_is_the_published_one():
-    enc, dec = PaperEncoder(1, 10), StyleDecoder(10, 1)
+    enc, dec = ConvNormEncoder(1, 10), StyleDecoder(10, 1)
     convs = [m for m in enc.conv if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [32] * 3 + [64] * 3 + [128] * 3 + [256] * 3
     assert [c.kernel_size[0] for c in convs] == [3, 3, 4] * 4
@@ -291,3 +294,113 @@ def test_published_defaults():
     assert cls("bioae").default_options("shapes")["activity"] == 0.01
     assert cls("bioae").defaults("shapes")["weight_decay"] == 1e-4
     assert issubclass(cls("qlae"), LatentModel)
+
+
+# ---------------------------------------------------------------- noisyae
+def test_noisyae_clamps_its_latents_and_adds_noise_only_in_training():
+    torch.manual_seed(0)
+    model = build_model("noisyae", "small", SPRITES, clamp=0.02, noise=0.5)
+    x = _batch(4)
+    pre_z = model.encoder(x)
+    assert (pre_z.abs() > 0.02).any() and (pre_z.abs() < 0.02).any()  # some latents are clamped, some not
+    model.eval()
+    enc = model.encode(x)
+    assert torch.equal(enc.z, pre_z.clamp(-0.02, 0.02)) and torch.equal(enc.code, enc.z)
+    assert enc.code.is_floating_point() and not model.discrete_latents
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(model.decoder(enc.z), x)
+    assert torch.equal(model(x).loss, bce) and torch.equal(model(x).loss, model(x).loss)  # eval: no noise
+    model.train()
+    torch.manual_seed(1)
+    out = model(x)
+    torch.manual_seed(1)
+    noisy = pre_z.clamp(-0.02, 0.02) + 0.5 * torch.randn_like(pre_z)
+    torch.testing.assert_close(out.loss, torch.nn.functional.binary_cross_entropy_with_logits(model.decoder(noisy), x))
+    assert not torch.equal(out.loss, bce) and torch.equal(model.encode(x).z, enc.z)  # encode: never noisy
+
+
+def test_noisyae_passes_no_gradient_to_a_latent_outside_the_box():
+    torch.manual_seed(0)
+    model = build_model("noisyae", "small", SPRITES, clamp=0.02, noise=0.0)
+    x = _batch(4)
+    pre_z = model.encoder(x).detach().requires_grad_(True)
+    model.decoder(pre_z.clamp(-model.clamp, model.clamp)).sum().backward()
+    outside = pre_z.abs() > 0.02
+    assert outside.any() and (pre_z.grad[outside] == 0).all() and (pre_z.grad[~outside] != 0).any()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_noisyae_builds_on_every_backbone(arch):
+    torch.manual_seed(0)
+    model = build_model("noisyae", arch, SHAPES).eval()
+    x = torch.rand(2, 3, 64, 64)
+    enc = model.encode(x)
+    assert enc.z.shape == enc.code.shape == (2, 12) and enc.z.abs().max() <= 0.5
+    assert model.decode(enc.z).shape == (2, 3, 64, 64)
+    sweep = model.traversal(enc.z, 4, enc.code, 7)  # the latent's whole box, the others kept
+    torch.testing.assert_close(sweep[:, 1, 4], torch.linspace(-0.5, 0.5, 7))
+    assert torch.equal(sweep[:, :, 5], enc.z[None, :, 5].expand(7, -1))
+    assert "clamp=0.5, noise=0.05" in repr(model)
+
+
+def test_noisyae_defaults_and_option_checks():
+    cls = get_model_class("noisyae")
+    assert "noisyae" in available_models()
+    assert cls.defaults("shapes") == {"lr": 1e-3, "batch_size": 128, "weight_decay": 0.1}  # QLAE's decay
+    assert cls.default_options("sprites") == {"clamp": 0.5, "noise": 0.05}
+    with pytest.raises(ValueError, match=r"^clamp must be a finite number > 0, got 0"):
+        build_model("noisyae", "small", SPRITES, clamp=0)
+    with pytest.raises(ValueError, match=r"^noise must be a finite number >= 0, got -0.1"):
+        build_model("noisyae", "small", SPRITES, noise=-0.1)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # 64 samples: sklearn finds the classes many
+def test_noisyae_is_evaluated_as_continuous_and_without_noise(monkeypatch):
+    from latentquant.data import get_dataset
+    from latentquant.train import evaluate as evaluation
+
+    seen = []
+    real_infomec = evaluation.infomec
+
+    def spy(sources, latents, **kwargs):
+        seen.append((latents.dtype, kwargs["discrete_latents"]))
+        return real_infomec(sources, latents, **kwargs)
+
+    monkeypatch.setattr(evaluation, "infomec", spy)
+    torch.manual_seed(0)
+    model = build_model("noisyae", "small", SPRITES, noise=1.0)  # in training mode, as the loop leaves it
+    run = lambda: evaluation.evaluate(
+        model, get_dataset("sprites"), num_samples=64, seed=0, step=0, device=torch.device("cpu")
+    )
+    first, second = run(), run()
+    assert seen == [(np.float64, False)] * 2
+    assert torch.equal(first.codes, second.codes) and first.scores == second.scores
+    assert model.training  # evaluation restores the mode
+
+
+# ------------------------------------------------------- shared model pieces
+def test_traversals_share_one_sweep():
+    z = torch.arange(6.0).view(2, 3)
+    out = sweep_latent(z, 1, torch.tensor([10.0, 20.0]))
+    assert torch.equal(out, torch.tensor([[[0, 10, 2], [3, 10, 5]], [[0, 20, 2], [3, 20, 5]]]).float())
+    torch.manual_seed(0)
+    gan = build_model("qlinfowgan", "small", SPRITES)
+    qlae = build_model("qlae", "small", SPRITES)
+    assert type(gan).traversal is type(qlae).traversal  # one codebook traversal, in models/base.py
+    z = torch.randn(3, 10)
+    torch.testing.assert_close(gan.traversal(z, 2, None, 5)[:, 0, 2], gan.quantizer.values_per_latent[2].detach())
+
+
+def test_model_layer_raises_library_errors_not_user_errors():
+    cases = [
+        (lambda: get_model_class("nope"), r"^unknown model 'nope'; valid choices: qlae, "),
+        (lambda: build_backbone("large", 1, 2, 3), r"^unknown arch 'large'; valid choices: paper, small, compact$"),
+        (lambda: build_backbone("small", 1, 0, 3), r"^encoder_features must be an integer >= 1, got 0$"),
+        (lambda: build_backbone("small", True, 2, 3), r"^in_channels must be an integer >= 1, got True$"),
+        (lambda: build_backbone("small", 1, 2, 3)[0](torch.rand(1, 3, 64, 64)), r"^expected images of shape"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message) as info:
+            call()
+        assert not isinstance(info.value, UserError)
+    enc, _ = build_backbone("small", np.int64(1), 2, 3)  # NumPy ints are sizes too
+    assert enc.in_channels == 1 and type(enc.in_channels) is int

@@ -49,10 +49,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from latentquant.validation import UserError
+from latentquant._images import IMAGE_SIZE
+from latentquant.validation import check_choice, check_int
 
 ARCHS = ("paper", "small", "compact")
-IMAGE_SIZE = 64
 
 # the authors' conv stacks (encoder; the decoder reverses the widths)
 PAPER_WIDTHS = (32, 32, 32, 64, 64, 64, 128, 128, 128, 256, 256, 256)
@@ -76,11 +76,11 @@ class Backbone(NamedTuple):
 
 def _check_image(x: torch.Tensor, channels: int) -> None:
     if x.ndim != 4 or x.shape[1] != channels or x.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise UserError(f"expected images of shape (b, {channels}, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(x.shape)}")
+        raise ValueError(f"expected images of shape (b, {channels}, {IMAGE_SIZE}, {IMAGE_SIZE}), got {tuple(x.shape)}")
 
 
 # ---------------------------------------------------------------------------
-# the authors' design: conv blocks with instance norm, a style decoder
+# the authors' family (``paper``, ``compact``): conv blocks with instance norm, a style decoder
 
 
 class ConvSpec(NamedTuple):
@@ -101,9 +101,10 @@ PAPER = ConvSpec(PAPER_WIDTHS, PAPER_KERNELS, PAPER_STRIDES, PAPER_MLP)
 COMPACT = ConvSpec(COMPACT_WIDTHS, (4,) * 4, (2,) * 4, COMPACT_MLP)
 
 
-class PaperEncoder(nn.Module):
-    """(b, c, 64, 64) -> (b, out_features): conv blocks Conv (no bias) -> instance norm -> LeakyReLU(0.2),
-    an MLP with ReLU, a linear head. ``spec`` chooses the authors' ``image`` (default) or ``compact``."""
+class ConvNormEncoder(nn.Module):
+    """The encoder of the authors' family, ``paper`` and ``compact``: (b, c, 64, 64) -> (b, out_features) through
+    conv blocks Conv (no bias) -> instance norm -> LeakyReLU(0.2), an MLP with ReLU and a linear head.
+    ``spec`` chooses the authors' ``image`` (:data:`PAPER`, default) or :data:`COMPACT`."""
 
     def __init__(self, in_channels: int, out_features: int, spec: ConvSpec = PAPER):
         super().__init__()
@@ -151,7 +152,7 @@ class StyleBlock(nn.Module):
 
 class StyleDecoder(nn.Module):
     """(b, d) -> (b, c, 64, 64) logits: MLP -> w; a learned constant modulated by w through style blocks
-    (the encoder's widths reversed), then a 3 x 3 conv. ``spec`` as for :class:`PaperEncoder`."""
+    (the encoder's widths reversed), then a 3 x 3 conv. ``spec`` as for :class:`ConvNormEncoder`."""
 
     def __init__(self, in_features: int, out_channels: int, spec: ConvSpec = PAPER):
         super().__init__()
@@ -229,18 +230,13 @@ class SmallDecoder(nn.Module):
 def build_backbone(arch: str, in_channels: int, encoder_features: int, decoder_features: int) -> Backbone:
     """Encoder ``(b, in_channels, 64, 64) -> (b, encoder_features)`` and decoder
     ``(b, decoder_features) -> (b, in_channels, 64, 64)`` logits of architecture ``arch``."""
-    if arch not in ARCHS:
-        raise UserError(f"unknown arch {arch!r}; valid choices: {', '.join(ARCHS)}")
-    for name, value in (
-        ("in_channels", in_channels),
-        ("encoder_features", encoder_features),
-        ("decoder_features", decoder_features),
-    ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise UserError(f"{name} must be a positive int, got {value!r}")
+    check_choice("arch", arch, ARCHS)
+    in_channels = check_int("in_channels", in_channels, 1)
+    encoder_features = check_int("encoder_features", encoder_features, 1)
+    decoder_features = check_int("decoder_features", decoder_features, 1)
     if arch in ("paper", "compact"):
         spec = PAPER if arch == "paper" else COMPACT
         return Backbone(
-            PaperEncoder(in_channels, encoder_features, spec), StyleDecoder(decoder_features, in_channels, spec)
+            ConvNormEncoder(in_channels, encoder_features, spec), StyleDecoder(decoder_features, in_channels, spec)
         )
     return Backbone(SmallEncoder(in_channels, encoder_features), SmallDecoder(decoder_features, in_channels))

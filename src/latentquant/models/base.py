@@ -114,10 +114,7 @@ class LatentModel(nn.Module):
         """``(s, b, L)`` copies of ``z`` with latent ``latent`` swept. Continuous default:
         ``mean + linspace(-2, 2, steps) * sd`` of that latent's codes over the evaluation set."""
         col = codes[:, latent].float()
-        sweep = col.mean() + torch.linspace(-2, 2, steps, device=z.device) * col.std()
-        out = z.unsqueeze(0).repeat(steps, 1, 1)
-        out[:, :, latent] = sweep[:, None].to(z.dtype)
-        return out
+        return sweep_latent(z, latent, col.mean() + torch.linspace(-2, 2, steps, device=z.device) * col.std())
 
     def codebook_parameters(self) -> list[nn.Parameter]:
         """Parameters of learned codebooks: never decayed or clipped."""
@@ -142,6 +139,28 @@ class LatentModel(nn.Module):
                 decay[name] = p
         return decay, no_decay
 
+    def param_groups(
+        self, weight_decay: float, clip: float | None, keep: Callable[[str], bool] = lambda name: True
+    ) -> list[dict[str, Any]]:
+        """The optimizer's two groups (:meth:`split_parameters`), of the parameters whose name ``keep`` accepts:
+        ``decay`` (decoupled ``weight_decay``, gradients clipped element-wise to ``[-clip, clip]``) and
+        ``no_decay`` (neither)."""
+        decay, no_decay = self.split_parameters()
+        return [
+            {
+                "params": [p for n, p in decay.items() if keep(n)],
+                "weight_decay": weight_decay,
+                "clip_value": clip,
+                "group": "decay",
+            },
+            {
+                "params": [p for n, p in no_decay.items() if keep(n)],
+                "weight_decay": 0.0,
+                "clip_value": None,
+                "group": "no_decay",
+            },
+        ]
+
     def configure_optimizers(
         self, lr: float, weight_decay: float, clip: float | None = 1.0, betas: tuple[float, float] = (0.9, 0.999)
     ) -> dict[str, torch.optim.Optimizer]:
@@ -153,12 +172,7 @@ class LatentModel(nn.Module):
         ``construct_optimizer``: ``optax.chain(clip(1.), adamw(lr, l2))`` on the
         regularized labels, ``adam(lr)`` on the rest.
         """
-        decay, no_decay = self.split_parameters()
-        groups = [
-            {"params": list(decay.values()), "weight_decay": weight_decay, "clip_value": clip, "group": "decay"},
-            {"params": list(no_decay.values()), "weight_decay": 0.0, "clip_value": None, "group": "no_decay"},
-        ]
-        return {"model": torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)}
+        return {"model": adamw(self.param_groups(weight_decay, clip), lr, betas)}
 
     def training_step(
         self,
@@ -186,3 +200,25 @@ class LatentModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, num_latents={self.num_latents}, discrete_latents={self.discrete_latents}"
+
+
+def adamw(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float]) -> torch.optim.AdamW:
+    """The optimizer of every model: AdamW over ``groups`` (:meth:`LatentModel.param_groups`), foreach kernels."""
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
+
+
+def sweep_latent(z: torch.Tensor, latent: int, values: torch.Tensor) -> torch.Tensor:
+    """``(s, b, L)``: ``s = len(values)`` copies of the latents ``z`` ``(b, L)``, latent ``latent`` set to
+    ``values[i]`` in copy ``i``, the rest unchanged (a traversal figure's rows)."""
+    out = z.unsqueeze(0).repeat(len(values), 1, 1)
+    out[:, :, latent] = values.detach().to(z)[:, None]
+    return out
+
+
+def codebook_traversal(
+    model: LatentModel, z: torch.Tensor, latent: int, codes: torch.Tensor, steps: int
+) -> torch.Tensor:
+    """The ``traversal`` of a model whose latents are a :class:`~latentquant.LatentQuantize` ``model.quantizer``:
+    every learned value of latent ``latent`` (``steps`` is ignored: the sweep is the codebook). Set it in the
+    class body, ``traversal = codebook_traversal``."""
+    return sweep_latent(z, latent, model.quantizer.values_per_latent[latent])

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from latentquant._images import IMAGE_SIZE
 from latentquant.models.base import DataInfo, Encoding, LatentModel, StepOutput
 from latentquant.models.registry import register_model
 from latentquant.validation import check_int, check_number
@@ -78,7 +79,7 @@ class _GaussianEncoderModel(LatentModel):
 
     def __init__(self, arch: str, info: DataInfo, num_latents: int):
         super().__init__(arch, info, num_latents, encoder_features=2 * num_latents)
-        self.x_dim = info.num_channels * 64 * 64
+        self.x_dim = info.num_channels * IMAGE_SIZE * IMAGE_SIZE
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, s = rearrange(self.encoder(x), "b (two l) -> two b l", two=2)

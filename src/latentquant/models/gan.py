@@ -53,7 +53,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from latentquant.models.base import DataInfo, Encoding, LatentModel, StepOutput, clip_gradients
+from latentquant.models.base import (
+    DataInfo,
+    Encoding,
+    LatentModel,
+    StepOutput,
+    adamw,
+    clip_gradients,
+    codebook_traversal,
+)
 from latentquant.models.qlae import latent_quantizer
 from latentquant.models.registry import register_model
 from latentquant.validation import check_int, check_number
@@ -214,28 +222,13 @@ class InfoWGAN(LatentModel):
     ) -> dict[str, torch.optim.Optimizer]:
         """``critic`` (encoder trunk and heads) and ``generator`` (decoder and codebook
         values), each AdamW with decay and element-wise clipping on non-bias weights
-        and plain Adam on biases and codebook values (``split_parameters``)."""
-        decay, no_decay = self.split_parameters()
-
-        def optimizer(keep: Callable[[str], bool]) -> torch.optim.Optimizer:
-            groups = [
-                {
-                    "params": [p for n, p in decay.items() if keep(n)],
-                    "weight_decay": weight_decay,
-                    "clip_value": clip,
-                    "group": "decay",
-                },
-                {
-                    "params": [p for n, p in no_decay.items() if keep(n)],
-                    "weight_decay": 0.0,
-                    "clip_value": None,
-                    "group": "no_decay",
-                },
-            ]
-            return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
-
+        and plain Adam on biases and codebook values: the groups of ``LatentModel.param_groups``,
+        split by network."""
         is_critic = lambda name: name.startswith("encoder.")
-        return {"critic": optimizer(is_critic), "generator": optimizer(lambda n: not is_critic(n))}
+        return {
+            "critic": adamw(self.param_groups(weight_decay, clip, is_critic), lr, betas),
+            "generator": adamw(self.param_groups(weight_decay, clip, lambda name: not is_critic(name)), lr, betas),
+        }
 
     def training_step(
         self,
@@ -325,9 +318,4 @@ class QLInfoWGAN(InfoWGAN):
     def latent_regularizer(self, parts: dict[str, Tensor]) -> Tensor:
         return self.quantization_weight * parts["quantization"] + self.commitment_weight * parts["commitment"]
 
-    def traversal(self, z: Tensor, latent: int, codes: Tensor, steps: int) -> Tensor:
-        """Every learned value of latent ``latent`` (``steps`` is ignored: the sweep is the codebook)."""
-        values = self.quantizer.values_per_latent[latent].detach().to(z)
-        out = z.unsqueeze(0).repeat(len(values), 1, 1)
-        out[:, :, latent] = values[:, None]
-        return out
+    traversal = codebook_traversal  # every learned value of the latent, as QLAE's

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from latentquant.models.base import DataInfo, Encoding, LatentModel, StepOutput
+from latentquant.models.base import DataInfo, Encoding, LatentModel, StepOutput, codebook_traversal
 from latentquant.models.registry import register_model
 from latentquant.quantize import LatentQuantize
 from latentquant.validation import check_int
@@ -93,9 +93,4 @@ class QLAE(LatentModel):
         z, indices, _ = self.quantizer(self.encoder(x))
         return Encoding(z, indices)
 
-    def traversal(self, z: torch.Tensor, latent: int, codes: torch.Tensor, steps: int) -> torch.Tensor:
-        """Every learned value of latent ``latent`` (``steps`` is ignored: the sweep is the codebook)."""
-        values = self.quantizer.values_per_latent[latent].detach().to(z)
-        out = z.unsqueeze(0).repeat(len(values), 1, 1)
-        out[:, :, latent] = values[:, None]
-        return out
+    traversal = codebook_traversal  # every learned value of the latent (steps is ignored: the sweep is the codebook)

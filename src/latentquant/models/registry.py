@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import importlib
 
-from latentquant.validation import UserError
-
-MODEL_MODULES = ("latentquant.models.qlae", "latentquant.models.baselines", "latentquant.models.gan")
+MODEL_MODULES = (
+    "latentquant.models.qlae",
+    "latentquant.models.baselines",
+    "latentquant.models.gan",
+    "latentquant.models.noisy",
+)
 
 _MODELS: dict[str, type] = {}
 
@@ -57,5 +60,5 @@ def get_model_class(name: str) -> type:
     """The class registered as ``name``; ValueError naming the valid choices otherwise."""
     _load()
     if name not in _MODELS:
-        raise UserError(f"unknown model {name!r}; valid choices: {', '.join(available_models())}")
+        raise ValueError(f"unknown model {name!r}; valid choices: {', '.join(available_models())}")
     return _MODELS[name]
