@@ -130,3 +130,25 @@ def test_main_shows_the_traceback_of_a_bug_and_of_anything_under_debug(monkeypat
     _command(monkeypatch, TypeError("shown in full"))
     with pytest.raises(TypeError, match="shown in full"):
         cli.main(["boom"])
+
+
+def test_metrics_check_their_options_with_the_shared_primitives():
+    from latentquant.metrics import dci, infomec, mig, normalized_mutual_info
+
+    rng = np.random.default_rng(0)
+    sources = rng.integers(0, 3, size=(60, 2))
+    latents = sources + rng.normal(0, 0.1, size=(60, 2))
+    with pytest.raises(TypeError, match=r"^discrete_latents must be True or False, got 1$"):
+        mig(sources, latents, discrete_latents=1)
+    with pytest.raises(ValueError, match=r"^num_bins must be an integer >= 2, got (np.int64\()?1\)?$"):
+        mig(sources, latents, discrete_latents=False, num_bins=np.int64(1))
+    with pytest.raises(ValueError, match=r"^test_fraction must be a number in \(0, 1\), got True$"):
+        dci(sources, latents, test_fraction=True)
+    # one check of the estimator, whatever the latents (discrete latents used to skip it)
+    for discrete in (False, True):
+        with pytest.raises(ValueError, match=r"^unknown estimator 'kde'; valid choices: knn, histogram$"):
+            normalized_mutual_info(sources, sources, discrete_latents=discrete, estimator="kde")
+        with pytest.raises(ValueError, match=r"^unknown estimator 'kde'"):
+            infomec(sources, sources, discrete_latents=discrete, estimator="kde", explicitness=False)
+    # numpy ints and bools are accepted as they were
+    assert np.isfinite(mig(sources, latents, discrete_latents=np.bool_(False), num_bins=np.int64(5)))

@@ -16,8 +16,11 @@ computes:
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import numpy as np
+
+from latentquant.validation import check_flag, check_fraction, check_int
 
 # Largest joint table (in cells) built with one bincount; larger pairs fall
 # back to a sort-based count, so memory stays bounded for many-valued latents.
@@ -94,17 +97,12 @@ def check_2d(x, name: str, *, numeric: bool) -> np.ndarray:
     return x
 
 
-def check_flag(value, name: str) -> bool:
-    """A boolean option, given as a bool (numpy bools too), nothing else."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def check_inputs(sources, latents, *, numeric_latents: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Validate ``sources`` (N, K) and ``latents`` (N, L) together."""
+def check_inputs(sources, latents, *, discrete_latents: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``sources`` (N, K) labels and ``latents`` (N, L) together: numbers, or labels when
+    ``discrete_latents`` (a flag, checked too)."""
+    discrete_latents = check_flag("discrete_latents", discrete_latents)
     sources = check_2d(sources, "sources", numeric=False)
-    latents = check_2d(latents, "latents", numeric=numeric_latents)
+    latents = check_2d(latents, "latents", numeric=not discrete_latents)
     if len(sources) != len(latents):
         raise ValueError(
             f"sources and latents must have the same number of samples, got {len(sources)} "
@@ -115,11 +113,26 @@ def check_inputs(sources, latents, *, numeric_latents: bool) -> tuple[np.ndarray
     return sources, latents
 
 
-def check_fraction(test_fraction: float, n: int) -> tuple[int, int]:
-    """(n_train, n_test) for a random split; both sides must be usable."""
-    if not (isinstance(test_fraction, (int, float)) and 0.0 < float(test_fraction) < 1.0):
-        raise ValueError(f"test_fraction must be a float in (0, 1), got {test_fraction!r}")
-    n_test = int(round(n * float(test_fraction)))
+class Inputs(NamedTuple):
+    """Checked inputs of a metric, encoded once (:func:`prepare`)."""
+
+    latents: np.ndarray  # (N, L) as given: numbers, or labels when discrete
+    s_codes: np.ndarray  # (N, K) label codes of the sources
+    s_values: np.ndarray  # (K,) distinct values per source
+    z_codes: tuple[np.ndarray, np.ndarray] | None  # (codes (N, L), n_values (L,)) of discrete latents, else None
+
+
+def prepare(sources, latents, *, discrete_latents: bool) -> Inputs:
+    """The prologue every MI-based metric shares: :func:`check_inputs`, then :func:`label_encode` of the
+    sources and, when ``discrete_latents``, of the latents."""
+    sources, latents = check_inputs(sources, latents, discrete_latents=discrete_latents)
+    s_codes, s_values = label_encode(sources)
+    return Inputs(latents, s_codes, s_values, label_encode(latents) if discrete_latents else None)
+
+
+def split_sizes(test_fraction: float, n: int) -> tuple[int, int]:
+    """(n_train, n_test) of a random split of ``n`` samples; both sides must be usable."""
+    n_test = int(round(n * check_fraction("test_fraction", test_fraction)))
     n_train = n - n_test
     if n_test < 1 or n_train < 2:
         raise ValueError(
@@ -131,7 +144,7 @@ def check_fraction(test_fraction: float, n: int) -> tuple[int, int]:
 
 def split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a seeded random train/test split."""
-    n_train, _ = check_fraction(test_fraction, n)
+    n_train, _ = split_sizes(test_fraction, n)
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[:n_train]), np.sort(perm[n_train:])
 
@@ -171,12 +184,11 @@ def histogram_discretize(z: np.ndarray, num_bins: int) -> np.ndarray:
     """Bin each column into ``num_bins`` equal-width bins over its range, as
     disentanglement_lib does: ``np.digitize(z, np.histogram(z, num_bins)[1][:-1])``
     (bin labels 1..num_bins; the maximum falls in the last bin)."""
-    if not (isinstance(num_bins, (int, np.integer)) and num_bins >= 2):
-        raise ValueError(f"num_bins must be an integer >= 2, got {num_bins!r}")
+    num_bins = check_int("num_bins", num_bins, 2)
     z = np.asarray(z, dtype=np.float64)
     out = np.empty(z.shape, dtype=np.int64)
     for j in range(z.shape[1]):
-        edges = np.histogram(z[:, j], bins=int(num_bins))[1]
+        edges = np.histogram(z[:, j], bins=num_bins)[1]
         out[:, j] = np.digitize(z[:, j], edges[:-1])
     return out
 

@@ -12,7 +12,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from latentquant.validation import check_choice, check_flag
+
 from . import _knn, _mi
+
+ESTIMATORS = ("knn", "histogram")  # of the MI of continuous latents
 
 
 class InfoMEC(NamedTuple):
@@ -26,7 +30,7 @@ class InfoMEC(NamedTuple):
 def active_latents(latents, *, discrete_latents: bool) -> np.ndarray:
     """(L,) bool: range > 0 (discrete: 2+ distinct values, any labels) or
     range > (largest range) / 20 (continuous)."""
-    discrete_latents = _mi.check_flag(discrete_latents, "discrete_latents")
+    discrete_latents = check_flag("discrete_latents", discrete_latents)
     latents = _mi.check_2d(latents, "latents", numeric=not discrete_latents)
     if discrete_latents:
         return _mi.label_encode(latents)[1] > 1
@@ -51,12 +55,8 @@ def normalized_mutual_info(
 
     Rows of constant sources (``H(s_i) = 0``) are 0.
     """
-    sources, latents = _mi.check_inputs(
-        sources, latents, numeric_latents=not _mi.check_flag(discrete_latents, "discrete_latents")
-    )
-    s_codes, s_values = _mi.label_encode(sources)
-    z_codes = _mi.label_encode(latents) if discrete_latents else None
-    return _nmi(s_codes, s_values, latents, z_codes, estimator, num_bins, seed)
+    latents, s_codes, s_values, z_codes = _mi.prepare(sources, latents, discrete_latents=discrete_latents)
+    return _nmi(s_codes, s_values, latents, z_codes, check_choice("estimator", estimator, ESTIMATORS), num_bins, seed)
 
 
 def _nmi(s_codes, s_values, latents, z_codes, estimator, num_bins, seed):
@@ -67,12 +67,10 @@ def _nmi(s_codes, s_values, latents, z_codes, estimator, num_bins, seed):
     elif estimator == "histogram":
         z_codes, z_values = _mi.label_encode(_mi.histogram_discretize(latents, num_bins))
         mi = _mi.mutual_info_matrix(s_codes, s_values, z_codes, z_values)
-    elif estimator == "knn":
+    else:  # "knn" (the caller checked the estimator):
         # mutual_info_classif(z, s_codes[:, i], discrete_features=False,
         # n_neighbors=10, random_state=seed) for every source, by sorting
         mi = _knn.knn_mutual_info(_mi.standardize(latents), s_codes, s_values, n_neighbors=10, seed=seed)
-    else:
-        raise ValueError(f"estimator must be 'knn' or 'histogram', got {estimator!r}")
     safe_h = np.where(h > 0, h, 1.0)
     return np.where(h[:, None] > 0, mi / safe_h[:, None], 0.0)
 
@@ -92,6 +90,7 @@ def _normalized_max_share(p: np.ndarray, axis: int) -> float:
 def _logistic_log_loss(x, y: np.ndarray) -> float:
     """Unweighted mean log loss, on the training samples, of a multinomial
     logistic regression fitted with balanced class weights and no penalty."""
+    # deferred: scikit-learn is optional (the metrics extra) and slow to import
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
@@ -114,7 +113,7 @@ def _logistic_log_loss(x, y: np.ndarray) -> float:
 
 def _one_hot(codes: np.ndarray, n_values: np.ndarray):
     """Sparse (N, sum n_values) one-hot matrix of a code array."""
-    from scipy import sparse
+    from scipy import sparse  # deferred: optional (the metrics extra)
 
     n, c = codes.shape
     cols = codes + np.concatenate([[0], np.cumsum(n_values)[:-1]])[None, :]
@@ -134,11 +133,7 @@ def explicitness(sources, latents, *, discrete_latents: bool, return_per_source:
     With ``return_per_source`` also returns the (K,) per-source values (NaN
     for constant sources).
     """
-    sources, latents = _mi.check_inputs(
-        sources, latents, numeric_latents=not _mi.check_flag(discrete_latents, "discrete_latents")
-    )
-    s_codes, s_values = _mi.label_encode(sources)
-    z_codes = _mi.label_encode(latents) if discrete_latents else None
+    latents, s_codes, s_values, z_codes = _mi.prepare(sources, latents, discrete_latents=discrete_latents)
     per_source = _explicitness(s_codes, s_values, latents, z_codes)
     value = float(np.mean(per_source[s_values > 1])) if (s_values > 1).any() else float("nan")
     return (value, per_source) if return_per_source else value
@@ -235,18 +230,10 @@ def infomec(
     Kraskov, Stoegbauer, Grassberger, "Estimating mutual information", 2004;
     Ross, "Mutual information between discrete and continuous data sets", 2014.
     """
-    sources, latents = _mi.check_inputs(
-        sources, latents, numeric_latents=not _mi.check_flag(discrete_latents, "discrete_latents")
-    )
-    explicitness = _mi.check_flag(explicitness, "explicitness")
-    if estimator not in ("knn", "histogram"):
-        raise ValueError(f"estimator must be 'knn' or 'histogram', got {estimator!r}")
-    s_codes, s_values = _mi.label_encode(sources)
-    if discrete_latents:
-        z_codes = _mi.label_encode(latents)
-        active = z_codes[1] > 1
-    else:
-        z_codes, active = None, _active_continuous(latents)
+    latents, s_codes, s_values, z_codes = _mi.prepare(sources, latents, discrete_latents=discrete_latents)
+    explicitness = check_flag("explicitness", explicitness)
+    check_choice("estimator", estimator, ESTIMATORS)
+    active = _active_continuous(latents) if z_codes is None else z_codes[1] > 1
     nmi = _nmi(s_codes, s_values, latents, z_codes, estimator, num_bins, seed)
 
     varying = s_values > 1

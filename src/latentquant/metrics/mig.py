@@ -35,17 +35,12 @@ def mig(sources, latents, *, num_bins: int = 20, discrete_latents: bool = False)
     ----------
     Chen et al., NeurIPS 2018; Locatello et al., ICML 2019.
     """
-    sources, latents = _mi.check_inputs(
-        sources, latents, numeric_latents=not _mi.check_flag(discrete_latents, "discrete_latents")
-    )
+    latents, s_codes, s_values, z_codes = _mi.prepare(sources, latents, discrete_latents=discrete_latents)
     if latents.shape[1] < 2:
         raise ValueError(f"MIG needs at least 2 latents, got latents of shape {latents.shape}")
-    s_codes, s_values = _mi.label_encode(sources)
-    if discrete_latents:
-        z_codes, z_values = _mi.label_encode(latents)
-    else:
-        z_codes, z_values = _mi.label_encode(_mi.histogram_discretize(latents, num_bins))
-    mi = _mi.mutual_info_matrix(s_codes, s_values, z_codes, z_values)  # (K, L)
+    if z_codes is None:
+        z_codes = _mi.label_encode(_mi.histogram_discretize(latents, num_bins))
+    mi = _mi.mutual_info_matrix(s_codes, s_values, *z_codes)  # (K, L)
     h = _mi.entropy(s_codes, s_values)
     varying = h > 0
     if not _mi.check_varying(varying, "MIG"):

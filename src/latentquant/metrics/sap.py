@@ -23,12 +23,12 @@ def sap_matrix(sources, latents, *, test_fraction: float = 1 / 3, seed: int = 0)
     the training split, scored by accuracy on the test split. Columns of
     constant sources are NaN.
     """
-    sources, latents = _mi.check_inputs(sources, latents, numeric_latents=True)
-    s_codes, s_values = _mi.label_encode(sources)
+    latents, s_codes, s_values, _ = _mi.prepare(sources, latents, discrete_latents=False)
     return _sap_matrix(s_codes, s_values, np.asarray(latents, dtype=np.float64), test_fraction, seed)
 
 
 def _sap_matrix(s_codes, s_values, z, test_fraction, seed):
+    # deferred: scikit-learn is optional (the metrics extra) and slow to import
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.svm import LinearSVC
 
@@ -71,10 +71,9 @@ def sap(sources, latents, *, test_fraction: float = 1 / 3, seed: int = 0) -> flo
     ----------
     Kumar et al., ICLR 2018; Locatello et al., ICML 2019.
     """
-    sources, latents = _mi.check_inputs(sources, latents, numeric_latents=True)
+    latents, s_codes, s_values, _ = _mi.prepare(sources, latents, discrete_latents=False)
     if latents.shape[1] < 2:
         raise ValueError(f"SAP needs at least 2 latents, got latents of shape {latents.shape}")
-    s_codes, s_values = _mi.label_encode(sources)
     varying = s_values > 1
     if not _mi.check_varying(varying, "SAP"):
         return float("nan")
