@@ -33,25 +33,6 @@ class FactorIndexError(IndexError, ValueError):
     """
 
 
-def _as_index_array(indices, length: int) -> np.ndarray:
-    """Validate positions: integers in ``[0, length)``; returns int64 (n,)."""
-    arr = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1:
-        raise ValueError(f"indices must be a 1-d sequence of integers, got shape {arr.shape}")
-    if arr.size == 0:
-        return arr.astype(np.int64)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"indices must be integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64, copy=False)
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0 or hi >= length:
-        bad = lo if lo < 0 else hi
-        raise FactorIndexError(f"index {bad} is out of range for a dataset of length {length}")
-    return arr
-
-
 class FactorDataset(torch.utils.data.Dataset):
     """Images with known discrete ground-truth factors.
 
@@ -238,6 +219,25 @@ class FactorDataset(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         sizes = ", ".join(f"{n}={s}" for n, s in zip(self.factor_names, self.factor_sizes))
         return f"{type(self).__name__}(name={self.name!r}, len={len(self)}, channels={self.num_channels}, {sizes})"
+
+
+def _as_index_array(indices, length: int) -> np.ndarray:
+    """Validate positions: integers in ``[0, length)``; returns int64 (n,)."""
+    arr = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"indices must be a 1-d sequence of integers, got shape {arr.shape}")
+    if arr.size == 0:
+        return arr.astype(np.int64)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"indices must be integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False)
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= length:
+        bad = lo if lo < 0 else hi
+        raise FactorIndexError(f"index {bad} is out of range for a dataset of length {length}")
+    return arr
 
 
 def default_root() -> Path:

@@ -11,7 +11,6 @@ from typing import Any
 from latentquant.models.backbones import ARCHS, build_backbone
 from latentquant.models.base import DataInfo, Encoding, LatentModel, StepOutput, clip_gradients
 from latentquant.models.registry import available_models, get_model_class, register_model
-from latentquant.validation import check_choice
 
 __all__ = [
     "ARCHS",
@@ -34,9 +33,9 @@ def build_model(name: str, arch: str, info: DataInfo, num_latents: int | None = 
 
     ``num_latents`` defaults to twice the number of factors (the paper's choice);
     ``options`` are the model's keyword arguments (its ``default_options``).
+    An unknown ``name`` or ``arch`` is a ValueError naming the valid choices.
     """
     cls = get_model_class(name)
-    check_choice("arch", arch, ARCHS)
     return cls(arch, info, default_num_latents(info) if num_latents is None else num_latents, **options)
 
 

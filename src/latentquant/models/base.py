@@ -57,17 +57,6 @@ class DataInfo(NamedTuple):
     size: int  # number of images (TC-VAE's minibatch-weighted sampling needs it)
 
 
-def clip_gradients(optimizer: torch.optim.Optimizer) -> None:
-    """Clamp gradients element-wise to ``[-c, c]`` in every param group that has ``clip_value=c``."""
-    for group in optimizer.param_groups:
-        c = group.get("clip_value")
-        if c:
-            grads = [p.grad for p in group["params"] if p.grad is not None]
-            if grads:
-                torch._foreach_clamp_min_(grads, -c)
-                torch._foreach_clamp_max_(grads, c)
-
-
 class LatentModel(nn.Module):
     """Base class: an encoder/decoder pair around a latent layer (see module docstring)."""
 
@@ -200,6 +189,17 @@ class LatentModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, num_latents={self.num_latents}, discrete_latents={self.discrete_latents}"
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """Clamp gradients element-wise to ``[-c, c]`` in every param group that has ``clip_value=c``."""
+    for group in optimizer.param_groups:
+        c = group.get("clip_value")
+        if c:
+            grads = [p.grad for p in group["params"] if p.grad is not None]
+            if grads:
+                torch._foreach_clamp_min_(grads, -c)
+                torch._foreach_clamp_max_(grads, c)
 
 
 def adamw(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float]) -> torch.optim.AdamW:
