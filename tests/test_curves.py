@@ -95,3 +95,26 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert main(["curves", str(run), "--out", str(tmp_path / "c.png")]) == 2
     assert "evals.jsonl:1: not an evaluation record" in capsys.readouterr().err
     assert not (tmp_path / "c.png").exists()
+
+
+def test_grid_runs_are_found_at_any_depth_and_labelled_by_the_path_below(tmp_path, capsys):
+    for seed in (0, 1):
+        _run(tmp_path / "small" / "shapes" / "qlae" / f"seed{seed}", "shapes", seed, {1000: {"infom": 0.1 * seed}})
+    table = tmp_path / "c.csv"
+    assert (
+        main(["curves", str(tmp_path), "--metrics", "infom", "--out", str(tmp_path / "c.png"), "--csv", str(table)])
+        == 0
+    )
+    assert float(_rows(table)[("small/shapes", "qlae", "infom", 1000)]["mean"]) == 0.05
+    assert "small/shapes/qlae: 2 seed(s), steps 1000" in capsys.readouterr().out
+
+
+def test_evaluation_records_of_the_wrong_type_are_one_line(tmp_path, capsys):
+    run = tmp_path / "r"
+    _run(run, "shapes", 0, {1000: {"infom": 0.1}})
+    for content in (b'{"step": "x"}\n', b"[1000]\n", b'{"step": 1.5}\n', b'{"step": true}\n', b"\xff\xfe\n"):
+        (run / "evals.jsonl").write_bytes(content)
+        assert main(["curves", str(run), "--out", str(tmp_path / "c.png")]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and str(run / "evals.jsonl") in err[0], (content, err)
+    assert not (tmp_path / "c.png").exists()

@@ -526,6 +526,91 @@ def test_cli_errors(tmp_path, capsys):
     assert "lacks array(s) ['latents']" in err and err.count("\n") == 1
 
 
+def _metrics_error(argv, capsys) -> str:
+    """The one stderr line of a ``latentquant metrics`` call that must fail with exit code 2."""
+    from latentquant import cli
+
+    try:
+        code = cli.main(["metrics", *argv])
+    except SystemExit as exit_:  # argparse's own one-line errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_cli_files_that_are_no_npz_archive_say_what_the_file_should_hold(tmp_path, capsys):
+    """Issue 28: a truncated archive raised BadZipFile; a text file printed numpy's advice to unpickle it."""
+    good = tmp_path / "good.npz"
+    np.savez(good, sources=grid(3, 2, repeat=4), latents=grid(3, 2, repeat=4))
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    text = tmp_path / "text.npz"
+    text.write_text("sources,latents\n1,2\n")
+    pickled = tmp_path / "pickled.npz"  # numpy.save of a list of arrays pickles it
+    np.save(tmp_path / "pickled.npy", np.array([np.zeros(2), np.zeros(3)], dtype=object), allow_pickle=True)
+    (tmp_path / "pickled.npy").rename(pickled)
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, sources=np.array([[1], [2]], dtype=object), latents=np.zeros((2, 1)))
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    for path, said in (
+        (truncated, "is a damaged or truncated archive"),
+        (text, "is not a zip archive"),
+        (pickled, "holds one array (.npy)"),
+        (objects, "'sources' in " + str(objects) + " is an array of Python objects"),
+        (empty, "is empty"),
+    ):
+        err = _metrics_error([str(path)], capsys)
+        assert str(path) in err and said in err, err
+        assert "pickl" not in err.replace(str(path), "").lower(), err  # never advice to unpickle an untrusted file
+        if path is not objects:
+            assert "'sources' (N, K)" in err and "'latents' (N, L)" in err  # what the file should hold
+
+
+def test_cli_a_directory_is_named_as_one(tmp_path, capsys):
+    err = _metrics_error([str(tmp_path)], capsys)
+    assert f"{tmp_path} is a directory; expected an .npz archive" in err and "no such file" not in err
+
+
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (["--seed", "-1"], "--seed must be an integer in 0..4,294,967,295, got -1"),
+        (["--seed", str(2**32)], "--seed must be an integer in 0..4,294,967,295"),
+        (["--num-bins", "1000000000"], "--num-bins must be an integer in 2..10,000"),
+        (["--test-fraction", "1"], "--test-fraction must be a number in (0, 1), got 1.0"),
+    ],
+)
+def test_cli_bad_options_blame_the_option_not_the_file(tmp_path, capsys, flags, said):
+    good = tmp_path / "good.npz"
+    np.savez(good, sources=grid(3, 2, repeat=4), latents=grid(3, 2, repeat=4))
+    err = _metrics_error([str(good), *flags], capsys)
+    assert said in err and str(good) not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.npz"]
+
+
+def test_cli_continuous_sources_are_refused_as_such(tmp_path, capsys):
+    """Issue 28: continuous sources gave raw numpy/scikit-learn warnings, then zeros."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "continuous.npz"
+    sources = np.concatenate([grid(4, repeat=50), rng.normal(size=(200, 1))], axis=1)
+    np.savez(path, sources=sources, latents=rng.integers(0, 5, size=(200, 3)), source_names=np.array(["a", "b"]))
+    err = _metrics_error([str(path), "--no-dci"], capsys)
+    assert "source column 1 ('b')" in err and "200 distinct values in 200 samples" in err
+    assert "sources must be discrete factor labels" in err and "warning" not in err.lower()
+    assert not (tmp_path / "continuous.metrics.json").exists()
+    # factor labels stored as floats are labels: scored
+    np.savez(path, sources=grid(4, 5, repeat=10) / 4.0, latents=rng.integers(0, 5, size=(200, 3)))
+    assert cli_main(["metrics", str(path), "--no-dci", "--no-plot", "--no-explicitness"]) == 0
+
+
+def cli_main(argv):
+    from latentquant import cli
+
+    return cli.main(argv)
+
+
 def test_plot_nmi_validates_and_leaves_no_temp_files(tmp_path):
     from latentquant.metrics.plots import plot_nmi
 

@@ -156,7 +156,8 @@ def test_sweep_dry_run_plans_new_commands(tmp_path, capsys):
 
 
 def test_sweep_runs_skips_and_extends_a_real_grid(tmp_path, capsys):
-    """Two real (tiny) runs; a second call skips them; a larger --steps resumes them; table reads them."""
+    """Two real (tiny) runs; a second call skips them; a larger --steps resumes them; table reads them.
+    A model and a seed given twice are one run (before, both started and one failed on the other's lock)."""
     out = tmp_path / "runs"
     args = [
         "sweep",
@@ -165,7 +166,9 @@ def test_sweep_runs_skips_and_extends_a_real_grid(tmp_path, capsys):
         "--models",
         "qlae",
         "ae+weight-decay=0",
+        "qlae",
         "--seeds",
+        "0",
         "0",
         "--out",
         str(out),
@@ -184,6 +187,7 @@ def test_sweep_runs_skips_and_extends_a_real_grid(tmp_path, capsys):
         "2",
     ]
     assert main(args[:1] + ["--steps", "2"] + args[1:]) == 0
+    assert "2 runs: 0 done, 0 to resume, 2 new" in capsys.readouterr().out
     for model in ("qlae", "ae+weight-decay=0"):
         run = out / "sprites" / model / "seed0"
         assert json.loads((run / "eval.json").read_text())["step"] == 2
@@ -212,3 +216,69 @@ def test_results_page_matches_committed_runs(grid):
     assert start in page, f"docs/results.md lost its table markers for results/{grid}"
     shown = page.split(start, 1)[1].split(end, 1)[0]
     assert shown == table.to_markdown(table.summarise(table.collect(root / "results" / grid)))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"step": "x"}', "'step' must be a whole number >= 0, got 'x'"),
+        ('{"step": true}', "'step' must be a whole number >= 0, got True"),
+        ("[1, 2]", "must hold a JSON object of scores, got a JSON array"),
+        ('"scores"', "got a JSON string"),
+        ('{"step": 10, "infom": "high"}', "score 'infom' must be a number or null, got 'high'"),
+        ('{"step": 10, "psnr": [20]}', "score 'psnr' must be a number or null, got [20]"),
+        (b"\xff\xfe{}", "is not valid JSON"),
+    ],
+)
+def test_table_of_a_wrongly_typed_eval_json_is_one_line_naming_it(tmp_path, capsys, content, message):
+    write_eval(tmp_path, "sprites", "qlae", 0, infom=0.5, step=10)
+    bad = tmp_path / "sprites" / "qlae" / "seed1"
+    bad.mkdir()
+    (bad / "eval.json").write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert main(["table", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and str(bad / "eval.json") in err[0] and message in err[0], err
+    assert not (tmp_path / "table.md").exists()
+
+
+def test_table_finds_runs_at_any_depth_and_labels_them_by_the_path_below(tmp_path, capsys):
+    """`latentquant table results/curves` reads results/curves/small/<dataset>/<model>/seed<k>; rows are those
+    of `table results/curves/small` with the folder in the dataset column, aggregated per folder."""
+    for seed, v in enumerate([0.2, 0.4]):
+        write_eval(tmp_path / "small", "sprites", "qlae", seed, infom=v, infoe=0.0, infoc=0.0, step=10)
+        write_eval(tmp_path / "small", "shapes", "qlae", seed, infom=v + 0.2, step=10)
+        write_eval(tmp_path / "big" / "deeper", "sprites", "qlae", seed, infom=0.9, step=10)
+    below = table.summarise(table.collect(tmp_path / "small"))
+    rows = {(r["dataset"], r["model"]): r for r in table.summarise(table.collect(tmp_path))}
+    assert set(rows) == {
+        ("small/sprites", "qlae"),
+        ("small/shapes", "qlae"),
+        ("small/aggregate", "qlae"),
+        ("big/deeper/sprites", "qlae"),
+        ("big/deeper/aggregate", "qlae"),
+    }
+    for row in below:  # the same numbers as the table of the folder itself
+        label = "small/" + row["dataset"]
+        assert rows[(label, row["model"])] == {**row, "dataset": label}
+    assert rows[("big/deeper/aggregate", "qlae")]["infom"][0] == pytest.approx(0.9)  # not averaged with small/
+    assert main(["table", str(tmp_path), "--best", "--out", str(tmp_path / "t.md")]) == 0
+    out = capsys.readouterr().out
+    assert "| small/sprites | qlae | 2 | 0.30 ± 1.27 |" in out
+    assert f"{tmp_path / 'small' / 'sprites' / 'qlae' / 'seed1'}  0.400" in out  # --best names the real folder
+    # a dataset folder or a model folder as the root: the names above it label the rows
+    rows = {(r["dataset"], r["model"]) for r in table.summarise(table.collect(tmp_path / "small" / "shapes"))}
+    assert ("shapes", "qlae") in rows
+    rows = {(r["dataset"], r["model"]) for r in table.summarise(table.collect(tmp_path / "small" / "shapes" / "qlae"))}
+    assert ("shapes", "qlae") in rows
+
+
+def test_table_and_curves_of_the_committed_curves_root_read_its_small_folder():
+    """Issue 21: `latentquant curves results/curves` and `table results/curves` exited 2 (the runs lie in small/)."""
+    from latentquant.results import curves
+
+    root = Path(__file__).resolve().parents[1] / "results" / "curves"
+    rows = table.summarise(table.collect(root))
+    below = table.summarise(table.collect(root / "small"))
+    assert [(r["dataset"], r["model"]) for r in rows] == [("small/" + r["dataset"], r["model"]) for r in below]
+    groups = curves.collect([root])
+    assert sorted(groups) == sorted(("small/" + d, m) for d, m in curves.collect([root / "small"]))

@@ -45,14 +45,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported and asked for its arguments
     (the others are listed by name and help alone, so startup stays fast)."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="latentquant",
         description="Disentanglement via latent quantization (Hsu et al., NeurIPS 2023).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.error = _one_line_error(name)
         if name == command:
             module = importlib.import_module(module_name)
             module.add_arguments(p)
@@ -60,14 +59,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_error(command: str):
-    """argparse's error handler for a subcommand: one line and exit code 2 (no usage block)."""
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse whose errors are one line, ``latentquant [COMMAND]: error: ...``, exit code 2 (no usage
+    block); subparsers, a subcommand's own (``data show``) included, are made of the same class."""
 
-    def error(message: str):
-        print(f"latentquant {command}: error: {message}", file=sys.stderr)
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
-
-    return error
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,8 @@ import math
 import os
 import sys
 import warnings
+import zipfile
+import zlib
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -26,7 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from latentquant._atomic import atomic_write_text
+from latentquant.metrics import MetricWarning, dci, infomec, mig, sap
+from latentquant.metrics.plots import plot_nmi
 from latentquant.validation import UserError, arg_type, check_fraction, check_int
+
+MAX_SEED = 2**32 - 1  # scikit-learn's random_state and numpy's legacy seeding take 32 bits
+MAX_BINS = 10_000  # np.histogram allocates per bin; more bins than this leave most of them empty
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--num-bins",
-        type=arg_type(int, partial(check_int, "--num-bins", low=2)),
+        type=arg_type(int, partial(check_int, "--num-bins", low=2, high=MAX_BINS)),
         default=20,
         help="bins per continuous latent for MIG and --estimator histogram (default 20)",
     )
@@ -73,47 +80,79 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1 / 3,
         help="held-out fraction for DCI and SAP (default 1/3)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of splits and estimators (default 0)")
+    parser.add_argument(
+        "--seed",
+        type=arg_type(int, partial(check_int, "--seed", low=0, high=MAX_SEED)),
+        default=0,
+        help="seed of splits and estimators (default 0)",
+    )
     parser.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the NMI heatmap")
 
 
-def _names(data, key: str, count: int) -> list[str] | None:
+def _names(data, path: Path, key: str, count: int) -> list[str] | None:
     if key not in data.files:
         return None
-    names = [str(v) for v in np.asarray(data[key]).reshape(-1)]
+    names = [str(v) for v in _member(data, path, key).reshape(-1)]
     if len(names) != count:
-        raise UserError(f"'{key}' in the file has {len(names)} entries, expected {count}")
+        raise UserError(f"'{key}' in {path} has {len(names)} entries, expected {count}")
     return names
 
 
+EXPECTED = "an .npz archive (numpy.savez) of arrays 'sources' (N, K) of factor labels and 'latents' (N, L)"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive's first member, or an empty archive
+_NPY_MAGIC = b"\x93NUMPY"
+# what a damaged archive raises while numpy reads it: zip structure, deflate stream, early end
+_DAMAGED = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def load(path: str | os.PathLike) -> dict:
-    """Read and check an .npz file of sources and latents."""
+    """Read and check an .npz file of sources and latents.
+
+    The file is read without unpickling (``allow_pickle=False``): an archive
+    holding object arrays is refused, never loaded unsafely."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; expected {EXPECTED}")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
+    with open(path, "rb") as f:
+        head = f.read(len(_NPY_MAGIC))
+    if head.startswith(_NPY_MAGIC):
+        raise UserError(f"{path} holds one array (.npy), not {EXPECTED}; save it with numpy.savez")
+    if not head.startswith(_ZIP_MAGIC):
+        what = "is empty" if not head else "is not a zip archive"
+        raise UserError(f"{path} {what}; expected {EXPECTED}")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:  # EOFError: an empty file
-        raise UserError(f"{path} is not a readable .npz file: {err or 'empty file'}") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise UserError(
-            f"{path} holds one array ({type(data).__name__}), not an .npz archive of named "
-            "arrays 'sources' and 'latents' (save it with numpy.savez)"
-        )
+    except _DAMAGED:
+        raise UserError(f"{path} is a damaged or truncated archive; expected {EXPECTED}") from None
     with data:
-        try:
-            return _read(path, data)
-        except ValueError as err:  # numpy's: an object (pickled) array, a damaged member
-            raise UserError(f"{path}: {err}") from None
+        return _read(path, data)
+
+
+def _member(data, path: Path, key: str) -> np.ndarray:
+    """Array ``key`` of the archive; UserError naming it when it cannot be read safely."""
+    try:
+        return data[key]
+    except ValueError as err:
+        if "allow_pickle" in str(err) or "pickle" in str(err):  # an object array: never unpickled
+            raise UserError(
+                f"'{key}' in {path} is an array of Python objects, which is not read; expected an array "
+                "of numbers or strings"
+            ) from None
+        raise UserError(f"'{key}' in {path} cannot be read: the archive is damaged ({err})") from None
+    except _DAMAGED:
+        raise UserError(f"'{key}' in {path} cannot be read: the archive is damaged or truncated") from None
 
 
 def _read(path: Path, data) -> dict:
     missing = [k for k in ("sources", "latents") if k not in data.files]
     if missing:
         raise UserError(f"{path} lacks array(s) {missing}; it holds {sorted(data.files)}")
-    out = {"sources": data["sources"], "latents": data["latents"], "discrete_latents": None}
+    out = {"sources": _member(data, path, "sources"), "latents": _member(data, path, "latents")}
+    out["discrete_latents"] = None
     if "discrete_latents" in data.files:
-        flag = np.asarray(data["discrete_latents"])
+        flag = np.asarray(_member(data, path, "discrete_latents"))
         if flag.size != 1 or not (flag.dtype == bool or np.issubdtype(flag.dtype, np.integer)):
             raise UserError(
                 f"'discrete_latents' in {path} must be one bool, got dtype {flag.dtype} and shape {flag.shape}"
@@ -122,9 +161,35 @@ def _read(path: Path, data) -> dict:
     for key in ("sources", "latents"):
         if out[key].ndim != 2:
             raise UserError(f"'{key}' in {path} must be 2-D (n_samples, n_columns), got shape {out[key].shape}")
-    out["source_names"] = _names(data, "source_names", out["sources"].shape[1])
-    out["latent_names"] = _names(data, "latent_names", out["latents"].shape[1])
+    out["source_names"] = _names(data, path, "source_names", out["sources"].shape[1])
+    out["latent_names"] = _names(data, path, "latent_names", out["latents"].shape[1])
+    _check_factor_labels(path, out["sources"], out["source_names"])
     return out
+
+
+def _check_factor_labels(path: Path, sources: np.ndarray, names: list[str] | None) -> None:
+    """UserError when a source column looks continuous rather than a factor's labels.
+
+    Every metric here treats a source as a discrete factor: its distinct values
+    are classes. A column with more distinct values than half its samples
+    (scikit-learn's rule for a target that "could represent a regression
+    problem", applied from 21 samples on) gives each class a sample or two,
+    and the scores degenerate to zeros with numerical warnings."""
+    n = sources.shape[0]
+    if n <= 20:
+        return
+    for j in range(sources.shape[1]):
+        try:
+            distinct = len(np.unique(sources[:, j]))
+        except TypeError:  # unorderable labels: the metrics' own checks name them
+            continue
+        if distinct > round(0.5 * n):
+            name = f" ({names[j]!r})" if names else ""
+            raise UserError(
+                f"source column {j}{name} in {path} has {distinct} distinct values in {n} samples: sources must be "
+                "discrete factor labels, each shared by many samples, not continuous values (bin them first, "
+                "e.g. with numpy.digitize)"
+            )
 
 
 def _jsonable(x):
@@ -156,17 +221,15 @@ def output_paths(file: str | os.PathLike) -> tuple[Path, Path]:
 
 @contextmanager
 def _arrays_of(file):
-    """The metrics check their arrays (NaN, too few samples...) with ValueError: the file's fault."""
+    """The metrics check their arrays (NaN, too few samples...) with ValueError or TypeError; the
+    options were checked when parsed, so what is left is the file's: its name leads the line."""
     try:
         yield
-    except ValueError as err:
+    except (ValueError, TypeError) as err:
         raise UserError(f"{file}: {err}") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import MetricWarning, dci, infomec, mig, sap
-    from .plots import plot_nmi
-
     data = load(args.file)
     sources, latents = data["sources"], data["latents"]
     if args.discrete is not None:
