@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from latentquant._optional import MissingExtra
+from latentquant.cli import main
 from latentquant.data import (
     DATASETS,
     FactorDataset,
@@ -604,7 +605,6 @@ def test_labelled_full_grid_in_order_acts_as_a_grid(tmp_path):
 
 # -------------------------------------------------------------------- CLI
 def test_cli_info_and_show(tmp_path, capsys):
-    from latentquant.cli import main
 
     assert main(["data", "info", "sprites"]) == 0
     out = capsys.readouterr().out
@@ -619,7 +619,6 @@ def test_cli_info_and_show(tmp_path, capsys):
 
 
 def test_cli_show_public_file_and_errors(tmp_path, capsys):
-    from latentquant.cli import main
 
     rng = np.random.default_rng(15)
     _write_shapes3d(tmp_path / "3dshapes.h5", rng, n=6)
@@ -638,7 +637,6 @@ def test_cli_show_public_file_and_errors(tmp_path, capsys):
 
 def test_cli_unknown_option_is_one_line_exit_2(tmp_path, capsys):
     """Issue 12 section 4: `data info sprites -O foo=1` was a TypeError traceback."""
-    from latentquant.cli import main
 
     assert main(["data", "info", "sprites", "-O", "foo=1"]) == 2
     err = capsys.readouterr().err

@@ -12,7 +12,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from latentquant.data import get_dataset
 from latentquant.metrics import _knn, _mi, infomec
+from latentquant.models import DataInfo, build_model
+from latentquant.train.evaluate import encode_all, eval_indices
 
 
 def reference_knn_mi(z, s_codes, s_values, seed):
@@ -132,8 +135,6 @@ def test_encode_all_batches_lose_reorder_and_duplicate_nothing():
     """What batching in encode_all could break, asserted exactly: 600 samples
     (a last partial batch) at batch sizes 64, 256 and 7 give row for row the
     images in ``indices`` order, and the mean PSNR of the same per-image values."""
-    from latentquant.data import get_dataset
-    from latentquant.train.evaluate import encode_all, eval_indices
 
     dataset = get_dataset("sprites")
     idx = eval_indices(dataset, 600, seed=0)
@@ -163,9 +164,6 @@ def test_encode_all_same_as_batches_of_256(name):
     of the old batches of 256 to float tolerance (RTOL, ATOL); a quantized
     latent within rounding of a midpoint may take its neighbour value, in a
     few entries at most. 600 samples: a last partial batch."""
-    from latentquant.data import get_dataset
-    from latentquant.models import DataInfo, build_model
-    from latentquant.train.evaluate import encode_all, eval_indices
 
     torch.manual_seed(0)
     model = build_model(name, "small", DataInfo("sprites", 1, 5, 737_280))

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from latentquant.cli import main
+from latentquant.data import get_dataset
 from latentquant.models import (
     ARCHS,
     DataInfo,
@@ -15,9 +17,11 @@ from latentquant.models import (
     build_model,
     clip_gradients,
     get_model_class,
+    registry,
 )
 from latentquant.models.backbones import ConvNormEncoder, StyleDecoder
 from latentquant.models.base import sweep_latent
+from latentquant.train import evaluate as evaluation
 from latentquant.validation import UserError
 
 AE_MODELS = ("qlae", "ae", "vae", "tcvae", "bioae", "vqvae", "noisyae")
@@ -48,7 +52,6 @@ def test_registry_lists_the_paper_models_and_rejects_unknown_names():
 
 def test_model_listing_does_not_depend_on_import_order(monkeypatch, capsys):
     # importing gan.py first registers the baselines (which it imports) before qlae
-    from latentquant.models import registry
 
     expected = ("qlae", "ae", "bioae", "vae", "tcvae", "vqvae", "infowgan", "qlinfowgan")
     assert available_models()[:8] == expected
@@ -59,7 +62,6 @@ def test_model_listing_does_not_depend_on_import_order(monkeypatch, capsys):
     with pytest.raises(ValueError, match="valid choices: qlae, ae, bioae, vae, tcvae, vqvae, infowgan, qlinfowgan"):
         get_model_class("qlae3")
     # and the train command's help names every model
-    from latentquant.cli import main
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
@@ -355,8 +357,6 @@ def test_noisyae_defaults_and_option_checks():
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # 64 samples: sklearn finds the classes many
 def test_noisyae_is_evaluated_as_continuous_and_without_noise(monkeypatch):
-    from latentquant.data import get_dataset
-    from latentquant.train import evaluate as evaluation
 
     seen = []
     real_infomec = evaluation.infomec
