@@ -5,7 +5,7 @@ so that machine load hits both alike, medians reported:
 
 - ``excluded``: one batch held in memory (the model alone);
 - ``included``: the loop's own data path, batches of the built-in dataset
-  rendered by the background prefetch thread (``latentquant.train.loop.Prefetcher``)
+  rendered by the background prefetch thread (``latentquant.train.batches.Prefetcher``)
   and indexed by the step's deterministic sampler.
 
 The ratio included/excluded says how much of the model's speed survives the
@@ -92,7 +92,8 @@ def time_excluded(model, opts, x, steps: int) -> float:
 
 
 def time_included(model, opts, dataset, batch: int, steps: int, start: int, device) -> float:
-    from latentquant.train.loop import Dist, Prefetcher
+    from latentquant.train.batches import Prefetcher
+    from latentquant.train.distributed import Dist
 
     stream = Prefetcher(
         dataset, seed=0, batch_size=batch, start=start, stop=start + steps, dist=Dist(device=device), depth=4
@@ -108,7 +109,7 @@ def time_included(model, opts, dataset, batch: int, steps: int, start: int, devi
 
 
 def time_loading(dataset, batch: int, steps: int) -> float:
-    from latentquant.train.loop import batch_indices
+    from latentquant.train.batches import batch_indices
 
     t = time.perf_counter()
     for step in range(steps):

@@ -41,3 +41,26 @@ def test_permissions_follow_the_umask_like_a_plain_open(tmp_path):
     plain.write_text("x")
     atomic_write_text(atomic, "x")
     assert (atomic.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)
+
+
+@pytest.mark.parametrize("where", ["write", "fsync", "create"])
+def test_a_failed_write_names_the_destination_not_the_temporary_file(tmp_path, monkeypatch, where):
+    import errno
+
+    from latentquant import _atomic
+
+    target = tmp_path / "eval.json"
+
+    def full(path, *args, **kwargs):  # what the OS says: the file it was writing, the temporary one
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    if where == "fsync":
+        monkeypatch.setattr(_atomic, "_fsync", full)
+    elif where == "create":
+        monkeypatch.setattr(_atomic.os, "open", full)
+    with pytest.raises(OSError) as err, atomic_path(target) as tmp:
+        if where == "write":
+            full(tmp)
+    assert err.value.filename == str(target) and err.value.errno == errno.ENOSPC
+    assert str(target) in str(err.value) and ".tmp" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []

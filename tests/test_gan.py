@@ -231,7 +231,7 @@ import json  # noqa: E402
 
 from latentquant.cli import main  # noqa: E402
 from latentquant.train import checkpoint as ckpt  # noqa: E402
-from latentquant.train.config import TrainConfig  # noqa: E402
+from latentquant.train.config import TrainConfig, resolve  # noqa: E402
 
 TINY = [
     "--dataset",
@@ -257,7 +257,7 @@ def _records(run):
 
 
 def test_published_defaults_resolve_through_the_config():
-    c = TrainConfig(model="qlinfowgan", dataset="shapes").resolve(6)
+    c = resolve(TrainConfig(model="qlinfowgan", dataset="shapes")).config
     assert (c.lr, c.batch_size, c.weight_decay, c.values_per_latent, c.num_latents) == (2e-4, 64, 1e-3, 10, 12)
     assert c.options == {
         "lambda_gp": 10.0,
@@ -266,7 +266,7 @@ def test_published_defaults_resolve_through_the_config():
         "quantization_weight": 0.01,
         "commitment_weight": 0.01,
     }
-    c = TrainConfig(model="infowgan", dataset="sprites").resolve(5)
+    c = resolve(TrainConfig(model="infowgan", dataset="sprites")).config
     assert (c.lr, c.batch_size, c.weight_decay, c.values_per_latent) == (2e-4, 64, 1e-4, None)
 
 
@@ -337,7 +337,7 @@ DDP_SCRIPT = """
 import torch, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from latentquant.models import DataInfo, build_model
-from latentquant.train.loop import wait_released
+from latentquant.train.distributed import wait_released
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 torch.manual_seed(0)

@@ -5,7 +5,8 @@ caches of decoded data) goes through ``atomic_path``: the content is written to
 a unique temporary file in the destination folder, flushed to disk, then moved
 over the destination with ``os.replace`` (atomic on POSIX and Windows). A crash
 or Ctrl-C mid-write leaves the previous file intact and no temporary behind; a
-failed write (a full disk) raises an OSError naming the destination.
+failed write (a full disk) raises an OSError naming the destination, never the
+hidden temporary file.
 """
 
 from __future__ import annotations
@@ -31,20 +32,30 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _create_unique(path, suffix)
+    try:
+        tmp = _create_unique(path, suffix)
+    except OSError as err:  # a folder we may not write into
+        raise _naming(err, path) from err
     try:
         yield tmp
         _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        if err.filename is None:  # a failed write names no file: name the one being written
-            raise OSError(err.errno, err.strerror, str(path)) from err
-        raise
+        raise _naming(err, path) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync(path.parent, os.O_RDONLY)
+
+
+def _naming(err: OSError, path: Path) -> OSError:
+    """``err`` as the failure to write ``path``: an error that names no file, or a hidden
+    temporary file beside ``path`` (a name the user never chose), names ``path`` instead."""
+    hidden = os.path.join(os.fspath(path.parent), f".{path.name}.")
+    if err.filename is not None and not os.fspath(err.filename).startswith(hidden):
+        return err
+    return type(err)(err.errno, err.strerror, str(path)) if err.errno is not None else OSError(f"{path}: {err}")
 
 
 @contextmanager

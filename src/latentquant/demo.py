@@ -13,7 +13,13 @@ from __future__ import annotations
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
+
+from latentquant.train.config import MAX_SEED, MAX_STEPS, TrainConfig, check_device
+from latentquant.train.loop import train
+from latentquant.train.scores import score_line
+from latentquant.validation import arg_type, check_int
 
 # The demo's settings; everything else is QLAE's published default
 # (AdamW lr 1e-3, weight decay 0.1, clip 1; 10 latents x 10 values; 0.01 / 0.01).
@@ -46,17 +52,29 @@ def add_arguments(parser) -> None:
         "--out",
         default="runs/demo",
         help="run directory (default runs/demo); a demo run already there is replaced, "
-        "any other non-empty folder refused",
+        "any other run or non-empty folder refused",
     )
-    parser.add_argument("--steps", type=int, default=DEMO["steps"], help=f"training steps (default {DEMO['steps']})")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default auto)")
+    parser.add_argument(
+        "--steps",
+        type=arg_type(int, partial(check_int, "--steps", low=1, high=MAX_STEPS)),
+        default=DEMO["steps"],
+        help=f"training steps (default {DEMO['steps']})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=arg_type(int, partial(check_int, "--seed", low=0, high=MAX_SEED)),
+        default=0,
+        help="random seed (default 0)",
+    )
+    parser.add_argument(
+        "--device",
+        type=arg_type(str, partial(check_device, "--device")),
+        default="auto",
+        help="auto, cpu, cuda (default auto)",
+    )
 
 
 def run(args) -> int:
-    from latentquant.train import TrainConfig, train
-    from latentquant.train.evaluate import SCORE_KEYS
-
     out = Path(args.out)
     threads = _threads() if args.device in ("auto", "cpu") else None
     config = TrainConfig(
@@ -74,10 +92,11 @@ def run(args) -> int:
         flush=True,
     )
     start = time.time()
-    scores = train(config, overwrite=True)  # the demo starts afresh: a run already in --out is replaced
+    # the demo starts afresh: a demo run already in --out is replaced (only the files it wrote), any other refused
+    scores = train(config, overwrite=True, kind="demo")
     minutes = (time.time() - start) / 60
     print(f"\ndone in {minutes:.1f} min. Run directory: {out.resolve()}")
-    print("  " + "  ".join(f"{k} {scores[k]:.3f}" for k in SCORE_KEYS if isinstance(scores.get(k), float)))
+    print("  " + score_line(scores))
     print(f"  report: {out / 'report.md'}   figures: {out / 'figures'}/{{reconstructions,traversals,nmi}}.png")
     sys.stdout.flush()
     return 0

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -161,10 +161,15 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     return tensors, doc
 
 
+def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's state_dict among a checkpoint's tensors."""
+    return {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+
+
 def load_model_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Only the model's state_dict and the state document (for evaluation)."""
     tensors, doc = read_checkpoint(path)
-    return {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, doc
+    return model_state(tensors), doc
 
 
 def load_model_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -186,7 +191,7 @@ def restore(
     rng: bool = True,
 ) -> int:
     """Load model, optimizers and RNG state from a read checkpoint; returns its step."""
-    load_model_weights(model, {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    load_model_weights(model, model_state(tensors))
     for opt_name, opt in (optimizers or {}).items():
         if opt_name not in doc["optimizers"]:
             raise UserError(f"checkpoint has no optimizer {opt_name!r} (it has {', '.join(doc['optimizers'])})")
@@ -209,14 +214,15 @@ def restore(
 
 
 def load_latest(folder: Path) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]] | None:
-    """The newest readable checkpoint in ``folder`` (falling back to older ones), or None when
-    there is none; UserError naming the newest file and its problem when none is readable."""
+    """The newest readable checkpoint in ``folder`` (falling back to older ones, each
+    skipped file named in a line on stderr), or None when there is none; UserError
+    naming the newest file and its problem when none is readable."""
     errors = []
     for path in reversed(list_checkpoints(folder)):
         try:
             tensors, doc = read_checkpoint(path)
         except UserError as err:
-            warnings.warn(f"skipping unreadable checkpoint: {err}", stacklevel=2)
+            print(f"latentquant: skipping unreadable checkpoint: {err}", file=sys.stderr)
             errors.append(err)
             continue
         return path, tensors, doc

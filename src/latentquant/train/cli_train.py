@@ -15,13 +15,24 @@ stderr), 130 interrupted (a checkpoint was written first).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import fields
 
-from latentquant.train.config import TrainConfig, load_config, parse_option
+import torch
+
+from latentquant.train.config import MAX_BATCH, TrainConfig, load_config, parse_option
+from latentquant.train.loop import TrainingDiverged, TrainingInterrupted, train
+from latentquant.train.rundir import RunDir
+from latentquant.train.scores import score_line
 from latentquant.validation import UserError
 
 _TYPES = {"int": int, "float": float, "str": str, "list[str]": str}
+# what argparse takes for a negative number rather than a flag: "-1e-3", "-.5", "-inf" too (its
+# own pattern, r"^-\d+$|^-\d*\.\d+$", reads "--lr -1e-3" as a flag -1e-3 and the value as missing),
+# so that a negative value reaches the range check and its message
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+OUT_OF_MEMORY = (MemoryError, torch.cuda.OutOfMemoryError)
 
 
 def config_flags() -> dict[str, tuple[str, type | None, str]]:
@@ -39,6 +50,8 @@ _LIST_FIELDS = {f.name for f in fields(TrainConfig) if f.type.startswith("list")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # a private attribute of argparse (3.9 to 3.13); no public way to widen its pattern
+    parser._negative_number_matcher = NEGATIVE_NUMBER
     # every flag defaults to "not given", so that YAML values and published defaults
     # are only overridden by what the user typed
     for flag, (dest, typ, text) in config_flags().items():
@@ -88,11 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of the parsed flags: defaults <- file (or resumed run) <- flags."""
-    from latentquant.train.rundir import RunDir
-
     overrides = {dest: getattr(args, dest) for dest, *_ in config_flags().values() if hasattr(args, dest)}
-    if "weight_decay" in overrides and "weight_decay_timescale" in overrides:
-        raise UserError("use either --weight-decay or --weight-decay-timescale, not both")
     if args.resume and args.config_file:
         raise UserError("use either --resume DIR (its config.yaml) or --config FILE, not both")
     if args.resume:
@@ -109,20 +118,18 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     options.update(parse_option(text) for text in args.option)
     if "model" in overrides and overrides["model"] != base.model and not args.option:
         options = {}  # options of another model do not carry over
-    if "weight_decay" in overrides:  # the flag given replaces the file's way of setting the decay
-        base = base.replace(weight_decay_timescale=None)
-    elif "weight_decay_timescale" in overrides:
-        base = base.replace(weight_decay=None)
-    return base.replace(**overrides, options=options)
+    return base.override(**overrides, options=options)
 
 
 def run(args: argparse.Namespace) -> int:
-    from latentquant.train.evaluate import SCORE_KEYS
-    from latentquant.train.loop import TrainingDiverged, TrainingInterrupted, train
-
     config = build_config(args)
     try:
         scores = train(config, resume=bool(args.resume), overwrite=args.overwrite)
+    except OUT_OF_MEMORY:
+        raise UserError(
+            "out of memory; lower --batch-size (at most "
+            f"{MAX_BATCH:,}), --eval-samples or --num-latents, or use a device with more memory"
+        ) from None
     except TrainingDiverged as err:
         print(f"latentquant train: {err}", file=sys.stderr)
         return 1
@@ -137,6 +144,5 @@ def run(args: argparse.Namespace) -> int:
         )
         return 130
     if scores is not None:
-        shown = ", ".join(f"{k} {scores[k]:.3f}" for k in SCORE_KEYS if isinstance(scores.get(k), float))
-        print(f"step {scores['step']}: {shown}")
+        print(f"step {scores['step']}: {score_line(scores)}")
     return 0

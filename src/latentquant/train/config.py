@@ -7,6 +7,10 @@ their sources, read through ``LatentModel.defaults`` / ``default_options``); a Y
 left) is written to ``OUT/config.yaml`` and is all that ``--resume`` and
 ``latentquant evaluate`` need to rebuild the run.
 
+:func:`resolve` is the one way from a config to a run: it validates the config
+once, opens the data, fills the defaults and builds the model, and returns them
+as a :class:`Resolved`; nothing downstream re-validates or rebuilds.
+
 Authors' values (kylehkhsu/latent_quantization, ``configs/train_ae.yaml``):
 lr 1e-3, batch 128, 2e5 steps, gradient clip 1 (element-wise), evaluation and
 checkpoint every 5e3 steps on 10,000 images drawn from the training pool.
@@ -21,10 +25,37 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from latentquant.validation import UserError, check_choice, check_int, check_number
+import torch
+
+from latentquant._atomic import atomic_write_text
+from latentquant._optional import MissingExtra
+from latentquant.data import FactorDataset, get_dataset, list_datasets
+from latentquant.metrics.dci import MODELS as DCI_MODELS
+from latentquant.models import (
+    ARCHS,
+    DataInfo,
+    LatentModel,
+    available_models,
+    build_model,
+    default_num_latents,
+    get_model_class,
+)
+from latentquant.train import loggers
+from latentquant.validation import UserError, check_choice, check_instance, check_int, check_number
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# Upper bounds of the sizes a user can pass, checked before anything is allocated: far above
+# any published setting, low enough that no value makes the process allocate without bound.
 MAX_EVAL_SAMPLES = 1_000_000  # the metrics hold (N, factors + latents) arrays and fit classifiers on them
+MAX_LATENTS = 1024  # the paper uses 2 x factors (at most 20)
+MAX_VALUES = 1024  # per latent; the paper uses 10
+MAX_BATCH = 8192  # images per step (the paper: 128; a batch of 64 x 64 x 3 floats is 48 KiB an image)
+MAX_PREFETCH = 16  # batches held ahead by the loader thread
+MAX_THREADS = 1024
+MAX_STEPS = 10**9
+MAX_INT_OPTION = 4096  # an integer model option (vqvae's num_embeddings: 512, n_critic: 5)
+MAX_SEED = 2**31 - 1  # the seed of rank r is seed + 7919 r + step: all stay within torch's 64 bits
+PATH_FIELDS = ("out", "data_root", "data_path")
 # fields that change how a run is executed, not what it computes: a resumed run, a sweep
 # and a table may differ in them
 RUNTIME_FIELDS = (
@@ -114,10 +145,10 @@ class TrainConfig:
         Numbers written as strings are read as numbers (PyYAML reads ``1e-3`` as a string)."""
         if not isinstance(values, dict):
             raise UserError(f"{source}: expected a mapping of config keys, got {type(values).__name__}")
-        unknown = sorted(set(values) - set(cls.field_names()))
+        unknown = sorted(set(values) - set(cls.field_names()), key=str)
         if unknown:
             raise UserError(
-                f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(cls.field_names())}"
+                f"{source}: unknown key(s) {', '.join(map(str, unknown))}; valid keys: {', '.join(cls.field_names())}"
             )
         values = {k: _number(k, v, _FIELD_TYPES[k], source) for k, v in values.items()}
         if "options" in values and not isinstance(values["options"], dict):
@@ -137,37 +168,66 @@ class TrainConfig:
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if k not in ignore and a[k] != b[k]}
 
+    def override(self, **changes: Any) -> TrainConfig:
+        """This config with ``changes`` a user gave over it (flags over a file or a resumed run).
+
+        The weight-decay rule, here and in :func:`_resolve_weight_decay` only: the decay is
+        set either by ``weight_decay`` or by ``weight_decay_timescale``; giving one replaces
+        the other's value in the base config, giving both at once is an error."""
+        if "weight_decay" in changes and "weight_decay_timescale" in changes:
+            raise UserError("use either --weight-decay or --weight-decay-timescale, not both")
+        if "weight_decay" in changes:
+            changes = {"weight_decay_timescale": None, **changes}
+        elif "weight_decay_timescale" in changes:
+            changes = {"weight_decay": None, **changes}
+        return self.replace(**changes)
+
     # -- validation -----------------------------------------------------------
 
     def validate(self) -> TrainConfig:
-        """Check names and ranges, before any work; UserError naming the valid choices or range."""
-        from latentquant.data import list_datasets
-        from latentquant.metrics.dci import MODELS as DCI_MODELS
-        from latentquant.models import ARCHS, available_models
+        """Check types, names and ranges (every size within its ``MAX_*`` bound), before any work;
+        UserError naming the field and the valid choices or range. Fields left ``None`` are
+        checked once :func:`resolve` has filled them from the published defaults."""
+        try:
+            self._validate()
+        except MissingExtra:  # --logger wandb without the package: its own one line
+            raise
+        except (ValueError, TypeError) as err:  # the check primitives' errors, about a config field
+            raise UserError(str(err)) from None
+        return self
 
+    def _validate(self) -> None:
+        for name in PATH_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                check_instance(name, value, (str, os.PathLike), "a path (text)")
+                if "\x00" in str(value):
+                    raise ValueError(f"{name} must be a path without NUL characters, got {str(value)!r}")
+        if self.out is not None and not str(self.out).strip():
+            raise ValueError("out is empty; name a run directory, e.g. --out runs/q")
         check_choice("dataset", self.dataset, list_datasets())
         check_choice("model", self.model, available_models())
         check_choice("arch", self.arch, ARCHS)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("dci_model", self.dci_model, DCI_MODELS)
-        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise UserError(f"unknown device {self.device!r}; valid choices: auto, cpu, cuda, cuda:N, mps")
-        check_int("steps", self.steps, 1)
+        check_device("device", self.device)
+        check_int("steps", self.steps, 1, MAX_STEPS)
         check_int("eval_every", self.eval_every, 0)
         check_int("eval_samples", self.eval_samples, 10, MAX_EVAL_SAMPLES)
-        for name in ("log_every", "keep_checkpoints", "prefetch"):
-            check_int(name, getattr(self, name), 1)
-        check_int("seed", self.seed, 0)
+        check_int("log_every", self.log_every, 1)
+        check_int("keep_checkpoints", self.keep_checkpoints, 1)
+        check_int("prefetch", self.prefetch, 1, MAX_PREFETCH)
+        check_int("seed", self.seed, 0, MAX_SEED)
         # MIG compares each factor's two most informative latents: one latent cannot be scored
-        for name, low in (
-            ("batch_size", 1),
-            ("num_latents", 2),
-            ("values_per_latent", 2),
-            ("checkpoint_every", 1),
-            ("threads", 1),
+        for name, low, high in (
+            ("batch_size", 1, MAX_BATCH),
+            ("num_latents", 2, MAX_LATENTS),
+            ("values_per_latent", 2, MAX_VALUES),
+            ("checkpoint_every", 1, None),
+            ("threads", 1, MAX_THREADS),
         ):
             if getattr(self, name) is not None:
-                check_int(name, getattr(self, name), low)
+                check_int(name, getattr(self, name), low, high)
         for name in ("weight_decay", "clip"):
             if getattr(self, name) is not None:
                 check_number(name, getattr(self, name))
@@ -175,25 +235,10 @@ class TrainConfig:
             check_number("lr", self.lr, low_open=True)
         if self.weight_decay_timescale is not None:
             check_number("weight_decay_timescale", self.weight_decay_timescale, low_open=True)
-        if not isinstance(self.options, dict):
-            raise UserError(f"options must be a mapping of model options, got {self.options!r}")
+        check_instance("options", self.options, dict, "a mapping of model options (KEY: VALUE)")
         if not isinstance(self.compile, bool):
-            raise UserError(f"compile must be true or false, got {self.compile!r}")
-        if self.out is not None and not str(self.out).strip():
-            raise UserError("out is empty; name a run directory, e.g. --out runs/q")
-        from latentquant.train.loggers import check as check_loggers
-
-        try:
-            check_loggers(self.logger)
-        except ValueError as err:
-            raise UserError(str(err)) from None
-        return self
-
-    def resolve(self, num_factors: int) -> TrainConfig:
-        """:func:`resolve` for a dataset of ``num_factors`` factors (no data needed)."""
-        from latentquant.models import DataInfo
-
-        return resolve(self, DataInfo(self.dataset, 1, num_factors, 1))
+            raise ValueError(f"compile must be true or false, got {self.compile!r}")
+        loggers.check(self.logger)
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the model class (``num_latents``, ``values_per_latent`` when used, options)."""
@@ -219,17 +264,63 @@ def _number(key: str, value: Any, annotation: str, source: str) -> Any:
     return number
 
 
-def resolve(config: TrainConfig, info) -> TrainConfig:
-    """The complete config: every ``None`` replaced by the published default for this model
-    and dataset (``info``: a :class:`~latentquant.models.DataInfo`); runs once, before any work.
+def check_device(name: str, value: Any) -> str:
+    """``value`` if it names a device: auto, cpu, mps, cuda or cuda:N; ValueError otherwise."""
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise ValueError(f"unknown {name} {value!r}; valid choices: auto, cpu, cuda, cuda:N, mps")
+    return value
+
+
+# -- resolution: from a config and its data to what a run needs ----------------------------
+
+
+@dataclass
+class Resolved:
+    """What a run needs, built once by :func:`resolve` from a config and its data.
+
+    Attributes
+    ----------
+    config : the complete config: every ``None`` replaced by the published default for
+        its model and dataset (what ``config.yaml`` holds).
+    dataset : the run's data, opened from ``config.dataset`` / ``data_root`` / ``data_path``
+        (or the dataset given to :func:`resolve`).
+    info : what the model knows of the data (name, channels, factors, size).
+    model : the model, built once on the CPU right after ``torch.manual_seed(config.seed)``,
+        so its initial weights are a function of the seed alone; ``train`` moves it to its
+        device, restores a checkpoint into it when resuming, and trains it.
+
+    Nothing downstream re-validates or rebuilds: ``train`` and ``latentquant evaluate``
+    consume this, and a trainer of several runs consumes one per member.
+    """
+
+    config: TrainConfig
+    dataset: FactorDataset
+    info: DataInfo
+    model: LatentModel
+
+
+def resolve(config: TrainConfig, data: FactorDataset | None = None) -> Resolved:
+    """Validate ``config`` (once), open its data (unless ``data`` is given), fill every
+    ``None`` with the published default for the model and dataset, and build the model.
 
     Model options are checked against the model's ``default_options`` (unknown keys and
-    wrong types are a UserError) and the model is built once on the meta device, so that
-    every argument it rejects is rejected here, before the data is touched.
+    wrong types are a UserError), and every argument the model itself rejects is rejected
+    here (a one-line UserError), before a run directory is touched.
     """
-    from latentquant.models import build_model, default_num_latents, get_model_class
-
     config.validate()
+    dataset = get_dataset(config.dataset, root=config.data_root, path=config.data_path) if data is None else data
+    info = DataInfo(config.dataset, dataset.num_channels, dataset.num_factors, len(dataset))
+    c = _complete(config, info)
+    torch.manual_seed(c.seed)
+    try:
+        model = build_model(c.model, c.arch, info, **c.model_kwargs())
+    except (ValueError, TypeError) as err:  # the model's own argument checks
+        raise UserError(str(err)) from None
+    return Resolved(c, dataset, info, model)
+
+
+def _complete(config: TrainConfig, info: DataInfo) -> TrainConfig:
+    """``config`` (validated) with every ``None`` replaced by the published default."""
     cls = get_model_class(config.model)
     published = cls.defaults(config.dataset)
     c = config.replace(options=dict(config.options))
@@ -251,14 +342,6 @@ def resolve(config: TrainConfig, info) -> TrainConfig:
         c = c.replace(out=str(Path("runs") / f"{c.dataset}-{c.model}-{c.arch}-seed{c.seed}"))
     if c.clip == 0:
         c = c.replace(clip=None)
-    c.validate()
-    import torch
-
-    try:
-        with torch.device("meta"):
-            build_model(c.model, c.arch, info, **c.model_kwargs())
-    except ValueError as err:  # the model's own argument checks
-        raise UserError(str(err)) from None
     return c
 
 
@@ -268,7 +351,8 @@ def timescale_weight_decay(fraction: float, lr: float, steps: int) -> float:
 
 
 def _resolve_weight_decay(c: TrainConfig, published: float) -> float:
-    """``c.weight_decay``, or the one ``c.weight_decay_timescale`` implies, or the published value.
+    """``c.weight_decay``, or the one ``c.weight_decay_timescale`` implies, or the published value
+    (the weight-decay rule's other half: :meth:`TrainConfig.override`).
 
     A config holding both (a resolved ``config.yaml``) must agree to 1e-9; else
     one of the two was changed, and which one the user meant is unknown."""
@@ -285,15 +369,21 @@ def _resolve_weight_decay(c: TrainConfig, published: float) -> float:
 
 
 def resolve_options(cls: type, dataset: str, given: dict[str, Any]) -> dict[str, Any]:
-    """The model's published options for ``dataset`` updated with ``given`` (coerced to the default's type)."""
+    """The model's published options for ``dataset`` updated with ``given`` (coerced to the default's type).
+
+    An integer option counts or sizes something (a codebook's entries, critic steps):
+    it is at most ``MAX_INT_OPTION``, checked before the model allocates anything."""
     defaults = cls.default_options(dataset)
-    unknown = sorted(set(given) - set(defaults))
+    unknown = sorted((set(given) - set(defaults)), key=str)
     if unknown:
         valid = ", ".join(defaults) or "none"
-        raise UserError(f"unknown option(s) {', '.join(unknown)} for model {cls.name!r}; valid options: {valid}")
+        shown = ", ".join(map(str, unknown))
+        raise UserError(f"unknown option(s) {shown} for model {cls.name!r}; valid options: {valid}")
     out = dict(defaults)
     for key, value in given.items():
         out[key] = coerce_option(key, value, defaults[key])
+        if type(defaults[key]) is int and abs(out[key]) > MAX_INT_OPTION:
+            raise UserError(f"option {key} must be an integer of at most {MAX_INT_OPTION:,}, got {out[key]:,}")
     return out
 
 
@@ -340,8 +430,16 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {raw[err.start]:#04x} at position {err.start}); "
+            "a config file is YAML text, e.g. a run's config.yaml"
+        ) from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -357,8 +455,6 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
 def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
     """Write ``config`` as YAML atomically (temp file + rename)."""
     import yaml
-
-    from latentquant._atomic import atomic_write_text
 
     text = "# latentquant train: resolved config (load with --config, or --resume the run)\n"
     text += yaml.safe_dump(config.to_dict(), sort_keys=False)

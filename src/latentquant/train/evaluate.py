@@ -15,6 +15,7 @@ indices for quantized models, the mean/encoding otherwise) and reconstructed.
     step                  the training step of the weights
 plus ``dci_model`` (the DCI classifier), ``dci_i_train``, ``eval_samples``,
 ``active_latents``, ``model``, ``dataset``, ``arch``. NaN scores are written as null.
+The score names and labels live in ``scores.py``.
 """
 
 from __future__ import annotations
@@ -22,31 +23,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from latentquant.metrics import dci, infomec, mig
+from latentquant.train.figures import write_figures
+from latentquant.train.report import write_report
 
-class Score(NamedTuple):
-    key: str  # in eval.json
-    label: str  # in report.md
-    title: str  # a column of latentquant table
-    in_table: bool = True
-
-
-#: The scores of eval.json, in the paper's order; everything that reads or shows them uses this.
-SCORES = (
-    Score("infom", "InfoM (modularity)", "InfoM"),
-    Score("infoe", "InfoE (explicitness)", "InfoE"),
-    Score("infoc", "InfoC (compactness)", "InfoC"),
-    Score("dci_d", "DCI disentanglement", "D"),
-    Score("dci_c", "DCI completeness", "C"),
-    Score("dci_i", "DCI informativeness (test)", "I"),
-    Score("mig", "MIG", "MIG", in_table=False),
-    Score("psnr", "PSNR (dB)", "PSNR"),
-)
-SCORE_KEYS = tuple(s.key for s in SCORES)
 _EVAL_STREAM = 0x5EED_E7A1  # second word of the evaluation generator's seed
 
 
@@ -115,8 +101,6 @@ def evaluate(
     autocast: Callable[[], Any] = nullcontext,
 ) -> EvalResult:
     """Score ``model`` on the run's evaluation set (see the module docstring)."""
-    from latentquant.metrics import dci, infomec, mig
-
     idx = eval_indices(dataset, num_samples, seed)
     factors = dataset.get_factors(idx).numpy()
     codes, psnr, z_first = encode_all(model, dataset, idx, device, autocast=autocast)
@@ -155,9 +139,10 @@ def evaluate(
 
 def evaluate_run(
     model, dataset, cfg, step: int, device: torch.device, run, train_seconds: float | None = None
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[Path]]:
     """Evaluate the model of the run ``run`` (a :class:`~latentquant.train.rundir.RunDir`)
-    and write its ``eval.json`` (and a line of ``evals.jsonl``), figures and ``report.md``.
+    and write its ``eval.json`` (and a line of ``evals.jsonl``), figures and ``report.md``;
+    returns the scores and the paths of the figures written.
 
     Always in float32, whatever the training precision: under bf16 autocast the
     continuous models' latents would be rounded to 8 bits before scoring.
@@ -168,9 +153,6 @@ def evaluate_run(
     uninterrupted one, and random figures (a GAN's samples) come out the same
     from ``latentquant evaluate``.
     """
-    from latentquant.train.figures import write_figures
-    from latentquant.train.report import write_report
-
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(cfg.seed)
@@ -187,4 +169,4 @@ def evaluate_run(
         run.write_eval(scores)
         figures = write_figures(model, result, dataset.factor_names, run.figures, device, nullcontext)
     write_report(run, cfg.to_dict(), scores, figures, train_seconds)
-    return scores
+    return scores, figures

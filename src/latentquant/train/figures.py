@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from latentquant._atomic import atomic_write_bytes
+from latentquant.metrics.plots import plot_nmi
 
 NUM_BASES = 3
 CONTINUOUS_STEPS = 9
@@ -113,8 +114,6 @@ def nmi_heatmap(
     path: Path,
     title: str = "normalized mutual information I(s; z) / H(s)",
 ) -> None:
-    from latentquant.metrics.plots import plot_nmi
-
     plot_nmi(nmi, path, source_names=list(factor_names), active=active, title=title)
 
 

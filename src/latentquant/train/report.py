@@ -7,19 +7,16 @@ from typing import Any
 
 from latentquant._atomic import atomic_write_text
 from latentquant.train.checkpoint import list_checkpoints
-from latentquant.train.evaluate import SCORES
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+from latentquant.train.scores import SCORES, format_score
 
 
 def write_report(
     run, config: dict[str, Any], scores: dict[str, Any], figures: list[Path], train_seconds: float | None = None
 ) -> Path:
-    """Write ``report.md`` of the run ``run`` (a :class:`~latentquant.train.rundir.RunDir`)."""
+    """Write ``report.md`` of the run ``run`` (a :class:`~latentquant.train.rundir.RunDir`);
+    its config block is the YAML of ``config.yaml``."""
+    import yaml  # the train extra's, as in config.py
+
     out = run.path
     lines = [
         f"# {config['model']} on {config['dataset']} ({config['arch']} arch, seed {config['seed']})",
@@ -31,7 +28,7 @@ def write_report(
         "",
         "| metric | value |",
         "|---|---|",
-        *[f"| {s.label} | {_fmt(scores.get(s.key))} |" for s in SCORES],
+        *[f"| {s.label} | {format_score(scores.get(s.key), 4)} |" for s in SCORES],
         "",
         "## Figures",
         "",
@@ -53,7 +50,7 @@ def write_report(
         "<details><summary>config</summary>",
         "",
         "```yaml",
-        *[f"{k}: {v}" for k, v in config.items()],
+        yaml.safe_dump(config, sort_keys=False).rstrip("\n"),
         "```",
         "</details>",
         "",
