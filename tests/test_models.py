@@ -1,10 +1,13 @@
 """Models: backbone shapes, every model's loss, the optimizer split and clipping."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
+import yaml
+from sklearn.tree import DecisionTreeClassifier
 
 from latentquant.cli import main
 from latentquant.data import get_dataset
@@ -366,6 +369,8 @@ def test_noisyae_is_evaluated_as_continuous_and_without_noise(monkeypatch):
         return real_infomec(sources, latents, **kwargs)
 
     monkeypatch.setattr(evaluation, "infomec", spy)
+    real_dci, tree = evaluation.dci, lambda seed: DecisionTreeClassifier(max_depth=3, random_state=seed)
+    monkeypatch.setattr(evaluation, "dci", lambda f, z, seed, model: real_dci(f, z, seed=seed, model=tree))  # quick
     torch.manual_seed(0)
     model = build_model("noisyae", "small", SPRITES, noise=1.0)  # in training mode, as the loop leaves it
     run = lambda: evaluation.evaluate(
@@ -404,3 +409,16 @@ def test_model_layer_raises_library_errors_not_user_errors():
         assert not isinstance(info.value, UserError)
     enc, _ = build_backbone("small", np.int64(1), 2, 3)  # NumPy ints are sizes too
     assert enc.in_channels == 1 and type(enc.in_channels) is int
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # 100 evaluation samples: sklearn finds the classes many
+def test_noisyae_trains_from_the_command_line_with_its_options(tmp_path):
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "sprites", "--arch", "small", "--batch-size", "8", "--steps", "2", "--threads", "1"]
+    argv += ["--eval-samples", "100", "--eval-every", "0", "--model", "noisyae", "-o", "noise=0.2", "--out", str(run)]
+    assert main(argv) == 0
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["weight_decay"] == 0.1 and config["options"] == {"clamp": 0.5, "noise": 0.2}
+    scores = json.loads((run / "eval.json").read_text())
+    assert scores["step"] == 2 and scores["num_latents"] == 10 and math.isfinite(scores["infom"])
+    assert main([*argv[:-2], "--out", str(tmp_path / "bad"), "-o", "clamp=-1"]) == 2  # one line, exit 2
