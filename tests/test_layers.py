@@ -124,3 +124,12 @@ def test_the_cycle_finder_finds_a_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycle(graph, set(graph)) == ["a", "b", "c", "a"]
     assert _cycle(graph, {"a", "b", "d"}) is None
+
+
+def test_library_layers_raise_no_user_error():
+    """UserError is the command line's (docs/CONTRIBUTING.md): the library layers raise ValueError/TypeError."""
+    library = [p for layer in CHECKED for p in (SRC / layer).rglob("*.py") if p.name != "cli.py"]
+    library += sorted(SRC.glob("*quantize*.py"))
+    assert len(library) > 20
+    offenders = [str(p.relative_to(SRC)) for p in library if "UserError" in p.read_text()]
+    assert not offenders, f"library modules naming UserError: {offenders}"
