@@ -13,8 +13,11 @@ runs:
   value indices when ``discrete_latents``, else floats).
 - ``decode(z) -> logits`` of shape (b, c, 64, 64).
 - ``traversal(z, latent, codes, steps) -> (s, b, ...)`` latents for the
-  traversal figure (sweep of one latent from the base latents ``z``).
-- ``configure_optimizers(lr, weight_decay, clip) -> {name: Optimizer}`` and
+  traversal figure (sweep of one latent from the base latents ``z``, through
+  :func:`sweep_latent`); a model with a ``LatentQuantize`` ``quantizer`` sets
+  ``traversal = codebook_traversal`` (every learned value of the latent).
+- ``configure_optimizers(lr, weight_decay, clip) -> {name: Optimizer}``, built
+  from ``param_groups`` (the decay / no-decay split, filtered by name), and
   ``training_step(net, x, optimizers, step, autocast) -> parts``: the default
   is one optimizer and one update per step; a model with several optimizers
   and its own schedule (a GAN's 5 critic steps per generator step) overrides
