@@ -422,3 +422,22 @@ def test_noisyae_trains_from_the_command_line_with_its_options(tmp_path):
     scores = json.loads((run / "eval.json").read_text())
     assert scores["step"] == 2 and scores["num_latents"] == 10 and math.isfinite(scores["infom"])
     assert main([*argv[:-2], "--out", str(tmp_path / "bad"), "-o", "clamp=-1"]) == 2  # one line, exit 2
+
+
+def test_gan_optimizers_are_the_shared_groups_split_by_network():
+    model = build_model("qlinfowgan", "small", SPRITES)
+    opts = model.configure_optimizers(lr=2e-4, weight_decay=1e-3)
+    ids = lambda groups: [[id(p) for p in g["params"]] for g in groups]
+    settings = lambda groups: [
+        {k: v for k, v in g.items() if k in ("weight_decay", "clip_value", "group")} for g in groups
+    ]
+    critic = lambda name: name.startswith("encoder.")
+    for name, keep in (("critic", critic), ("generator", lambda n: not critic(n))):
+        expected = model.param_groups(1e-3, 1.0, keep)
+        assert ids(opts[name].param_groups) == ids(expected) and all(ids(expected))
+        assert settings(opts[name].param_groups) == settings(expected)
+    (single,) = build_model("qlae", "small", SPRITES).configure_optimizers(lr=1e-3, weight_decay=0.1).values()
+    assert settings(single.param_groups) == [
+        {"weight_decay": 0.1, "clip_value": 1.0, "group": "decay"},
+        {"weight_decay": 0.0, "clip_value": None, "group": "no_decay"},
+    ]
