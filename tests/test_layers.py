@@ -2,6 +2,7 @@
 and the project's own modules are imported at module top (see docs/CONTRIBUTING.md)."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,17 @@ def test_library_layers_raise_no_user_error():
     assert len(library) > 20
     offenders = [str(p.relative_to(SRC)) for p in library if "UserError" in p.read_text()]
     assert not offenders, f"library modules naming UserError: {offenders}"
+
+
+@pytest.mark.parametrize(
+    "pattern, home",
+    [
+        (r"^IMAGE_SIZE\s*=", "_images.py"),  # the image format datasets render and backbones read
+        (r"else default_root\(\)", "data/base.py"),  # the data root rule, data_root(root)
+        (r"^(def|class) \w*check_fraction\b", "validation.py"),  # one name, one meaning
+    ],
+)
+def test_a_shared_name_is_defined_in_one_place(pattern, home):
+    regex = re.compile(pattern, re.MULTILINE)
+    where = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if regex.search(p.read_text()))
+    assert where == [home]
