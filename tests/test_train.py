@@ -271,6 +271,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     weights, _ = ckpt.load_model_state(run / "checkpoints" / "step_00000005.safetensors")
     assert all(torch.isfinite(v).all() for v in weights.values())
     assert not (run / "eval.json").exists()
+    # metrics.jsonl keeps the record of the diverged step, in strict JSON (null, not NaN)
+    last = (run / "metrics.jsonl").read_text().splitlines()[-1]
+    record = json.loads(last, parse_constant=lambda name: pytest.fail(f"{name} in metrics.jsonl"))
+    assert record["step"] == 7 and record["loss"] is None and "loss" in record["nonfinite"]
 
 
 def test_nan_gradient_with_a_finite_loss_writes_no_checkpoint(tmp_path, monkeypatch, capsys):
@@ -287,6 +291,7 @@ def test_nan_gradient_with_a_finite_loss_writes_no_checkpoint(tmp_path, monkeypa
     lines = _stderr_lines(capsys)
     assert any("non-finite weights after step 4" in line and "step_00000002" in line for line in lines), lines
     assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000002.safetensors"]
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1]) == {"step": 4, "nonfinite": ["weights"]}
 
 
 def test_sigint_writes_a_checkpoint_and_the_run_resumes(tmp_path):
