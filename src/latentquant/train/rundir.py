@@ -37,7 +37,7 @@ from typing import Any
 from latentquant._atomic import atomic_write_text
 from latentquant.train.checkpoint import latest_checkpoint
 from latentquant.train.config import RUNTIME_FIELDS, TrainConfig, load_config, save_config
-from latentquant.validation import UserError
+from latentquant.validation import UserError, check_choice
 
 MARKER = ".latentquant-run"
 LOCK = ".latentquant-lock"
@@ -63,6 +63,7 @@ class RunDir:
             raise UserError("--out is empty; name a run directory, e.g. --out runs/q")
         self.path = Path(path)
         self._lock_fd: int | None = None
+        self.kept: list[str] = []  # files --overwrite kept (acquire), relative to the folder
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -127,9 +128,9 @@ class RunDir:
         self.check_writable(flag)
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock()
-        self.kept: list[str] = []
+        if kind is not None:
+            check_choice("kind", kind, KINDS)
         try:
-            renew = False
             if new and self.holds_run():
                 if kind == "demo" and self.kind() != "demo":
                     raise UserError(
@@ -143,8 +144,7 @@ class RunDir:
                         f"replace it with --overwrite, or choose another {flag}"
                     )
                 self.kept = self.delete_run_files()
-                renew = True
-            self.mark(kind, renew=renew or (new and self.is_marked() and not self.holds_run()))
+            self.mark(kind, renew=new)  # a new run, a new id: no checkpoint of an earlier one is its own
         except BaseException:
             self.release()
             raise
