@@ -27,7 +27,14 @@ temporaries internal to a single op are not seen, for any implementation);
 torch.cuda.max_memory_allocated above the starting level.
 
 Usage:  python benchmarks/quantizer.py [--regime feature|vectors|all]
-        [--rounds N] [--device cpu|cuda] [--threads N]
+        [--rounds N] [--device cpu|cuda] [--threads N] [--baseline SRC]
+
+``--baseline SRC`` adds another version of our layer to the same rounds: the
+``latentquant`` package under the folder SRC (e.g. ``git archive <commit> src
+| tar -x -C /tmp/base``, then ``--baseline /tmp/base/src``), loaded in this
+process under its own module names. Interleaved with ours in one process, a
+before/after comparison sees the same load. Without vector-quantize-pytorch
+installed, the peers are left out (a note says so).
 
 ``--threads 1`` is a diagnostic for a loaded machine: with other processes
 on the cores, every 2-thread OpenMP region waits for a descheduled thread,
@@ -39,6 +46,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 import warnings
 import weakref
@@ -52,8 +60,8 @@ from latentquant import LatentQuantize
 try:
     from vector_quantize_pytorch import FSQ
     from vector_quantize_pytorch import LatentQuantize as TheirLatentQuantize
-except ImportError as err:  # pragma: no cover
-    raise SystemExit("benchmarks/quantizer.py needs vector-quantize-pytorch: pip install -e '.[bench]'") from err
+except ImportError:  # pragma: no cover
+    FSQ = TheirLatentQuantize = None  # the peers are left out; pip install -e '.[bench]'
 
 warnings.filterwarnings("ignore", module="vector_quantize_pytorch")
 
@@ -180,20 +188,43 @@ def interleaved_medians(steps: dict, rounds: int, device: torch.device) -> dict[
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def run_regime(name: str, rounds: int, device: torch.device) -> list[str]:
+def load_baseline(src: str) -> type:
+    """The LatentQuantize class of the ``latentquant`` package under ``src``,
+    imported beside ours: our modules are set aside while it imports (its
+    modules bind their imports then), and restored after."""
+    ours = {k: m for k, m in sys.modules.items() if k == "latentquant" or k.startswith("latentquant.")}
+    for k in ours:
+        del sys.modules[k]
+    sys.path.insert(0, src)
+    try:
+        from latentquant.quantize import LatentQuantize as Baseline
+    finally:
+        sys.path.remove(src)
+        for k in [k for k in sys.modules if k == "latentquant" or k.startswith("latentquant.")]:
+            del sys.modules[k]
+        sys.modules.update(ours)
+    if Baseline is LatentQuantize:
+        raise SystemExit(f"--baseline {src}: that is the package already imported")
+    return Baseline
+
+
+def run_regime(name: str, rounds: int, device: torch.device, baseline: type | None = None) -> list[str]:
     spec = REGIMES[name]
     shape, levels = spec["shape"], spec["levels"]
     d = shape[1]
     torch.manual_seed(0)
     x = (torch.randn(shape, device=device) * 0.5).requires_grad_()
     grad = torch.randn(shape, device=device)
-    modules = {
-        "ours": LatentQuantize(levels=levels),
-        "vqp LatentQuantize": TheirLatentQuantize(levels=levels, dim=d),
-        "vqp FSQ": FSQ(levels=levels, dim=d) if len(shape) > 2 else _AsSequence(FSQ(levels=levels, dim=d)),
-    }
+    modules = {"ours": LatentQuantize(levels=levels)}
+    if baseline is not None:
+        modules["baseline"] = baseline(levels=levels)
+    if FSQ is not None:
+        modules["vqp LatentQuantize"] = TheirLatentQuantize(levels=levels, dim=d)
+        modules["vqp FSQ"] = FSQ(levels=levels, dim=d) if len(shape) > 2 else _AsSequence(FSQ(levels=levels, dim=d))
     if name == "vectors":
         modules["ours [10]*12"] = LatentQuantize(levels=[10] * 12)
+        if baseline is not None:
+            modules["baseline [10]*12"] = baseline(levels=[10] * 12)
     modules = {k: m.to(device) for k, m in modules.items()}
 
     lines = []
@@ -232,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--baseline", metavar="SRC", default=None, help="a folder holding another latentquant package")
     args = parser.parse_args(argv)
+    baseline = load_baseline(args.baseline) if args.baseline else None
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -243,10 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         f"cpus {os.cpu_count()}, load average at start {load:.2f}"
     )
     print("time: median over interleaved rounds; 'Nx ours' = that time / ours (above 1: ours is faster)")
+    if FSQ is None:
+        print("vector-quantize-pytorch is not installed: its LatentQuantize and FSQ are left out")
+    if baseline is not None:
+        print(f"baseline: {baseline.forward.__code__.co_filename}")
     for name in regimes:
         rounds = args.rounds or REGIMES[name]["rounds"]
         print(f"-- {name}: shape {REGIMES[name]['shape']}, levels {REGIMES[name]['levels']}, {rounds} rounds")
-        for line in run_regime(name, rounds, device):
+        for line in run_regime(name, rounds, device, baseline):
             print(line, flush=True)
     if hasattr(os, "getloadavg"):
         print(f"load average at end {os.getloadavg()[0]:.2f} (other processes share the machine: compare ratios)")

@@ -6,9 +6,10 @@ the implicit codebook built eagerly, inexact flat indices, frozen values
 missing from the state_dict); the rest covers layouts, indices, gradients,
 dtypes, compile and input validation.
 
-Reference implementations are written plainly here, with per-latent argmin
-and ordinary autograd ops, so the fused kernel is checked against the
-definitions rather than against itself.
+The fused kernel is checked against the layer's definition written plainly
+in src (``latentquant.quantize.reference_forward``: per-latent argmin and
+ordinary autograd ops) and against the argmin and the mixed radix written
+here, rather than against itself.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 
 from latentquant import LatentQuantize
 from latentquant import _quantize_kernel as kernel
+from latentquant.quantize import reference_forward
 
 # ----------------------------------------------------------------------------
 # plain references
@@ -50,22 +52,14 @@ def ref_flat(digits: torch.Tensor, levels) -> torch.Tensor:
 
 
 def ref_forward(lq: LatentQuantize, x: torch.Tensor):
-    """The paper's definitions written with plain autograd ops.
-
-    x is channel-last (..., dim). Returns quantized output, per-latent digits
-    (..., c, d), quantization loss, commitment loss.
-    """
-    c, d = lq.num_codebooks, lq.codebook_dim
-    z = lq.project_in(x)
-    z = z.reshape(*z.shape[:-1], c, d)
-    values = value_table(lq)
-    digits = ref_assign(z.detach(), [v.detach() for v in values])
-    q = torch.stack([values[i][digits[..., i]] for i in range(d)], dim=-1)
-    quant = ((z.detach() - q) ** 2).mean()
-    commit = ((z - q.detach()) ** 2).mean()
-    out = z + (q - z).detach()
-    out = lq.project_out(out.reshape(*out.shape[:-2], c * d))
-    return out, digits, quant, commit
+    """The layer's definition in src, ``reference_forward``, as (quantized,
+    per-latent slots (..., c, d), quantization, commitment)."""
+    (out, indices, _), (quant, commit) = reference_forward(lq, x)
+    if lq.flat_indices:
+        indices = lq.indices_to_level_indices(indices if lq.keep_num_codebooks_dim else indices.unsqueeze(-1))
+    elif not lq.keep_num_codebooks_dim:
+        indices = indices.unsqueeze(-2)
+    return out, indices, quant, commit
 
 
 def perturb_values(lq: LatentQuantize, seed: int = 0, shuffle: bool = True) -> None:
@@ -389,20 +383,67 @@ def test_duplicate_and_extreme_values_still_pick_a_nearest_value():
         assert torch.equal((x[:, i] - chosen).abs(), best)
 
 
-def test_nan_input_gives_in_range_indices():
-    lq = LatentQuantize(levels=[4, 7, 3]).eval()
-    for n in (5, big_input_numel([7]) // 3 + 1):
-        x = torch.full((n, 3), float("nan"))
-        digits = lq.indices_to_level_indices(lq(x).indices)
-        assert bool(((digits >= 0) & (digits < torch.tensor([4, 7, 3]))).all())
-    # training does not hide it: the loss and the gradients turn NaN
-    x = torch.zeros(6, 3)
+@pytest.mark.parametrize("flat", [True, False])
+@pytest.mark.parametrize("large", [False, True])  # the argmin search, and the midpoint count
+def test_nan_input_gives_nan_and_an_index_no_code_has(flat, large, monkeypatch):
+    """Issue 28 section 2: a NaN never comes out as a finite, valid-looking value and code."""
+    if large:
+        monkeypatch.setattr(kernel, "SMALL_DISTANCES", 0)
+    lq = LatentQuantize(levels=[4, 7, 3], flat_indices=flat).eval()
+    x = torch.randn(6, 3)
     x[2, 1] = float("nan")
+    out = lq(x)
+    nan = torch.zeros(6, 3, dtype=torch.bool)
+    nan[2, 1] = True
+    assert torch.equal(out.quantized.isnan(), nan)  # only the NaN latent
+    if flat:
+        assert out.indices.tolist()[2] == -1 and bool((out.indices[[0, 1, 3, 4, 5]] >= 0).all())
+    else:
+        assert torch.equal(out.indices == -1, nan) and bool((out.indices[~nan] >= 0).all())
+    with pytest.raises(ValueError, match=r"index -1 .*out of range.*-1 for a NaN input"):
+        lq.indices_to_codes(out.indices)
+    ok = [0, 1, 3, 4, 5]
+    assert torch.equal(lq.indices_to_codes(out.indices[ok]), out.quantized[ok])
+    assert torch.equal(lq.codes_to_indices(x), out.indices)  # the same rule
+    # a codebook of 2**63 codes: 63 x 2**63 overflows int64, so the count search marks flat indices by a reduction
+    huge = LatentQuantize(levels=[2] * 63, flat_indices=flat).eval()
+    xh = torch.rand(3, 63) - 0.5
+    xh[1, 5] = float("nan")
+    huge_out = huge(xh)
+    assert (huge_out.indices[1] == -1).any() and bool((huge_out.indices[[0, 2]] >= 0).all())
+    assert torch.equal(huge_out.quantized.isnan().any(-1), torch.tensor([False, True, False]))
+    # with projections: the position's every feature is NaN, the others untouched
+    proj = LatentQuantize(levels=[4, 7, 3], dim=5, flat_indices=flat).eval()
+    xp = torch.randn(4, 5)
+    xp[1, 0] = float("nan")
+    outp = proj(xp)
+    assert bool(outp.quantized[1].isnan().all()) and bool(outp.quantized[[0, 2, 3]].isfinite().all())
+    assert bool((outp.indices[1] == -1).all()) and bool((outp.indices[[0, 2, 3]] >= 0).all())
+    # training does not hide it: the loss and the input's gradient there turn NaN; the NaN latent is
+    # assigned no value, so the values' gradient is the one of the other positions
     x.requires_grad_(True)
     out = lq.train()(x)
-    assert torch.isfinite(out.quantized).all() and torch.isnan(out.loss)
+    assert torch.isnan(out.loss) and torch.equal(out.quantized.isnan(), nan)
     out.loss.backward()
-    assert torch.isnan(x.grad[2, 1]) and torch.isnan(lq.values.grad).any()
+    assert torch.isnan(x.grad[2, 1]) and bool(x.grad[~nan].isfinite().all())
+    expected = torch.zeros_like(lq.values)
+    z, values = x.detach(), lq.values.detach()
+    for p in range(6):
+        for i, level in enumerate([4, 7, 3]):
+            if not nan[p, i]:
+                s = int((z[p, i] - values[i, :level]).abs().argmin())
+                expected[i, s] -= 2 / z.numel() * 0.1 * (z[p, i] - values[i, s])
+    torch.testing.assert_close(lq.values.grad, expected)
+
+
+def test_infinite_input_gets_an_extreme_value_and_an_infinite_loss():
+    lq = LatentQuantize(levels=[4, 5])
+    for n in (3, big_input_numel([5]) // 2 + 1):
+        x = torch.zeros(n, 2)
+        x[0] = float("inf")
+        out = lq(x)
+        assert bool(out.quantized.isfinite().all()) and math.isinf(float(out.loss.detach()))
+        assert bool((out.indices >= 0).all())
 
 
 def test_indices_to_codes_uses_current_learned_values():
@@ -438,12 +479,9 @@ def test_layouts_match_channel_last_reference(shape, channel_first, idx_shape, d
     lq = LatentQuantize(levels=[5, 3, 6, 4], dim=dim, channel_first=channel_first).train()
     perturb_values(lq)
     x = torch.randn(shape, requires_grad=True)
-    cf = channel_first if channel_first is not None else len(shape) >= 4
     out, bd = lq(x, return_loss_breakdown=True)
     assert out.quantized.shape == x.shape and out.indices.shape == idx_shape
-    xl = x.movedim(1, -1) if cf else x
-    ref_out, digits, quant, commit = ref_forward(lq, xl)
-    ref_out = ref_out.movedim(-1, 1) if cf else ref_out
+    ref_out, digits, quant, commit = ref_forward(lq, x)
     torch.testing.assert_close(out.quantized, ref_out, rtol=1e-5, atol=1e-6)
     assert torch.equal(out.indices, ref_flat(digits[..., 0, :], [5, 3, 6, 4]))
     torch.testing.assert_close(bd.quantization, quant)
@@ -466,8 +504,7 @@ def test_num_codebooks_share_values_and_keep_their_dim(shape, flat):
     cf = len(shape) >= 4
     lead = (shape[0],) + tuple(shape[2:]) if cf else shape[:-1]
     assert out.indices.shape == lead + ((2,) if flat else (2, 4))
-    xl = x.movedim(1, -1) if cf else x
-    ref_out, digits, quant, commit = ref_forward(lq, xl)
+    ref_out, digits, quant, commit = ref_forward(lq, x)
     expected = ref_flat(digits, [4, 5, 3, 6]) if flat else digits
     assert torch.equal(out.indices, expected)
     torch.testing.assert_close(out.loss, 0.1 * quant + 0.1 * commit)
@@ -523,7 +560,8 @@ def test_gradcheck_float64(levels, search, monkeypatch):
     x = torch.randn(shape, dtype=torch.float64) * 0.6
 
     def fn(z, t, quant_weight, commit_weight):
-        return kernel.QuantizeFn.apply(z, t, lq._basis, lq._last, (quant_weight, commit_weight, True, False))[2]
+        options = kernel.Options(quant_weight, commit_weight, True, False, basis=lq._basis, last=lq._last)
+        return kernel.QuantizeFn.apply(z, t, z.shape, options)[2]
 
     def commit_only(z):
         return fn(z, table, 0.0, 1.0)
@@ -566,9 +604,7 @@ def test_gradients_match_plain_reference(levels, layout):
     params = [x] + list(lq.parameters())
     ours = torch.autograd.grad(total, params)
 
-    xl = x.movedim(1, -1) if x.ndim == 4 else x
-    ref_out, _, quant, commit = ref_forward(lq, xl)
-    ref_out = ref_out.movedim(-1, 1) if x.ndim == 4 else ref_out
+    ref_out, _, quant, commit = ref_forward(lq, x)
     ref_loss = 0.3 * quant + 0.7 * commit
     ref_total = (ref_out * g).sum() + 3 * ref_loss + 2 * quant - commit
     theirs = torch.autograd.grad(ref_total, params, allow_unused=True)
@@ -851,7 +887,8 @@ def test_gradgradcheck_float64(levels, search, monkeypatch):
     def fn(z, real):
         t = table.clone()
         t[mask] = real
-        q, _, loss, quant, commit = kernel.QuantizeFn.apply(z, t, lq._basis, lq._last, (0.3, 0.7, True, True))
+        options = kernel.Options(0.3, 0.7, True, True, basis=lq._basis, last=lq._last)
+        q, _, loss, quant, commit = kernel.QuantizeFn.apply(z, t, z.shape, options)
         return (q * g).sum() + loss + 2 * quant - commit
 
     inputs = (x.clone().requires_grad_(), table[mask].clone().requires_grad_())

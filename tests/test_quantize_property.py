@@ -1,10 +1,12 @@
-"""Differential property test: LatentQuantize against a plain reference.
+"""Differential property test: LatentQuantize against its plain definition.
 
 hypothesis draws a layer and an input (levels, shared or per-latent values,
-projections, codebooks, index kind, layout, batch size, strides, memory format, dtype, train/eval,
-grad/no_grad, perturbed values) and every draw must give what ``reference``
-below gives: the output, the indices, both losses and the gradients of the
-input, the values and the projections.
+projections, codebooks, index kind, layout, batch size, strides, memory
+format, the input's and the module's dtypes, any pair of float16, bfloat16,
+float32 and float64, train/eval, grad/no_grad, perturbed values) and every
+draw must give what ``latentquant.quantize.reference_forward`` gives: the
+output (in the input's dtype), the indices, both losses and the gradients of
+the input, the values and the projections.
 
 Profiles (registered in ``tests/conftest.py``): ``ci``, the default, runs 200
 fixed examples in a few seconds; ``--hypothesis-profile=thorough`` runs 5,000
@@ -19,8 +21,9 @@ run the layer and the reference on another device:
 
 Tolerances. float64: 1e-12. float32: 1e-6 (rtol and atol); the layer and the
 reference sum in different orders (GEMM layouts, scatter_add against index
-gradients), which moves float32 results by a few 1e-8. bfloat16 inputs: the
-projections run in bfloat16 (8-bit mantissa, one rounding = 2**-8 relative),
+gradients), which moves float32 results by a few 1e-8. A half dtype (input
+or module, bfloat16 or float16): the projections may run in bfloat16 (8-bit
+mantissa, one rounding = 2**-8 relative),
 and a projection computed as a batched GEMM here and as F.linear in the
 reference rounds differently, so outputs and gradients are compared to 2**-5
 relative (four roundings) plus an absolute 2**-5 times their scale.
@@ -43,53 +46,28 @@ from hypothesis import strategies as st
 
 from latentquant import LatentQuantize
 from latentquant import _quantize_kernel as kernel
+from latentquant.quantize import reference_forward
 
 DEVICE = torch.device(os.environ.get("LATENTQUANT_TEST_DEVICE", "cpu"))
 
 
 # ----------------------------------------------------------------------------
-# the definition
+# the definition is latentquant.quantize.reference_forward; two views of its terms
 
 
-def mse(t: torch.Tensor) -> torch.Tensor:
-    """mean(t^2), 0 for an empty t."""
-    return (t**2).sum() / max(t.numel(), 1)
-
-
-def reference(lq: LatentQuantize, x: torch.Tensor, channel_first: bool, digits: torch.Tensor | None = None):
-    """LatentQuantize written with ordinary autograd ops.
-
-    Returns (quantized, per-latent digits (..., c, d), flat or per-latent
-    indices as forward returns them, loss, quantization, commitment, z).
-    ``digits`` overrides the argmin (the test passes it only at ties).
-    """
-    c, d = lq.num_codebooks, lq.codebook_dim
-    xl = x.movedim(1, -1) if channel_first else x  # (..., dim)
-    z = lq.project_in(xl)  # (..., c d)
-    dtype = torch.promote_types(torch.promote_types(z.dtype, lq.values.dtype), torch.float32)
-    zq = z.to(dtype).unflatten(-1, (c, d))  # (..., c, d)
-    values = [v if lq.training else v.detach() for v in lq.values_per_latent]
-    values = [v.to(dtype) for v in values]
-    if digits is None:
-        digits = torch.stack(
-            [(zq[..., i, None].detach() - v.detach()).abs().argmin(-1) for i, v in enumerate(values)], -1
-        )
-    q = torch.stack([v[digits[..., i]] for i, v in enumerate(values)], -1)
-    quant, commit = mse(zq.detach() - q), mse(zq - q.detach())
-    if lq.training:
-        loss = lq.quantization_loss_weight * quant + lq.commitment_loss_weight * commit
-    else:
-        loss = quant = commit = zq.new_zeros(())
-    out = lq.project_out((zq + (q - zq).detach()).flatten(-2).to(z.dtype)).to(x.dtype)
-    out = out.movedim(-1, 1) if channel_first else out
+def as_digits(lq: LatentQuantize, indices: torch.Tensor) -> torch.Tensor:
+    """Indices as forward returns them -> per-latent slots (..., c, d)."""
     if lq.flat_indices:
-        basis = torch.tensor([int(torch.tensor(lq.levels[:i]).prod()) for i in range(d)], device=digits.device)
-        indices = (digits * basis).sum(-1)
-    else:
-        indices = digits
-    if not lq.keep_num_codebooks_dim:
-        indices = indices.squeeze(digits.ndim - 2)  # the codebook axis
-    return out, digits, indices, loss, quant, commit, zq
+        return lq.indices_to_level_indices(indices if lq.keep_num_codebooks_dim else indices.unsqueeze(-1))
+    return indices if lq.keep_num_codebooks_dim else indices.unsqueeze(-2)
+
+
+def latents(lq: LatentQuantize, x: torch.Tensor, channel_first: bool) -> torch.Tensor:
+    """z, projected and in the search's dtype, (..., c, d)."""
+    xl = x.movedim(1, -1) if channel_first else x
+    z = lq.project_in(xl.to(lq.project_in.weight.dtype) if lq.has_projections else xl)
+    dtype = torch.float64 if torch.float64 in (z.dtype, lq.values.dtype) else torch.float32
+    return z.to(dtype).unflatten(-1, (lq.num_codebooks, lq.codebook_dim))
 
 
 # ----------------------------------------------------------------------------
@@ -119,9 +97,9 @@ def cases(draw):
     channel_first = (layout in ("bdhw", "bdthw")) if forced is None else forced
     batch = draw(st.sampled_from([0, 1, 1, 2, 3, 5]))
     positions = draw(st.lists(st.integers(1, 4), min_size=LAYOUTS[layout], max_size=LAYOUTS[layout]))
-    dtype = draw(st.sampled_from([torch.float32, torch.float32, torch.float64, torch.bfloat16]))
-    # projections must share the input's dtype; without them the values may stay float32
-    module_dtype = dtype if projection else draw(st.sampled_from([dtype, torch.float32]))
+    dtype = draw(st.sampled_from([torch.float32, torch.float32, torch.float64, torch.bfloat16, torch.float16]))
+    # the module's dtype (its values, and its projections, which the input is cast to): any
+    module_dtype = draw(st.sampled_from([dtype, dtype, torch.float32, torch.float64, torch.bfloat16, torch.float16]))
     shape = [batch, dim, *positions] if channel_first else [batch, *positions, dim]
     strides = ["contiguous", "transposed", "sliced", "expanded"]
     if len(shape) in (4, 5) and channel_first:
@@ -202,8 +180,11 @@ def make_layer(case) -> LatentQuantize:
     return lq.to(DEVICE, case["module_dtype"]).train(case["training"])
 
 
+HALF = (torch.bfloat16, torch.float16)
+
+
 def tolerances(case):
-    if case["dtype"] == torch.bfloat16 or case["module_dtype"] == torch.bfloat16:
+    if case["dtype"] in HALF or case["module_dtype"] in HALF:
         return dict(rtol=2**-5, atol=2**-5)
     if case["dtype"] == torch.float64 and case["module_dtype"] == torch.float64:
         return dict(rtol=1e-12, atol=1e-12)
@@ -242,26 +223,22 @@ def check(case):
     tol = tolerances(case)
     with torch.set_grad_enabled(case["grad"]):
         out, parts = lq(x, return_loss_breakdown=True) if case["breakdown"] else (lq(x), None)
-        # the layer's per-latent choices, to compare with the reference's argmin
-        ours = out.indices
-        if lq.flat_indices:
-            ours = lq.indices_to_level_indices(ours if lq.keep_num_codebooks_dim else ours.unsqueeze(-1))
-        elif not lq.keep_num_codebooks_dim:
-            ours = ours.unsqueeze(-2)
-        ref = reference(lq, x, cf)
-        digits, zq = ref[1], ref[6]
+        ref, ref_parts = reference_forward(lq, x)
+        # the layer's per-latent choices against the reference's argmin
+        ours, digits = as_digits(lq, out.indices), as_digits(lq, ref.indices)
         if not torch.equal(ours, digits):
             # equally near up to the rounding of z (projections round differently here and there)
+            zq = latents(lq, x, cf).detach()
             values = [v.detach().to(zq.dtype) for v in lq.values_per_latent]
             pick = lambda dg: torch.stack([v[dg[..., i]] for i, v in enumerate(values)], -1)  # noqa: E731
-            gap = ((zq.detach() - pick(ours)).abs() - (zq.detach() - pick(digits)).abs()).abs()
-            slack = (
-                64 * torch.finfo(x.dtype if x.dtype == torch.bfloat16 else zq.dtype).eps * (1 + zq.detach().abs().max())
-            )
+            gap = ((zq - pick(ours)).abs() - (zq - pick(digits)).abs()).abs()
+            eps = max(torch.finfo(t).eps for t in (x.dtype, lq.values.dtype, zq.dtype))
+            slack = 64 * eps * (1 + zq.abs().max())
             assert bool((gap <= slack).all()), f"not a tie: ours {ours[gap > slack]} reference {digits[gap > slack]}"
             event("tie between two equally near values")
-            ref = reference(lq, x, cf, digits=ours)
-        ref_out, _, ref_indices, ref_loss, ref_quant, ref_commit, _ = ref
+            ref, ref_parts = reference_forward(lq, x, digits=ours)
+        ref_out, ref_indices, ref_loss = ref
+        ref_quant, ref_commit = ref_parts
 
     assert out.quantized.shape == x.shape and out.quantized.dtype == x.dtype
     assert out.indices.dtype == torch.int64 and torch.equal(out.indices, ref_indices)

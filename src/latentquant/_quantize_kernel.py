@@ -19,7 +19,11 @@ Forward. For every latent i and position, with N = z.numel():
     loss     = w_q * quantization + w_c * commitment
 
 and the straight-through output z + sg(q - z), whose value is q. Both terms
-have the same value; they differ only in where their gradients go.
+have the same value; they differ only in where their gradients go. A NaN
+latent has no nearest value: q is NaN there and its index INVALID (-1; a flat
+index is INVALID when any of its latents is NaN), so that no NaN comes out as a
+finite, valid-looking code. ``latentquant.quantize.reference_forward`` writes
+the forward with plain torch ops; the tests compare this kernel against it.
 
 Backward, for upstream gradients G (output), g (loss), g_q and g_c (the two
 terms of the breakdown; absent ones are zero):
@@ -50,23 +54,41 @@ index_add over the flat (d * l) table.
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
 SMALL_DISTANCES = 65536  # the argmin search while k * d * n * l stays at most this
+INVALID = -1  # the index of a NaN latent
+
+
+class Options(NamedTuple):
+    """What the kernel needs besides z and the table (all keyword-named)."""
+
+    quantization_weight: float
+    commitment_weight: float
+    with_loss: bool  # training mode: the two terms and their gradients; else a zero loss
+    breakdown: bool  # also return the two terms
+    basis: Tensor | None  # (d, 1) int64 mixed-radix weights of flat indices; None: per-latent slots
+    last: Tensor | None  # (d,) each latent's last slot, None when every latent has l values
+    offsets: Tensor | None = None  # (d,) arange(d) * l, given to spare the backward an op
+    # what a NaN latent's slot adds to a flat index, -(codes per codebook), so that the sum is negative;
+    # None where d times that would overflow int64 (NaN flat indices are then found by a reduction)
+    invalid_code: int | None = None
 
 
 def _count_below(z: Tensor, mids: Tensor) -> Tensor:
     """Per latent, the number of midpoints strictly below z: z (k, d, n),
-    mids (d, l - 1) -> (k, d, n) int64. NaN counts none. The passes write into
-    float buffers (bool outputs are several times slower on CPU)."""
-    if mids.shape[1] == 0:
-        return torch.zeros(z.shape, dtype=torch.int64, device=z.device)
+    mids (d, l - 1) -> (k, d, n) int64; a NaN z counts none and then l, the
+    slot past the table. The passes write into float buffers (bool outputs
+    are several times slower on CPU)."""
     count = torch.gt(z, mids[:, :1], out=torch.empty_like(z))
     scratch = torch.empty_like(z)
     for j in range(1, mids.shape[1]):
         count.add_(torch.gt(z, mids[:, j : j + 1], out=scratch))
-    return count.long()
+    return count.add_(torch.ne(z, z, out=scratch), alpha=mids.shape[1] + 1).long()
 
 
 def _long_axis_last(t: Tensor) -> Tensor:
@@ -76,12 +98,14 @@ def _long_axis_last(t: Tensor) -> Tensor:
 
 
 def nearest(z: Tensor, table: Tensor, last: Tensor | None):
-    """z (k, d, n), table (d, l) -> q (k, d, n), pos (k, d, n), perm (d, l) or None.
+    """z (k, d, n), table (d, l) -> q (k, d, n), pos (k, d, n), perm (d, l) or (d, l + 1) or None.
 
-    ``pos`` are slots of ``table`` when ``perm`` is None, else positions in
-    the sorted table with ``perm`` mapping them to slots. ``last`` (d,) clamps
-    slots onto each latent's own values (NaN or infinite z against +inf
-    padding), None when every latent has l values.
+    ``pos`` are slots of ``table`` when ``perm`` is None (a NaN z takes one;
+    ``search`` marks it), else positions in the sorted table with ``perm``
+    mapping them to slots, and position l, past the table, for a NaN z (its q
+    NaN, its slot INVALID). ``last`` (d,) clamps slots onto each latent's own
+    values (NaN or infinite z against +inf padding), None when every latent
+    has l values.
     """
     k, (d, l) = z.shape[0], table.shape
     if z.numel() * l <= SMALL_DISTANCES:
@@ -98,16 +122,41 @@ def nearest(z: Tensor, table: Tensor, last: Tensor | None):
         pos = _count_below(_long_axis_last(z).contiguous(), mids).permute(2, 1, 0)  # '1 d k -> k d 1'
     else:
         pos = _count_below(z.contiguous(), mids)
-    return torch.gather(sorted_table.expand(k, d, l), 2, pos), pos, perm
+    sorted_table = torch.cat([sorted_table, sorted_table.new_full((d, 1), math.nan)], 1)  # NaN z: q NaN
+    perm = torch.cat([perm, perm.new_full((d, 1), INVALID)], 1)  # and slot INVALID
+    return torch.gather(sorted_table.expand(k, d, l + 1), 2, pos), pos, perm
 
 
-def indices(pos: Tensor, perm: Tensor | None, basis: Tensor | None) -> Tensor:
-    """Flat indices (k, n) with a mixed-radix ``basis`` (d, 1), else slots (k, d, n)."""
+def indices(pos: Tensor, perm: Tensor | None, basis: Tensor | None, invalid_code: int | None = None) -> Tensor:
+    """Flat indices (k, n) with a mixed-radix ``basis`` (d, 1), else slots (k, d, n).
+    With ``perm`` (d, l + 1), the last sorted position is a NaN latent's: its
+    slot is INVALID, and it adds ``invalid_code`` to a flat index (its sum
+    then negative, and clamped to INVALID)."""
     if perm is None:
         return pos if basis is None else (pos * basis).sum(1)
-    codes = perm if basis is None else perm * basis  # (d, l): sorted position -> code digit
+    codes = perm if basis is None else perm * basis  # (d, l + 1): sorted position -> code digit
+    if basis is not None and invalid_code is not None:
+        codes[:, -1] = invalid_code
     codes = torch.gather(codes.expand(pos.shape[0], *perm.shape), 2, pos)
-    return codes if basis is None else codes.sum(1)
+    if basis is None:
+        return codes
+    flat = codes.sum(1)
+    return flat if invalid_code is None else flat.clamp_min_(INVALID)
+
+
+def search(z: Tensor, table: Tensor, options: Options):
+    """z (k, d, n) -> q, indices (as ``indices``), pos, perm; NaN latents give
+    q = NaN and the index INVALID."""
+    q, pos, perm = nearest(z, table, options.last)
+    basis = options.basis
+    idx = indices(pos, perm, basis, options.invalid_code)
+    if perm is None:  # the argmin gave NaN an in-range slot: mark it
+        nan = torch.isnan(z)
+        q = q.masked_fill_(nan, math.nan)
+        idx = idx.masked_fill(nan if basis is None else nan.any(1), INVALID)
+    elif basis is not None and options.invalid_code is None:  # flat indices of a huge codebook: by a reduction
+        idx = idx.masked_fill_(q.sum(1).isnan(), INVALID)
+    return q, idx, pos, perm
 
 
 def _slot_sums(
@@ -116,9 +165,15 @@ def _slot_sums(
     """alpha times the per (latent, slot) sums of err over the positions
     assigned there: (d, l). Channel-last inputs add into the flat (d * l)
     table at ``offsets`` (d,) + slot; others go through a (k, d, l) buffer.
-    Differentiable (out of place) only under create_graph."""
+    NaN inputs are assigned no value and add to no sum: with ``perm`` (d, l +
+    1), the sums run over l + 1 sorted positions and the last, theirs, is
+    dropped. Differentiable (out of place) only under create_graph."""
     k, d, n = err.shape
     graph = torch.is_grad_enabled()
+    if perm is not None:
+        width, offsets = perm.shape[1], None
+    else:  # the argmin gave NaN inputs a slot: they add nothing to it
+        err = torch.nan_to_num(err, nan=0.0, posinf=math.inf, neginf=-math.inf)
     if n == 1:
         if offsets is None:
             offsets = torch.arange(d, device=err.device) * width
@@ -132,7 +187,10 @@ def _slot_sums(
     else:
         sums = err.new_zeros(k, d, width)
         sums = (sums.scatter_add(2, pos, err) if graph else sums.scatter_add_(2, pos, err)).sum(0) * alpha
-    return sums if perm is None else torch.zeros_like(sums).scatter(1, perm, sums)
+    if perm is None:
+        return sums
+    sums = sums[:, :-1]
+    return torch.zeros_like(sums).scatter(1, perm[:, :-1], sums)
 
 
 def _weighted(a: Tensor | None, wa: float, b: Tensor | None, wb: float) -> Tensor | None:
@@ -143,17 +201,16 @@ def _weighted(a: Tensor | None, wa: float, b: Tensor | None, wb: float) -> Tenso
 
 
 class QuantizeFn(torch.autograd.Function):
-    """The math of the module docstring. ``config`` = (w_q, w_c, with_loss,
-    breakdown): ``with_loss=False`` (eval mode) keeps only the straight-through
-    gradient; ``breakdown`` adds the two terms as outputs."""
+    """The math of the module docstring for z viewed as ``layout`` (k, d, n):
+    ``options.with_loss=False`` (eval mode) keeps only the straight-through
+    gradient; ``options.breakdown`` adds the two terms as outputs."""
 
     @staticmethod
-    def forward(ctx, z, table, basis, last, config, layout=None, offsets=None):
-        w_q, w_c, with_loss, breakdown = config
-        ctx.shapes = shapes = (z.shape, layout or z.shape)  # the caller's, the kernel's (k, d, n)
-        ctx.offsets = offsets
-        q, pos, perm = nearest(z.reshape(shapes[1]), table, last)
-        idx = indices(pos, perm, basis)
+    def forward(ctx, z, table, layout, options):
+        w_q, w_c, with_loss, breakdown = options[:4]
+        ctx.shapes = shapes = (z.shape, layout)  # the caller's, the kernel's (k, d, n)
+        ctx.offsets = options.offsets
+        q, idx, pos, perm = search(z.reshape(layout), table, options)
         ctx.mark_non_differentiable(idx)
         ctx.set_materialize_grads(False)
         ctx.with_loss = with_loss
@@ -175,12 +232,12 @@ class QuantizeFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_q, _grad_idx, grad_loss, grad_quant=None, grad_commit=None):
         if not ctx.with_loss:
-            return grad_q, None, None, None, None, None, None
+            return grad_q, None, None, None
         z, table, err, pos, perm = ctx.saved_tensors
         w_q, w_c = ctx.weights
         scale = 2.0 / max(z.numel(), 1)
         if torch.is_grad_enabled():  # create_graph=True: e as a function of z and table
-            slots = pos if perm is None else torch.gather(perm.expand(pos.shape[0], *perm.shape), 2, pos)
+            slots = pos if perm is None else torch.gather(perm.expand(pos.shape[0], *perm.shape), 2, pos).clamp_(min=0)
             err = z - torch.gather(table.expand(pos.shape[0], *table.shape), 2, slots).view(z.shape)
         grad_z = grad_table = None
         if ctx.needs_input_grad[0]:
@@ -200,7 +257,7 @@ class QuantizeFn(torch.autograd.Function):
             if w is not None:
                 sums = _slot_sums(err.reshape(ctx.shapes[1]), pos, perm, table.shape[1], ctx.offsets, alpha)
                 grad_table = sums * w
-        return grad_z, grad_table, None, None, None, None, None
+        return grad_z, grad_table, None, None
 
 
 def quantization_grad(z: Tensor, table: Tensor, last: Tensor | None) -> Tensor:
@@ -217,26 +274,15 @@ def squared_error(err: Tensor) -> Tensor:
     return torch.dot(flat, flat)
 
 
-def quantize(
-    z: Tensor,
-    layout: tuple,
-    table: Tensor,
-    basis: Tensor | None,
-    last: Tensor | None,
-    config: tuple,
-    offsets: Tensor | None = None,
-):
+def quantize(z: Tensor, table: Tensor, layout: tuple[int, int, int], options: Options):
     """(q, indices, loss) or (q, indices, loss, quantization, commitment) for z
     viewed as ``layout`` (k, d, n), q in z's shape: through ``QuantizeFn`` when
-    a gradient can flow, else the same forward without a graph (``config`` as
-    in ``QuantizeFn``; ``offsets`` (d,) = arange(d) * l, given to spare the
-    backward an op)."""
+    a gradient can flow, else the same forward without a graph."""
     if torch.is_grad_enabled() and (z.requires_grad or table.requires_grad):
-        return QuantizeFn.apply(z, table, basis, last, config, layout, offsets)
-    w_q, w_c, with_loss, breakdown = config
+        return QuantizeFn.apply(z, table, layout, options)
+    w_q, w_c, with_loss, breakdown = options[:4]
     shape, z = z.shape, z.reshape(layout)
-    q, pos, perm = nearest(z, table, last)
-    idx = indices(pos, perm, basis)
+    q, idx, _, _ = search(z, table, options)
     if with_loss:
         mse = squared_error(z - q) / max(z.numel(), 1)
         loss = mse * (w_q + w_c)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from latentquant._quantize_checks import MAX_LATENTS, MAX_VALUES
 from latentquant.models.base import DataInfo, Encoding, LatentModel, StepOutput, codebook_traversal
 from latentquant.models.registry import register_model
 from latentquant.quantize import LatentQuantize
@@ -42,9 +43,12 @@ def latent_quantizer(
     values for each of ``num_latents`` latents, per-latent indices (the
     discrete representation the metrics read). ``global_codebook``: one set of
     ``values_per_latent`` values shared by all latents (the paper's ablation)."""
-    check_int("values_per_latent", values_per_latent, 2)
+    # the layer's bounds, named for the model, before anything is allocated
+    check_int("num_latents", num_latents, 1, MAX_LATENTS)
+    check_int("values_per_latent", values_per_latent, 2, MAX_VALUES // num_latents)
     return LatentQuantize(
-        levels=[values_per_latent] * num_latents,
+        levels=values_per_latent,
+        codebook_dim=num_latents,
         quantization_loss_weight=quantization_weight,
         commitment_loss_weight=commitment_weight,
         flat_indices=False,
@@ -66,11 +70,13 @@ class QLAE(LatentModel):
         commitment_weight: float = 0.01,
         global_codebook: bool = False,
     ):
-        super().__init__(arch, info, num_latents, encoder_features=num_latents)
-        self.values_per_latent = values_per_latent
-        self.quantizer = latent_quantizer(
+        # the quantizer first: its checks bound num_latents before the backbone allocates for it
+        quantizer = latent_quantizer(
             num_latents, values_per_latent, quantization_weight, commitment_weight, global_codebook
         )
+        super().__init__(arch, info, num_latents, encoder_features=num_latents)
+        self.values_per_latent = values_per_latent
+        self.quantizer = quantizer
 
     def codebook_parameters(self):
         return list(self.quantizer.parameters())
