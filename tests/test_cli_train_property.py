@@ -4,7 +4,10 @@ never a file touched outside the run folder, never a long wait.
 
 The values are drawn from pools of valid and invalid entries for every flag and config key;
 the valid sizes are tiny (at most 2 steps of 8 images, 16 evaluation images, the small
-backbone), so that a call that trains stays around a second or two.
+backbone), so that a call that trains stays around a second or two. 25 calls by default
+(about 25 s); more for a change to the command line, e.g.
+
+    LATENTQUANT_PROPERTY_EXAMPLES=300 .venv/bin/python -m pytest -q tests/test_cli_train_property.py
 """
 
 import contextlib
@@ -111,7 +114,11 @@ def _files(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
 PROGRESS = re.compile(r"\d+/\d+ \[|step/s|s/step")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("LATENTQUANT_PROPERTY_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(config=st.one_of(st.none(), config_files()), flags=flag_values(), overwrite=st.booleans())
 def test_train_trains_or_exits_2_with_one_line(config, flags, overwrite):
     threads = __import__("torch").get_num_threads()

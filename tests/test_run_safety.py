@@ -165,6 +165,8 @@ def test_damage_before_the_last_line_is_one_line_and_nothing_is_rewritten(copy, 
         ("{1: 2}\n", "unknown key(s) 1"),
         ("options: {1: 2}\n", "unknown option(s) 1"),
         ("logger: tensorboard\n", "logger must be a list"),
+        ("compile: 'yes'\n", "compile must be True or False, got 'yes'"),
+        ("weight_decay_timescale: 1.0e-310\n", "gives an infinite weight decay"),
     ],
 )
 def test_wrong_typed_config_fields_are_one_line(tmp_path, capsys, text, expected):

@@ -19,6 +19,7 @@ checkpoint every 5e3 steps on 10,000 images drawn from the training pool.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -41,7 +42,7 @@ from latentquant.models import (
     get_model_class,
 )
 from latentquant.train import loggers
-from latentquant.validation import UserError, check_choice, check_instance, check_int, check_number
+from latentquant.validation import UserError, check_choice, check_flag, check_instance, check_int, check_number
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # Upper bounds of the sizes a user can pass, checked before anything is allocated: far above
@@ -236,8 +237,7 @@ class TrainConfig:
         if self.weight_decay_timescale is not None:
             check_number("weight_decay_timescale", self.weight_decay_timescale, low_open=True)
         check_instance("options", self.options, dict, "a mapping of model options (KEY: VALUE)")
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"compile must be true or false, got {self.compile!r}")
+        check_flag("compile", self.compile)
         loggers.check(self.logger)
 
     def model_kwargs(self) -> dict[str, Any]:
@@ -359,6 +359,11 @@ def _resolve_weight_decay(c: TrainConfig, published: float) -> float:
     if c.weight_decay_timescale is None:
         return published if c.weight_decay is None else c.weight_decay
     implied = timescale_weight_decay(c.weight_decay_timescale, c.lr, c.steps)
+    if not math.isfinite(implied):
+        raise UserError(
+            f"weight_decay_timescale {c.weight_decay_timescale:g} gives an infinite weight decay "
+            f"for lr {c.lr:g} and {c.steps} steps; give a larger fraction"
+        )
     if c.weight_decay is not None and abs(c.weight_decay - implied) > 1e-9 * implied:
         raise UserError(
             f"weight_decay {c.weight_decay:g} and weight_decay_timescale {c.weight_decay_timescale:g} disagree "
