@@ -163,3 +163,17 @@ def test_no_import_circle_between_sweep_and_launchers():
     assert "results.sweep" not in source and "results.launchers" not in source
     assert launchers.RunSpec is grid.RunSpec and sweep.RunSpec is grid.RunSpec
     assert "results.sweep" not in Path(launchers.__file__).read_text()
+
+
+def test_a_run_folder_holding_other_settings_is_one_line_on_stderr(tmp_path):
+    """The conflicting folders are listed on stdout; stderr keeps its one line (it had one line per folder too)."""
+    from latentquant.train.config import save_config
+
+    specs = grid.plan(["sprites"], ["qlae"], [0, 1], tmp_path, ["--steps", "3", "--arch", "small"])
+    for spec in specs:
+        save_config(grid.requested_config(spec).replace(weight_decay=0.5), spec.out / "config.yaml")
+    code, out, err = run_cli(sweep_argv(tmp_path, "qlae", seeds=("0", "1")))
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"2 run folder(s) hold other settings than requested ({specs[0].out}: weight_decay 0.5 in the run" in err
+    assert all(f"{spec.out}: conflict: weight_decay 0.5 in the run, 0.1 requested" in out for spec in specs)
+    assert sorted(p.name for p in specs[0].out.iterdir()) == ["config.yaml"]  # nothing written into the runs
