@@ -177,3 +177,15 @@ def test_a_run_folder_holding_other_settings_is_one_line_on_stderr(tmp_path):
     assert f"2 run folder(s) hold other settings than requested ({specs[0].out}: weight_decay 0.5 in the run" in err
     assert all(f"{spec.out}: conflict: weight_decay 0.5 in the run, 0.1 requested" in out for spec in specs)
     assert sorted(p.name for p in specs[0].out.iterdir()) == ["config.yaml"]  # nothing written into the runs
+
+
+def test_every_registered_model_and_backbone_is_checked_without_building_weights():
+    """grid.resolved builds each cell's model on the meta device: every model and backbone must allow it,
+    else a sweep would fail on a correct grid (a model added later included)."""
+    from latentquant.models import ARCHS, available_models
+    from latentquant.train.config import TrainConfig
+
+    for model in available_models():
+        for arch in ARCHS:
+            config = grid.resolved(TrainConfig(dataset="shapes", model=model, arch=arch, steps=10))
+            assert config.model == model and config.num_latents is not None and config.lr is not None

@@ -136,7 +136,8 @@ def check(spec: RunSpec) -> TrainConfig:
     try:
         return requested_config(spec)
     except (ValueError, TypeError) as err:  # UserError included: the message names the setting
-        raise UserError(f"{spec.label}: {err}") from None
+        message = str(err)
+        raise UserError(message if message.startswith(spec.label) else f"{spec.label}: {message}") from None
 
 
 def requested_config(spec: RunSpec, saved: TrainConfig | None = None) -> TrainConfig:
