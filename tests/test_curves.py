@@ -112,7 +112,14 @@ def test_grid_runs_are_found_at_any_depth_and_labelled_by_the_path_below(tmp_pat
 def test_evaluation_records_of_the_wrong_type_are_one_line(tmp_path, capsys):
     run = tmp_path / "r"
     _run(run, "shapes", 0, {1000: {"infom": 0.1}})
-    for content in (b'{"step": "x"}\n', b"[1000]\n", b'{"step": 1.5}\n', b'{"step": true}\n', b"\xff\xfe\n"):
+    for content in (
+        b'{"step": "x"}\n',
+        b"[1000]\n",
+        b'{"step": 1.5}\n',
+        b'{"step": true}\n',
+        b"\xff\xfe\n",
+        b"[" * 100_000,
+    ):
         (run / "evals.jsonl").write_bytes(content)
         assert main(["curves", str(run), "--out", str(tmp_path / "c.png")]) == 2
         err = capsys.readouterr().err.splitlines()

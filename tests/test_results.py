@@ -228,6 +228,7 @@ def test_results_page_matches_committed_runs(grid):
         ('{"step": 10, "infom": "high"}', "score 'infom' must be a number or null, got 'high'"),
         ('{"step": 10, "psnr": [20]}', "score 'psnr' must be a number or null, got [20]"),
         (b"\xff\xfe{}", "is not valid JSON"),
+        (b"[" * 100_000, "is not valid JSON"),
     ],
 )
 def test_table_of_a_wrongly_typed_eval_json_is_one_line_naming_it(tmp_path, capsys, content, message):

@@ -99,6 +99,8 @@ def read_eval(path: Path) -> dict:
         scores = json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{path} is not valid JSON: {err}") from None
+    except RecursionError:  # arrays nested thousands deep: no run writes that
+        raise UserError(f"{path} is not valid JSON: nested too deep") from None
     if not isinstance(scores, dict):
         raise UserError(f"{path} must hold a JSON object of scores, got a JSON {_json_kind(scores)}")
     step = scores.get("step")
