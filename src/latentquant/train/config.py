@@ -41,7 +41,7 @@ from latentquant.models import (
     default_num_latents,
     get_model_class,
 )
-from latentquant.train import loggers
+from latentquant.train.loggers import check as check_loggers
 from latentquant.validation import UserError, check_choice, check_flag, check_instance, check_int, check_number
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -238,7 +238,7 @@ class TrainConfig:
             check_number("weight_decay_timescale", self.weight_decay_timescale, low_open=True)
         check_instance("options", self.options, dict, "a mapping of model options (KEY: VALUE)")
         check_flag("compile", self.compile)
-        loggers.check(self.logger)
+        check_loggers(self.logger)
 
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the model class (``num_latents``, ``values_per_latent`` when used, options)."""
