@@ -60,6 +60,15 @@ def test_check_fraction_is_the_open_unit_interval(value):
             check_fraction("f", value)
 
 
+def test_numpy_scalars_are_numbers_and_ints_are_converted():
+    assert type(check_int("n", np.int32(3), 1)) is int and check_int("n", np.int64(3), 1) == 3
+    assert type(check_number("lr", np.float32(0.5))) is float and check_fraction("f", np.float16(0.25)) == 0.25
+    with pytest.raises(ValueError, match=r"^n must be an integer >= 1, got "):
+        check_int("n", np.bool_(True), 1)
+    with pytest.raises(ValueError, match=r"^lr must be a finite number >= 0, got "):
+        check_number("lr", np.float64("nan"))
+
+
 def test_check_choice_and_flag_and_instance_name_the_input():
     assert check_choice("arch", "small", ("paper", "small")) == "small"
     with pytest.raises(ValueError, match=r"^unknown arch 'tiny'; valid choices: paper, small$"):

@@ -55,10 +55,11 @@ def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
 
 
 def check_number(name: str, value: Any, low: float = 0.0, *, low_open: bool = False) -> float:
-    """``float(value)`` if it is a finite number >= ``low`` (> with ``low_open``); ValueError otherwise."""
+    """``float(value)`` if it is a finite real number (Python or NumPy, not a bool) >= ``low`` (> with
+    ``low_open``); ValueError otherwise."""
     ok = (
         not isinstance(value, bool)
-        and isinstance(value, (int, float))
+        and isinstance(value, numbers.Real)
         and math.isfinite(value)
         and (value > low if low_open else value >= low)
     )
@@ -68,8 +69,8 @@ def check_number(name: str, value: Any, low: float = 0.0, *, low_open: bool = Fa
 
 
 def check_fraction(name: str, value: Any) -> float:
-    """``float(value)`` if it is a number strictly between 0 and 1; ValueError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+    """``float(value)`` if it is a real number (not a bool) strictly between 0 and 1; ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
         raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
     return float(value)
 
