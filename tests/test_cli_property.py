@@ -16,6 +16,7 @@ import io
 import json
 import os
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +147,7 @@ def test_sweep_checks_any_grid_in_one_line_and_writes_nothing(
 
 
 FAULTS = [
-    "truncate", "text", "bytes", "npy", "empty", "missing", "folder",  # not an archive of arrays
+    "truncate", "text", "bytes", "npy", "empty", "missing", "folder", "huge-header",  # not an archive of arrays
     "no-latents", "3-d", "nan", "float-sources", "string-latents", "names", "discrete-flag", "rows", "one-latent",
     "bad-seed", "bad-bins", "bad-fraction", "both-kinds", "bad-estimator",  # flags
 ]  # fmt: skip
@@ -197,6 +198,13 @@ def metrics_call(draw, folder: Path) -> list[str]:
         (folder / "one.npy").replace(path)
     elif fault == "empty":
         path.write_bytes(b"")
+    elif fault == "huge-header":  # a member whose header declares far more than it holds
+        header = io.BytesIO()
+        shape = (draw(st.integers(10**6, 10**15)), 2)
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": shape})
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("sources.npy", header.getvalue() + bytes(draw(st.integers(0, 256))))
+            archive.writestr("latents.npy", header.getvalue())
     target = {"missing": folder / "absent.npz", "folder": folder}.get(fault, path)
 
     argv = ["metrics", str(target)]

@@ -3,10 +3,12 @@ degenerate cases, bad input and the ``latentquant metrics`` command."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -554,17 +556,24 @@ def test_cli_files_that_are_no_npz_archive_say_what_the_file_should_hold(tmp_pat
     np.savez(objects, sources=np.array([[1], [2]], dtype=object), latents=np.zeros((2, 1)))
     empty = tmp_path / "empty.npz"
     empty.write_bytes(b"")
+    huge = tmp_path / "huge.npz"  # a header declaring 16 TB over 64 bytes: numpy would allocate it first
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**12, 2)})
+    with zipfile.ZipFile(huge, "w") as archive:
+        archive.writestr("sources.npy", header.getvalue() + bytes(64))
+        archive.writestr("latents.npy", header.getvalue() + bytes(64))
     for path, said in (
         (truncated, "is a damaged or truncated archive"),
         (text, "is not a zip archive"),
         (pickled, "holds one array (.npy)"),
         (objects, "'sources' in " + str(objects) + " is an array of Python objects"),
         (empty, "is empty"),
+        (huge, "'sources' in " + str(huge) + " declares shape (1000000000000, 2) of float64"),
     ):
         err = _metrics_error([str(path)], capsys)
         assert str(path) in err and said in err, err
         assert "pickl" not in err.replace(str(path), "").lower(), err  # never advice to unpickle an untrusted file
-        if path is not objects:
+        if path not in (objects, huge):
             assert "'sources' (N, K)" in err and "'latents' (N, L)" in err  # what the file should hold
 
 

@@ -133,7 +133,10 @@ def load(path: str | os.PathLike) -> dict:
 def _member(data, path: Path, key: str) -> np.ndarray:
     """Array ``key`` of the archive; UserError naming it when it cannot be read safely."""
     try:
+        _check_declared_size(data, path, key)
         return data[key]
+    except UserError:
+        raise
     except ValueError as err:
         if "allow_pickle" in str(err) or "pickle" in str(err):  # an object array: never unpickled
             raise UserError(
@@ -143,6 +146,32 @@ def _member(data, path: Path, key: str) -> np.ndarray:
         raise UserError(f"'{key}' in {path} cannot be read: the archive is damaged ({err})") from None
     except _DAMAGED:
         raise UserError(f"'{key}' in {path} cannot be read: the archive is damaged or truncated") from None
+    except MemoryError:
+        raise UserError(f"'{key}' in {path} is too large to load into this machine's memory") from None
+
+
+def _check_declared_size(data, path: Path, key: str) -> None:
+    """UserError when the member's .npy header declares more bytes than the member holds.
+
+    numpy allocates the declared shape before it reads the data: a damaged or
+    hostile header (shape (10**12, 2) over 64 bytes) would otherwise ask for
+    terabytes. The archive's own size of the member is the bound."""
+    name = f"{key}.npy" if f"{key}.npy" in data.zip.namelist() else key
+    with data.zip.open(name) as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            return  # numpy's own reader names what it does not know
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+        held = data.zip.getinfo(name).file_size - f.tell()
+    if dtype.hasobject:
+        return  # refused as a pickled array when read, before any allocation
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > held:
+        raise UserError(
+            f"'{key}' in {path} declares shape {shape} of {dtype} ({declared:,} bytes) but holds {held:,} bytes: "
+            "the archive is damaged"
+        )
 
 
 def _read(path: Path, data) -> dict:
