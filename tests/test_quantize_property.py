@@ -3,7 +3,8 @@
 hypothesis draws a layer and an input (levels, shared or per-latent values,
 projections, codebooks, index kind, layout, batch size, strides, memory
 format, the input's and the module's dtypes, any pair of float16, bfloat16,
-float32 and float64, train/eval, grad/no_grad, perturbed values) and every
+float32 and float64, a position mask or none, train/eval, grad/no_grad,
+perturbed values) and every
 draw must give what ``latentquant.quantize.reference_forward`` gives: the
 output (in the input's dtype), the indices, both losses and the gradients of
 the input, the values and the projections.
@@ -122,6 +123,7 @@ def cases(draw):
         input_grad=draw(st.booleans()),
         breakdown=draw(st.booleans()),
         perturb=draw(st.booleans()),
+        masked=draw(st.booleans()),
         scale=draw(st.sampled_from([0.3, 1.0, 3.0])),
         seed=draw(st.integers(0, 2**31 - 1)),
         # the kernel's midpoint-count search runs on large inputs only; force it on small ones too
@@ -221,9 +223,13 @@ def check(case):
     leaf, x = make_input(case, g)
     cf = case["resolved_channel_first"]
     tol = tolerances(case)
+    mask = None
+    if case["masked"]:  # a position mask: True where the position counts
+        lead = (x.shape[0], *x.shape[2:]) if cf else x.shape[:-1]
+        mask = (torch.rand(lead, generator=g) < 0.6).to(DEVICE)
     with torch.set_grad_enabled(case["grad"]):
-        out, parts = lq(x, return_loss_breakdown=True) if case["breakdown"] else (lq(x), None)
-        ref, ref_parts = reference_forward(lq, x)
+        out, parts = lq(x, True, mask) if case["breakdown"] else (lq(x, mask=mask), None)
+        ref, ref_parts = reference_forward(lq, x, mask=mask)
         # the layer's per-latent choices against the reference's argmin
         ours, digits = as_digits(lq, out.indices), as_digits(lq, ref.indices)
         if not torch.equal(ours, digits):
@@ -236,7 +242,7 @@ def check(case):
             slack = 64 * eps * (1 + zq.abs().max())
             assert bool((gap <= slack).all()), f"not a tie: ours {ours[gap > slack]} reference {digits[gap > slack]}"
             event("tie between two equally near values")
-            ref, ref_parts = reference_forward(lq, x, digits=ours)
+            ref, ref_parts = reference_forward(lq, x, digits=ours, mask=mask)
         ref_out, ref_indices, ref_loss = ref
         ref_quant, ref_commit = ref_parts
 

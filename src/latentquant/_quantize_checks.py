@@ -184,6 +184,17 @@ def check_input(x, dim: int, channel_first: bool | None) -> bool:
     return first
 
 
+def check_mask(mask, lead: tuple) -> None:
+    """forward's ``mask``: a bool tensor over the input's positions (every axis but the features)."""
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        found = f"dtype {mask.dtype}" if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(f"mask must be a bool tensor (True: the position counts), got {found}")
+    if tuple(mask.shape) != tuple(lead):
+        raise ValueError(
+            f"mask must have the input's shape less its feature axis, {tuple(lead)}, got {tuple(mask.shape)}"
+        )
+
+
 def check_index_tensor(indices, name: str) -> None:
     if not isinstance(indices, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(indices).__name__}")

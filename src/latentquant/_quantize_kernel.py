@@ -77,6 +77,9 @@ class Options(NamedTuple):
     # what a NaN latent's slot adds to a flat index, -(codes per codebook), so that the sum is negative;
     # None where d times that would overflow int64 (NaN flat indices are then found by a reduction)
     invalid_code: int | None = None
+    # (k, 1, n) bool, True where a position counts: the losses average over the kept positions
+    # only, and the masked ones add nothing to the values' gradient (None: every position counts)
+    mask: Tensor | None = None
 
 
 def _count_below(z: Tensor, mids: Tensor) -> Tensor:
@@ -151,6 +154,8 @@ def search(z: Tensor, table: Tensor, options: Options):
     basis = options.basis
     idx = indices(pos, perm, basis, options.invalid_code)
     if perm is None:  # the argmin gave NaN an in-range slot: mark it
+        if z.device.type == "cpu" and not torch.compiler.is_compiling() and not math.isnan(z.sum().item()):
+            return q, idx, pos, perm  # no NaN in z (a sum with one is NaN): one op instead of four (small inputs)
         nan = torch.isnan(z)
         q = q.masked_fill_(nan, math.nan)
         idx = idx.masked_fill(nan if basis is None else nan.any(1), INVALID)
@@ -218,12 +223,12 @@ class QuantizeFn(torch.autograd.Function):
         if not with_loss:
             zero = z.new_zeros(())
             return (q, idx, zero, zero.clone(), zero.clone()) if breakdown else (q, idx, zero)
-        err = z - q  # in the caller's shape, as the gradients of z are
-        sse, count = squared_error(err), max(z.numel(), 1)  # an empty input: 0, not NaN
+        err, count = _masked_error(z, q, layout, options.mask)  # in the caller's shape, as the gradients of z are
+        sse = squared_error(err)
         # a table without gradient is copied (it is tiny): the values may then
         # change in place before this backward runs (the in-place optimizer)
         ctx.save_for_backward(z, table if table.requires_grad else table.clone(), err, pos, perm)
-        ctx.weights = (w_q, w_c)
+        ctx.weights, ctx.mask, ctx.count = (w_q, w_c), options.mask, count
         if not breakdown:
             return q, idx, sse * ((w_q + w_c) / count)
         mse = sse / count
@@ -235,10 +240,18 @@ class QuantizeFn(torch.autograd.Function):
             return grad_q, None, None, None
         z, table, err, pos, perm = ctx.saved_tensors
         w_q, w_c = ctx.weights
-        scale = 2.0 / max(z.numel(), 1)
+        if ctx.mask is None:
+            scale = 2.0 / ctx.count
+        else:  # N is a tensor: fold 1 / N into the upstream gradients, the constants stay Python numbers
+            scale, inv = 2.0, 1.0 / ctx.count
+            grad_loss, grad_quant, grad_commit = (
+                None if g is None else g * inv for g in (grad_loss, grad_quant, grad_commit)
+            )
         if torch.is_grad_enabled():  # create_graph=True: e as a function of z and table
             slots = pos if perm is None else torch.gather(perm.expand(pos.shape[0], *perm.shape), 2, pos).clamp_(min=0)
             err = z - torch.gather(table.expand(pos.shape[0], *table.shape), 2, slots).view(z.shape)
+            if ctx.mask is not None:
+                err = torch.where(ctx.mask, err.reshape(ctx.shapes[1]), 0.0).view(z.shape)
         grad_z = grad_table = None
         if ctx.needs_input_grad[0]:
             if grad_commit is None and grad_loss is not None and grad_q is not None:
@@ -260,12 +273,26 @@ class QuantizeFn(torch.autograd.Function):
         return grad_z, grad_table, None, None
 
 
-def quantization_grad(z: Tensor, table: Tensor, last: Tensor | None) -> Tensor:
+def quantization_grad(z: Tensor, table: Tensor, last: Tensor | None, mask: Tensor | None = None) -> Tensor:
     """The gradient of mean((sg(z) - q)^2) with respect to the table, (d, l):
-    -(2 / N) times the per-slot sums of e (zero on padding). Closed form, no
-    autograd graph, for the layer's in-place codebook optimizer."""
+    -(2 / N) times the per-slot sums of e (zero on padding; over the kept
+    positions of ``mask``). Closed form, no autograd graph, for the layer's
+    in-place codebook optimizer."""
     q, pos, perm = nearest(z, table, last)
-    return _slot_sums(z - q, pos, perm, table.shape[1], None, -2.0 / max(z.numel(), 1))
+    err, count = _masked_error(z, q, z.shape, mask)
+    sums = _slot_sums(err, pos, perm, table.shape[1], None, -2.0)
+    return sums / count
+
+
+def _masked_error(z: Tensor, q: Tensor, layout: tuple, mask: Tensor | None) -> tuple[Tensor, int | Tensor]:
+    """e = z - q in z's shape, zero at masked positions (``mask`` (k, 1, n) in
+    the layout), and N, the number of elements that count (at least 1: an
+    empty or fully masked input has a zero loss, not NaN)."""
+    err = z - q
+    if mask is None:
+        return err, max(z.numel(), 1)
+    err = torch.where(mask, err.reshape(layout), 0.0).view(z.shape)
+    return err, (mask.sum() * layout[1]).clamp_(min=1)
 
 
 def squared_error(err: Tensor) -> Tensor:
@@ -284,7 +311,8 @@ def quantize(z: Tensor, table: Tensor, layout: tuple[int, int, int], options: Op
     shape, z = z.shape, z.reshape(layout)
     q, idx, _, _ = search(z, table, options)
     if with_loss:
-        mse = squared_error(z - q) / max(z.numel(), 1)
+        err, count = _masked_error(z, q, layout, options.mask)
+        mse = squared_error(err) / count
         loss = mse * (w_q + w_c)
     else:
         mse = loss = z.new_zeros(())

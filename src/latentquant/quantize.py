@@ -50,6 +50,7 @@ from latentquant._quantize_checks import (
     check_index_tensor,
     check_input,
     check_level_indices,
+    check_mask,
     levels_repr,
     size_repr,
     upgrade_state_dict,
@@ -149,8 +150,13 @@ class LatentQuantize(nn.Module):
     codebook_size : int
         ``prod(levels)``, codes per codebook, exact.
 
-    ``forward`` returns ``Return(quantized, indices, loss)``, or ``(Return,
-    LossBreakdown(quantization, commitment))`` with ``return_loss_breakdown=True``.
+    ``forward(x, return_loss_breakdown=False, mask=None)`` returns
+    ``Return(quantized, indices, loss)``, or ``(Return, LossBreakdown(
+    quantization, commitment))`` with ``return_loss_breakdown=True``. ``mask``,
+    a bool tensor of the input's shape less its feature axis (True: the
+    position counts), restricts both losses (means over the kept positions)
+    and the values' gradient to the kept positions; every position is still
+    quantized.
     Indices name slots of ``values_per_latent``. Empty inputs give empty
     outputs and a zero loss; see docs/quantizer.md.
 
@@ -286,7 +292,7 @@ class LatentQuantize(nn.Module):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
-    def _kernel_options(self, with_loss: bool, breakdown: bool) -> kernel.Options:
+    def _kernel_options(self, with_loss: bool, breakdown: bool, mask: Tensor | None = None) -> kernel.Options:
         constants = self._buffers
         return kernel.Options(  # positional, in the order of its fields (this runs every forward)
             self.quantization_loss_weight,
@@ -297,6 +303,7 @@ class LatentQuantize(nn.Module):
             constants["_last"],
             constants["_offsets"],
             self._invalid_code,
+            mask,
         )
 
     def _is_channel_first(self, ndim: int) -> bool:
@@ -330,6 +337,14 @@ class LatentQuantize(nn.Module):
                 q = self.project_out(q.reshape(math.prod(shape[:-1]), cd))
         return q if q.shape == shape else q.reshape(shape)
 
+    def _mask_to_kernel(self, mask: Tensor, channel_first: bool) -> Tensor:
+        """The caller's position mask -> (k, 1, n), as the kernel lays out the positions (and codebooks)."""
+        c = self.num_codebooks
+        if channel_first:  # 'b ... -> b 1 1 n', repeated over c, '(b c) 1 n'
+            b, n = mask.shape[0], math.prod(mask.shape[1:])
+            return mask.reshape(b, 1, 1, n).expand(b, c, 1, n).reshape(b * c, 1, n)
+        return mask.reshape(-1, 1).expand(-1, c).reshape(-1, 1, 1)  # '... -> (... c) 1 1'
+
     def _indices_to_caller(self, idx: Tensor, lead: tuple, channel_first: bool) -> Tensor:
         """Kernel indices, flat (k, n) or per-latent (k, d, n) -> (*lead, c, d),
         less the codebook axis unless kept and the latent axis for flat ones."""
@@ -342,9 +357,12 @@ class LatentQuantize(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, x: Tensor, return_loss_breakdown: bool = False):
+    def forward(self, x: Tensor, return_loss_breakdown: bool = False, mask: Tensor | None = None):
         channel_first = check_input(x, self.dim, self.channel_first)
         lead = (x.shape[0], *x.shape[2:]) if channel_first else x.shape[:-1]
+        if mask is not None:
+            check_mask(mask, lead)
+            mask = self._mask_to_kernel(mask.to(x.device), channel_first)
 
         z, layout = self._to_kernel(x, channel_first)  # z's elements form (k, d, n) = layout
         projected_dtype = z.dtype
@@ -355,12 +373,12 @@ class LatentQuantize(nn.Module):
         if table.dtype != dtype:
             table = table.to(dtype)
         if self.training and torch.is_grad_enabled() and self.in_place_codebook_optimizer is not None:
-            self._step_values(z, layout)
+            self._step_values(z, layout, mask)
             table = self._values_table().detach().to(dtype)
         elif not self.training and torch.is_grad_enabled():
             table = table.detach()
 
-        options = self._kernel_options(self.training, return_loss_breakdown)
+        options = self._kernel_options(self.training, return_loss_breakdown, mask)
         q, indices, loss, *parts = kernel.quantize(z, table, layout, options)
 
         if q.dtype != projected_dtype:
@@ -371,12 +389,13 @@ class LatentQuantize(nn.Module):
         out = Return(quantized, self._indices_to_caller(indices, lead, channel_first), loss)
         return (out, LossBreakdown(*parts)) if return_loss_breakdown else out
 
-    def _step_values(self, z: Tensor, layout: tuple) -> None:
+    def _step_values(self, z: Tensor, layout: tuple, mask: Tensor | None) -> None:
         """One step of ``in_place_codebook_optimizer`` on mean((sg(z) - q)^2).
         Its gradient is written in closed form (no autograd graph, no graph
         break under torch.compile); the values' ``.grad`` is left as it was."""
         with torch.no_grad():
-            grad = kernel.quantization_grad(z.reshape(layout), self._values_table().to(z.dtype), self._buffers["_last"])
+            table, last = self._values_table().to(z.dtype), self._buffers["_last"]
+            grad = kernel.quantization_grad(z.reshape(layout), table, last, mask)
             if self.shared_values:  # the d rows of the expanded table are one row
                 grad = grad.sum(0)
             held, self.values.grad = self.values.grad, grad.to(self.values.dtype)
@@ -510,11 +529,14 @@ class LossBreakdown(NamedTuple):
     commitment: Tensor
 
 
-def reference_forward(lq: LatentQuantize, x: Tensor, digits: Tensor | None = None) -> tuple[Return, LossBreakdown]:
-    """``lq(x, return_loss_breakdown=True)`` written plainly: the definition the
-    fused kernel is tested against (slow: one argmin per latent; without the
-    in-place optimizer's step). ``digits`` (..., c, d) replaces the argmin's
-    choice of slots (the tests pass it where two values are equally near)."""
+def reference_forward(
+    lq: LatentQuantize, x: Tensor, digits: Tensor | None = None, mask: Tensor | None = None
+) -> tuple[Return, LossBreakdown]:
+    """``lq(x, return_loss_breakdown=True, mask=mask)`` written plainly: the
+    definition the fused kernel is tested against (slow: one argmin per
+    latent; without the in-place optimizer's step). ``digits`` (..., c, d)
+    replaces the argmin's choice of slots (the tests pass it where two values
+    are equally near)."""
     c, d, channel_first = lq.num_codebooks, lq.codebook_dim, check_input(x, lq.dim, lq.channel_first)
     xl = x.movedim(1, -1) if channel_first else x  # (..., e)
     z0 = lq.project_in(xl.to(lq.project_in.weight.dtype) if lq.has_projections else xl)  # (..., c d)
@@ -524,7 +546,9 @@ def reference_forward(lq: LatentQuantize, x: Tensor, digits: Tensor | None = Non
         digits = torch.stack([(z[..., i, None] - v).abs().argmin(-1) for i, v in enumerate(values)], -1).detach()
     nan = z.isnan()  # no nearest value: q NaN, index INVALID
     q = torch.stack([v[digits[..., i]] for i, v in enumerate(values)], -1).masked_fill(nan, math.nan)
-    mse = lambda e: (e**2).sum() / max(e.numel(), 1)  # noqa: E731  (0 for an empty input)
+    kept = torch.ones(z.shape[:-2], dtype=torch.bool, device=z.device) if mask is None else mask.to(z.device)
+    kept = kept[..., None, None].expand(z.shape)  # the positions that count, over codebooks and latents
+    mse = lambda e: (torch.where(kept, e, 0.0) ** 2).sum() / max(int(kept.sum()), 1)  # noqa: E731  (0 if none)
     quantization, commitment = mse(z.detach() - q), mse(z - q.detach())  # train the values, the input
     if not lq.training:
         quantization = commitment = z.new_zeros(())
