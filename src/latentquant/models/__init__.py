@@ -1,4 +1,4 @@
-"""Models: QLAE, its baselines, and the backbones they share.
+"""Models: QLAE, its baselines, its successors (Tripod, FactorQVAE, the categorical VAE), and the backbones they share.
 
 from latentquant.models import build_model, available_models
 model = build_model("qlae", arch="small", info=DataInfo("sprites", 1, 5, 737280))

@@ -15,6 +15,9 @@ MODEL_MODULES = (
     "latentquant.models.baselines",
     "latentquant.models.gan",
     "latentquant.models.noisy",
+    "latentquant.models.tripod",
+    "latentquant.models.factorqvae",
+    "latentquant.models.catvae",
 )
 
 _MODELS: dict[str, type] = {}
