@@ -7,6 +7,9 @@ lowers the loss, and the command line: train, resume, evaluate, sweep and table.
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -473,3 +476,49 @@ def test_evaluate_rebuilds_the_run_and_sweep_and_table_take_the_models(tmp_path,
     for key, value in scores.items():
         if key not in ("seconds", "eval_seconds"):
             assert again[key] == (pytest.approx(value, rel=1e-9, abs=1e-12) if isinstance(value, float) else value), key
+
+
+DDP_SCRIPT = """
+import torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from latentquant.models import DataInfo, build_model
+from latentquant.train.distributed import wait_released
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+for name, options in (("factorqvae", {"values_per_latent": 8}), ("catvae", {"gamma": 1.0}), ("tripod", {})):
+    torch.manual_seed(0)
+    model = build_model(name, "small", DataInfo("sprites", 1, 2, 100), **options)
+    before = torch.cat([p.detach().flatten() for p in model.parameters()])
+    opts = model.configure_optimizers(lr=1e-3, weight_decay=1e-3)
+    net = DistributedDataParallel(model, find_unused_parameters=model.ddp_find_unused_parameters)
+    torch.manual_seed(100 + rank)  # different images and noise on each rank
+    for step in range(2):
+        model.training_step(net, (torch.rand(4, 1, 64, 64) > 0.8).float(), opts, step)
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    both = [torch.zeros_like(flat) for _ in range(2)]
+    dist.all_gather(both, flat)
+    wait_released(flat, *both)
+    if rank == 0:
+        print(name, "DIFF", (both[0] - both[1]).abs().max().item(), "MOVED", (flat - before).abs().max().item())
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_keeps_ranks_in_sync_through_both_steps(tmp_path):
+    # the model step, the discriminator step (through find_unused_parameters) and Tripod's hooked decoder
+    # passes: with different data per rank, the ranks stay identical only if every gradient is all-reduced
+    script = tmp_path / "ddp_successors.py"
+    script.write_text(DDP_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if "DIFF" in line}
+    assert set(lines) == set(MODELS)
+    for words in lines.values():
+        assert float(words[2]) == 0.0 and float(words[4]) > 1e-4, words
