@@ -422,7 +422,7 @@ def test_catvae_is_the_argmax_category_at_evaluation_and_its_values_stay_on_the_
 # ------------------------------------------------------------------ the command line
 
 TINY = ["--dataset", "sprites", "--arch", "small", "--batch-size", "8", "--eval-samples", "100"]
-TINY += ["--log-every", "1", "--threads", "1"]
+TINY += ["--log-every", "1", "--threads", "1", "--logger", "none"]
 
 
 def _records(run):
