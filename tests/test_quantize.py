@@ -290,6 +290,7 @@ def test_constructor_signature_matches_vector_quantize_pytorch():
         projection_has_bias=True,
         flat_indices=True,
         shared_values=False,  # ours, after the peer's arguments
+        track_usage=False,
     )
     assert list(params) == list(expected)
     assert {k: p.default for k, p in params.items()} == expected

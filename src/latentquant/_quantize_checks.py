@@ -113,6 +113,7 @@ def check_arguments(
     channel_first,
     flat_indices,
     shared_values,
+    track_usage=False,
 ) -> Arguments:
     """All of the constructor's checks, sizes first."""
     levels = check_levels(levels, codebook_dim)
@@ -153,8 +154,9 @@ def check_arguments(
             f"levels {levels_repr(levels)} give {size_repr(levels)[1:]} codes, more than int64 flat indices can "
             f"number (2**63); use flat_indices=False for per-latent indices"
         )
-    if not isinstance(shared_values, bool):
-        raise TypeError(f"shared_values must be True or False, got {shared_values!r}")
+    for name, flag in (("shared_values", shared_values), ("track_usage", track_usage)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
     if shared_values and len(set(levels)) > 1:
         raise ValueError(
             "shared_values=True shares one set of values among all latents, so every latent needs the same "

@@ -292,7 +292,7 @@ def _masked_error(z: Tensor, q: Tensor, layout: tuple, mask: Tensor | None) -> t
     if mask is None:
         return err, max(z.numel(), 1)
     err = torch.where(mask, err.reshape(layout), 0.0).view(z.shape)
-    return err, (mask.sum() * layout[1]).clamp_(min=1)
+    return err, (mask.sum() * layout[1]).clamp_(min=1).to(err.dtype)  # a float: 1 / N in z's precision
 
 
 def squared_error(err: Tensor) -> Tensor:

@@ -42,6 +42,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from latentquant import _quantize_kernel as kernel
+from latentquant import _quantize_usage as value_usage
 from latentquant._quantize_checks import (
     INT64_CODES,
     check_arguments,
@@ -55,8 +56,9 @@ from latentquant._quantize_checks import (
     size_repr,
     upgrade_state_dict,
 )
+from latentquant._quantize_usage import Usage
 
-__all__ = ["LatentQuantize", "Return", "LossBreakdown", "reference_forward"]
+__all__ = ["LatentQuantize", "Return", "LossBreakdown", "Usage", "reference_forward"]
 
 
 class LatentQuantize(nn.Module):
@@ -133,6 +135,10 @@ class LatentQuantize(nn.Module):
         authors' "global codebook", ``latents/global_quantized.py`` in
         kylehkhsu/latent_quantization); every level must then be ``L``.
         Losses, indices and everything else are as above, with ``V_i = V``.
+    track_usage : bool, default False
+        Count each value's assignments in every forward; ``usage()`` reads
+        them (counts, perplexity, dead values), ``reset_usage()`` zeroes the
+        running total.
 
     Attributes
     ----------
@@ -185,6 +191,7 @@ class LatentQuantize(nn.Module):
         projection_has_bias: bool = True,
         flat_indices: bool = True,
         shared_values: bool = False,
+        track_usage: bool = False,
     ):
         super().__init__()
         args = check_arguments(
@@ -200,6 +207,7 @@ class LatentQuantize(nn.Module):
             channel_first,
             flat_indices,
             shared_values,
+            track_usage,
         )
         self.levels = levels = args.levels
         self.codebook_dim = d = len(levels)
@@ -246,6 +254,12 @@ class LatentQuantize(nn.Module):
         pad = torch.zeros(d, lmax).masked_fill_(torch.arange(lmax) >= counts[:, None], math.inf)
         self.register_buffer("_pad", None if equal else pad, persistent=False)
         self.register_buffer("_last", None if equal else counts - 1, persistent=False)
+
+        # value usage (track_usage): the last forward's counts and a running total, (c, d, max L), not saved
+        self.track_usage = track_usage
+        shape = (args.num_codebooks, d, lmax)
+        for name in ("usage_counts", "last_usage_counts"):
+            self.register_buffer(name, torch.zeros(shape, dtype=torch.int64) if track_usage else None, persistent=False)
 
         self.in_place_codebook_optimizer = None
         if in_place_codebook_optimizer is not None:
@@ -380,6 +394,8 @@ class LatentQuantize(nn.Module):
 
         options = self._kernel_options(self.training, return_loss_breakdown, mask)
         q, indices, loss, *parts = kernel.quantize(z, table, layout, options)
+        if self.track_usage:
+            self._count_usage(indices, layout, mask)
 
         if q.dtype != projected_dtype:
             q = q.to(projected_dtype)
@@ -401,6 +417,40 @@ class LatentQuantize(nn.Module):
             held, self.values.grad = self.values.grad, grad.to(self.values.dtype)
             self.in_place_codebook_optimizer.step()
             self.values.grad = held
+
+    # ------------------------------------------------------------------ usage
+
+    def _count_usage(self, indices: Tensor, layout: tuple, mask: Tensor | None) -> None:
+        with torch.no_grad():
+            slots = indices
+            if self.flat_indices:  # (k, n) -> per-latent slots (k, d, n), -1 where the index is
+                flat = indices.unsqueeze(1)
+                basis = self._buffers["_basis"]
+                slots = torch.div(flat, basis, rounding_mode="floor") % self.num_values.view(-1, 1)
+                slots = slots.masked_fill(flat < 0, kernel.INVALID)
+            counts = value_usage.count(slots.reshape(layout), self.num_codebooks, max(self.levels), mask)
+            self._buffers["last_usage_counts"].copy_(counts)
+            self._buffers["usage_counts"].add_(counts)
+
+    def usage(self, running: bool = True, all_ranks: bool = False) -> value_usage.Usage:
+        """How the values are used (needs ``track_usage=True``): per codebook
+        and latent, the assignment counts of each value, the perplexity
+        exp(H) of their frequencies and the number of values never used, and
+        the last two over all codebooks together. ``running``: since the last
+        ``reset_usage()`` (else the last forward's). ``all_ranks``: summed over
+        the processes of ``torch.distributed``'s default group (a collective:
+        call it on every rank); the module's counts are left as they are."""
+        if not self.track_usage:
+            raise ValueError("usage() needs a layer built with track_usage=True")
+        counts = self._buffers["usage_counts" if running else "last_usage_counts"].clone()
+        if all_ranks and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)
+        return value_usage.summarize(counts, self.num_values)
+
+    def reset_usage(self) -> None:
+        """Zero the running counts (e.g. after each logging step)."""
+        if self.track_usage:
+            self._buffers["usage_counts"].zero_()
 
     # ------------------------------------------------------------------ indices
 
@@ -515,6 +565,8 @@ class LatentQuantize(nn.Module):
             parts.append(f"in_place_codebook_optimizer={type(self.in_place_codebook_optimizer).__name__}")
         if self.channel_first is not None:
             parts.append(f"channel_first={self.channel_first}")
+        if self.track_usage:
+            parts.append("track_usage=True")
         return ", ".join(parts)
 
 
