@@ -104,6 +104,18 @@ def test_parse_model_overrides():
         grid.parse_model("qlae+weight-decay")
     with pytest.raises(ValueError, match="no model name"):
         grid.parse_model("+lr=1")
+    # a key that is no train flag is a model option (the issue's sweep entry for the global codebook)
+    assert grid.parse_model("qlae+global-codebook=1") == ("qlae", ("--option=global_codebook=1",))
+    assert grid.parse_model("vae+beta=4+lr=1e-4") == ("vae", ("--option=beta=4", "--lr=1e-4"))
+
+
+def test_model_option_entries_resolve_and_unknown_ones_are_refused(tmp_path):
+    """``qlae+global-codebook=1`` reaches the model as its option; an unknown key names the valid options."""
+    cells = grid.plan(["sprites"], ["qlae+global-codebook=1"], [0], tmp_path, ("--steps=2", "--arch=small"))
+    assert grid.check(cells[0]).options["global_codebook"] in (1, True)
+    (bad,) = grid.plan(["sprites"], ["qlae+nosuchkey=1"], [0], tmp_path, ("--steps=2", "--arch=small"))
+    with pytest.raises(ValueError, match="nosuchkey.*global_codebook"):
+        grid.check(bad)
 
 
 def test_status_done_resume_new_and_conflict(tmp_path):

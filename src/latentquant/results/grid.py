@@ -67,7 +67,10 @@ def parse_model(spec: str) -> tuple[str, tuple[str, ...]]:
     """``'qlae+weight-decay=0+steps=10'`` -> ``('qlae', ('--weight-decay=0', '--steps=10'))``.
 
     Each override is one ``--flag=value`` word, so a negative value (``lr=-1``)
-    is read as the flag's value, not as a flag."""
+    is read as the flag's value, not as a flag. A key that is no ``latentquant
+    train`` flag is a model option: ``qlae+global-codebook=1`` ->
+    ``('qlae', ('--option=global_codebook=1',))``; an unknown option is refused
+    when the cell is checked, naming the model's options."""
     base, *overrides = spec.split("+")
     if not base:
         raise UserError(f"model entry {spec!r} has no model name before '+'")
@@ -78,8 +81,20 @@ def parse_model(spec: str) -> tuple[str, tuple[str, ...]]:
             raise UserError(
                 f"override {item!r} in model entry {spec!r} must look like FLAG=VALUE (qlae+weight-decay=0)"
             )
-        flags.append(f"--{key.lstrip('-')}={value}")
+        flag = f"--{key.lstrip('-')}"
+        if flag in _train_flags():
+            flags.append(f"{flag}={value}")
+        else:
+            flags.append(f"--option={key.lstrip('-').replace('-', '_')}={value}")
     return base, tuple(flags)
+
+
+@functools.cache
+def _train_flags() -> frozenset[str]:
+    """Every option string ``latentquant train`` takes (``--weight-decay``, ``-o``, ...)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    cli_train.add_arguments(parser)
+    return frozenset(s for action in parser._actions for s in action.option_strings)
 
 
 def plan(datasets, models, seeds, out, common_flags=()) -> list[RunSpec]:
