@@ -29,6 +29,7 @@ from functools import partial
 
 from latentquant.results import launchers
 from latentquant.results.grid import RunSpec, check, check_flags, command, parse_model, plan, status
+from latentquant.results.stacks import StackLauncher
 from latentquant.train.rundir import RunDir
 from latentquant.validation import UserError, arg_type, check_int
 
@@ -70,6 +71,13 @@ def add_arguments(parser) -> None:
         help="torch threads per run (default 1)",
     )
     parser.add_argument("--dry-run", action="store_true", help="check the grid, print the plan and exit")
+    parser.add_argument(
+        "--stack",
+        type=arg_type(int, partial(check_int, "--stack", low=1)),
+        default=1,
+        help="train up to K runs that can share a model family, backbone and batch as one stacked model "
+        "per process (results/stacks.py; default 1: every run alone)",
+    )
     parser.add_argument("extra", nargs="*", help="further flags passed to every train call (after --)")
     launchers.add_arguments(parser)  # --launcher local|submitit and --slurm-*
 
@@ -87,6 +95,10 @@ def run(args) -> int:
     if not str(args.out).strip():
         raise UserError("--out is empty; name the results root, e.g. --out results/runs")
     launcher = launchers.from_args(args)  # local (--jobs at a time) or submitit
+    if args.stack > 1:  # stacks of runs in one process each (results/stacks.py)
+        if args.launcher != "local":
+            raise UserError("--stack trains stacks on this machine; use it with --launcher local")
+        launcher = StackLauncher(launcher.jobs, launcher.threads, args.stack)
     common = ["--threads", str(args.threads), *args.extra]
     if args.steps is not None:
         common += ["--steps", str(args.steps)]
