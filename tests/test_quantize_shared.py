@@ -22,6 +22,7 @@ from latentquant import _quantize_kernel as kernel
 from latentquant.cli import main
 from latentquant.models import DataInfo, build_model
 from latentquant.train import checkpoint as ckpt
+from latentquant.train.config import TrainConfig
 
 SPRITES = DataInfo("sprites", 1, 5, 737_280)
 
@@ -215,3 +216,13 @@ def test_qlae_global_codebook_run_checkpoints_and_resumes(tmp_path):
         torch.testing.assert_close(state[name], expected[name], rtol=0, atol=1e-6)
     losses = [json.loads(line) for line in (part / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in losses if "loss" in r][-1] == 4
+
+
+def test_a_config_written_before_the_option_existed_is_the_same_run():
+    """Resume, sweep and table compare configs: a qlae config.yaml without
+    global_codebook (every run before it existed) means the default, False."""
+    old = TrainConfig(model="qlae", dataset="sprites", options={"quantization_weight": 0.01, "commitment_weight": 0.01})
+    same = old.replace(options={**old.options, "global_codebook": False})
+    other = old.replace(options={**old.options, "global_codebook": True})
+    assert same.differences(old) == {} and old.differences(same) == {}
+    assert set(other.differences(old)) == {"options"} and set(old.differences(other)) == {"options"}

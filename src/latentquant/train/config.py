@@ -165,8 +165,15 @@ class TrainConfig:
         return asdict(self)
 
     def differences(self, other: TrainConfig, ignore: tuple[str, ...] = RUNTIME_FIELDS) -> dict[str, tuple]:
-        """``{key: (self's value, other's value)}`` for the fields that differ, ``ignore`` aside."""
+        """``{key: (self's value, other's value)}`` for the fields that differ, ``ignore`` aside.
+        An option one side lacks counts as its published default (a config written before
+        the option existed, e.g. qlae's global_codebook)."""
         a, b = self.to_dict(), other.to_dict()
+        for side, there in ((a, b), (b, a)):
+            missing = set(there["options"]) - set(side["options"])
+            if missing and side["model"] == there["model"] and side["model"] in available_models():
+                published = get_model_class(side["model"]).default_options(side["dataset"])
+                side["options"] = {**side["options"], **{k: published[k] for k in missing if k in published}}
         return {k: (a[k], b[k]) for k in a if k not in ignore and a[k] != b[k]}
 
     def override(self, **changes: Any) -> TrainConfig:
