@@ -19,7 +19,9 @@ Forward. For every latent i and position, with N = z.numel():
     loss     = w_q * quantization + w_c * commitment
 
 and the straight-through output z + sg(q - z), whose value is q. Both terms
-have the same value; they differ only in where their gradients go. A NaN
+have the same value; they differ only in where their gradients go. With a
+position mask (``Options.mask``, (k, 1, n), True where a position counts), e
+is zero at the masked positions and N counts the kept elements only. A NaN
 latent has no nearest value: q is NaN there and its index INVALID (-1; a flat
 index is INVALID when any of its latents is NaN), so that no NaN comes out as a
 finite, valid-looking code. ``latentquant.quantize.reference_forward`` writes
