@@ -52,7 +52,9 @@ def files_under(folder: Path) -> list[Path]:
 BAD_GRIDS = [
     (dict(models=["nosuchmodel"]), "unknown model 'nosuchmodel'"),
     (dict(models=["qlae", "qlae+weight-decay=abc"]), "model entry 'qlae+weight-decay=abc': argument --weight-decay"),
-    (dict(models=["qlae+nosuchkey=1"]), "model entry 'qlae+nosuchkey=1': unrecognized arguments: --nosuchkey=1"),
+    # a key that is no train flag is a model option: an unknown one names the model's options
+    (dict(models=["qlae+nosuchkey=1"]), "sprites/qlae+nosuchkey=1/seed0: unknown option(s) nosuchkey for model"),
+    (dict(models=["qlae"], extra=["--", "--nosuchkey", "1"]), "the flags for every run"),
     (dict(models=["qlae+steps=0"]), "sprites/qlae+steps=0/seed0: steps must be an integer"),
     (dict(models=["qlae+arch=huge"]), "sprites/qlae+arch=huge/seed0: unknown arch 'huge'"),
     (dict(models=["qlae", "qlae+option=nosuch=1"]), "unknown option(s) nosuch for model 'qlae'"),
@@ -71,7 +73,7 @@ BAD_GRIDS = [
     (dict(models=[".."]), "model entry '..' must be a plain folder name"),
     # overrides of what the grid sets, in a model entry or after --, abbreviated or not
     (dict(models=["qlae+out=elsewhere"]), "model entry 'qlae+out=elsewhere': --out is not for a sweep's runs"),
-    (dict(models=["qlae+ou=elsewhere"]), "--out is not for a sweep's runs"),
+    (dict(models=["qlae"], extra=["--", "--ou", "elsewhere"]), "--out is not for a sweep's runs"),
     (dict(models=["qlae"], extra=["--", "--out", "elsewhere"]), "the flags for every run"),
     (dict(models=["qlae+dataset=shapes"]), "--dataset is not for a sweep's runs"),
     (dict(models=["qlae+model=ae"]), "--model is not for a sweep's runs"),
