@@ -327,3 +327,46 @@ def test_sweep_stack_trains_members_together_and_then_counts_them_done(tmp_path,
     capsys.readouterr()
     assert main(argv) == 0
     assert "2 runs: 2 done" in capsys.readouterr().out
+
+
+def test_gpu_grid_script_on_cpu_checkpoints_by_time_and_commits_only_finished_runs(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_grid.sh"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "start"], check=True)
+    env = dict(__import__("os").environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    cmd = ["bash", str(script), "grid", "--stack", "2", "--device", "cpu", "--checkpoint-seconds", "0.001"]
+    cmd += ["--commit", "--datasets", "sprites", "--models", "ae", "--seeds", "0", "1", "--steps", "3"]
+    cmd += ["--arch", "small", "--threads", "1", "--", "--batch-size", "4", "--eval-samples", "100"]
+    cmd += ["--eval-every", "0", "--logger", "none"]
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for seed in (0, 1):
+        run = repo / "grid" / "sprites" / "ae" / f"seed{seed}"
+        # checkpoints by time: the last two steps, where the step cadence alone gives step 3 only
+        assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == [
+            "step_00000002.safetensors",
+            "step_00000003.safetensors",
+        ]
+        assert "stack of 2" in (run / "train.log").read_text()
+    committed = subprocess.run([*git, "show", "--name-only", "--format=", "HEAD"], capture_output=True, text=True)
+    names = committed.stdout.split()
+    assert "grid/sprites/ae/seed0/eval.json" in names and "grid/sprites/ae/seed1/config.yaml" in names
+    assert not any("checkpoints" in n or n.endswith("train.log") for n in names)
+    # a run in progress (its config, no final evaluation) is never committed
+    half = repo / "grid" / "sprites" / "vae" / "seed0"
+    half.mkdir(parents=True)
+    shutil.copy(repo / "grid" / "sprites" / "ae" / "seed0" / "config.yaml", half / "config.yaml")
+    again = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "2 done" in again.stdout, again.stdout + again.stderr
+    status = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True).stdout
+    assert "grid/sprites/vae/" in status  # untracked, left alone
+    tracked = subprocess.run([*git, "ls-files"], capture_output=True, text=True).stdout
+    assert "vae" not in tracked

@@ -63,19 +63,25 @@ def plan_stacks(runs: Sequence[RunSpec], states: Mapping[RunSpec, str], size: in
     return order
 
 
-def stack_command(group: Sequence[RunSpec], states: Mapping[RunSpec, str], strategy: str = "auto") -> list[str]:
+def stack_command(
+    group: Sequence[RunSpec], states: Mapping[RunSpec, str], strategy: str = "auto", seconds: float | None = None
+) -> list[str]:
     cmd = [sys.executable, "-m", "latentquant.train.cli_stack", "--strategy", strategy]
+    if seconds:
+        cmd += ["--checkpoint-seconds", str(seconds)]
     for spec in group:
         cmd += ["--member", *command(spec, states[spec])[4:]]  # without "python -m latentquant train"
     return cmd
 
 
-def execute_stack(group: Sequence[RunSpec], states: Mapping[RunSpec, str], threads: int, strategy: str) -> int:
+def execute_stack(
+    group: Sequence[RunSpec], states: Mapping[RunSpec, str], threads: int, strategy: str, seconds: float | None = None
+) -> int:
     """Run the group's stack here, its output appended to every member's ``train.log``; its exit code."""
     runs = [RunDir(spec.out) for spec in group]
     for run in runs:
         run.mark()
-    cmd = stack_command(group, states, strategy)
+    cmd = stack_command(group, states, strategy, seconds)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     logs = [open(run.log, "a") for run in runs]  # noqa: SIM115 (closed below)
     try:
@@ -101,6 +107,7 @@ class StackLauncher:
     threads: int
     size: int
     strategy: str = "auto"
+    checkpoint_seconds: float | None = None
 
     def describe(self) -> str:
         return f"stacks of up to {self.size}, {self.jobs} at a time"
@@ -111,7 +118,7 @@ class StackLauncher:
             if len(group) == 1:
                 code = execute(group[0], states[group[0]], self.threads)
             else:
-                code = execute_stack(group, states, self.threads, self.strategy)
+                code = execute_stack(group, states, self.threads, self.strategy, self.checkpoint_seconds)
             return group, code, time.time() - start
 
         failed = 0

@@ -31,7 +31,7 @@ from latentquant.results import launchers
 from latentquant.results.grid import RunSpec, check, check_flags, command, parse_model, plan, status
 from latentquant.results.stacks import StackLauncher
 from latentquant.train.rundir import RunDir
-from latentquant.validation import UserError, arg_type, check_int
+from latentquant.validation import UserError, arg_type, check_int, check_number
 
 __all__ = ["RunSpec", "add_arguments", "check_grid", "run"]
 
@@ -78,6 +78,12 @@ def add_arguments(parser) -> None:
         help="train up to K runs that can share a model family, backbone and batch as one stacked model "
         "per process (results/stacks.py; default 1: every run alone)",
     )
+    parser.add_argument(
+        "--checkpoint-seconds",
+        type=arg_type(float, partial(check_number, "--checkpoint-seconds", low_open=True)),
+        default=None,
+        help="with --stack: also checkpoint every member each S seconds (a short GPU lease loses at most S)",
+    )
     parser.add_argument("extra", nargs="*", help="further flags passed to every train call (after --)")
     launchers.add_arguments(parser)  # --launcher local|submitit and --slurm-*
 
@@ -98,7 +104,9 @@ def run(args) -> int:
     if args.stack > 1:  # stacks of runs in one process each (results/stacks.py)
         if args.launcher != "local":
             raise UserError("--stack trains stacks on this machine; use it with --launcher local")
-        launcher = StackLauncher(launcher.jobs, launcher.threads, args.stack)
+        launcher = StackLauncher(
+            launcher.jobs, launcher.threads, args.stack, checkpoint_seconds=args.checkpoint_seconds
+        )
     common = ["--threads", str(args.threads), *args.extra]
     if args.steps is not None:
         common += ["--steps", str(args.steps)]

@@ -1,6 +1,6 @@
 """A stack of training runs in one process (the entry point ``latentquant sweep --stack K`` starts).
 
-    python -m latentquant.train.cli_stack [--strategy auto|vmap|loop] \\
+    python -m latentquant.train.cli_stack [--strategy auto|vmap|loop] [--checkpoint-seconds S] \\
         --member --dataset sprites --model qlae --seed 0 --out runs/q0 \\
         --member --resume runs/q1 --steps 6000 ...
 
@@ -56,6 +56,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[argparse.Namespace]
     own, members = split_members(argv)
     parser = _Parser(prog="latentquant stack")
     parser.add_argument("--strategy", choices=STRATEGIES, default="auto", help="vmap (GPU), loop (CPU) or auto")
+    parser.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        default=None,
+        help="also checkpoint every member when this many seconds passed since the last checkpoint",
+    )
     member_parser = _Parser(prog="latentquant stack --member")
     cli_train.add_arguments(member_parser)
     return parser.parse_args(own), [member_parser.parse_args(m) for m in members]
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             resume=[bool(m.resume) for m in members],
             overwrite=any(m.overwrite for m in members),
             strategy=args.strategy,
+            checkpoint_seconds=args.checkpoint_seconds,
         )
     except TrainingInterrupted as err:
         print(f"latentquant stack: {err}", file=sys.stderr)

@@ -104,6 +104,8 @@ from latentquant.validation import UserError, check_choice
 STRATEGIES = ("auto", "vmap", "loop")
 #: the models whose stacked training the tests compare with their separate runs
 STACKABLE = ("qlae", "ae", "bioae", "vae", "tcvae")
+#: the stackable models that draw no random numbers in training (no generator swaps under vmap)
+DETERMINISTIC = ("qlae", "ae", "bioae")
 #: config fields a member may set for itself; every other field is shared by the stack
 VARYING = (
     "seed",
@@ -247,10 +249,11 @@ class StackedModel:
 
     def _forward_vmap(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         template, keys = self.template, list(self.hyper_tensors)
-        random = _MemberRandom(self)
+        random = _MemberRandom(self) if self.models[0].name not in DETERMINISTIC else nullcontext()
 
         def one(params, buffers, hyper, member, xk):
-            random.member = member
+            if isinstance(random, _MemberRandom):
+                random.member = member
             held = {key: getattr(template.get_submodule(key[0]), key[1]) for key in keys}
             try:
                 for key, value in zip(keys, hyper):
@@ -279,7 +282,7 @@ class StackedModel:
         """One update of every active member (as ``LatentModel.training_step``: forward, backward,
         clip, AdamW); returns the detached loss parts ``{name: (K,)}``."""
         with autocast():
-            losses, parts = self(x)
+            losses, parts = self.forward(x)
         active = [k for k in range(self.K) if self.active[k]]
         (losses if len(active) == self.K else losses[active]).sum().backward()
         if self.strategy == "loop":  # the members' gradients, gathered into the stack's
@@ -537,6 +540,7 @@ def train_stack(
     *,
     strategy: str = "auto",
     kind: str = "train",
+    checkpoint_seconds: float | None = None,
 ) -> list[dict[str, Any] | Exception]:
     """Train the runs of ``configs`` as one stack (``loop.train`` for K members).
 
@@ -545,7 +549,9 @@ def train_stack(
     checkpoints of one step and new members are allowed only when that step is 0.
     Returns per member its final scores, or the :class:`TrainingDiverged` that
     stopped it. Raises :class:`TrainingInterrupted` after checkpointing every
-    member on SIGINT/SIGTERM, UserError for bad input.
+    member on SIGINT/SIGTERM, UserError for bad input. ``checkpoint_seconds``: also
+    checkpoint every member once that many seconds have passed since the last
+    checkpoint (a GPU lease that may end at any moment loses at most that much work).
     """
     configs = list(configs)
     flags = [bool(resume)] * len(configs) if isinstance(resume, bool) else [bool(r) for r in resume]
@@ -570,10 +576,10 @@ def train_stack(
     with ExitStack() as held:
         for run, again in zip(runs, flags):  # every member's lock, for the stack's lifetime
             held.enter_context(run.acquire(new=not again, overwrite=overwrite, kind=kind))
-        return _train_stack(members, runs, flags, states, dist, strategy)
+        return _train_stack(members, runs, flags, states, dist, strategy, checkpoint_seconds)
 
 
-def _train_stack(members, runs, flags, states, dist, strategy) -> list[dict[str, Any] | Exception]:
+def _train_stack(members, runs, flags, states, dist, strategy, checkpoint_seconds) -> list[dict[str, Any] | Exception]:
     cfgs = [r.config for r in members]
     cfg0, dataset, K = cfgs[0], members[0].dataset, len(members)
     if cfg0.threads:
@@ -620,7 +626,7 @@ def _train_stack(members, runs, flags, states, dist, strategy) -> list[dict[str,
     streams = [Prefetcher(dataset, c.seed, c.batch_size, start, c.steps, dist, c.prefetch) for c in cfgs]
     results: list[Any] = [None] * K
     meter, t_start, step = StackMeter(), time.time(), start
-    window = (start, t_start)
+    window, last_ckpt = (start, t_start), t_start
 
     def stop_member(k: int, err: Exception) -> None:
         stack.active[k] = False
@@ -647,6 +653,8 @@ def _train_stack(members, runs, flags, states, dist, strategy) -> list[dict[str,
 
                 # log, per member; a member with a non-finite loss stops alone
                 want_ckpt = step % cfg0.checkpoint_every == 0 or step == cfg0.steps
+                if checkpoint_seconds and time.time() - last_ckpt >= checkpoint_seconds:
+                    want_ckpt = True  # a short lease: at most checkpoint_seconds of work lost
                 if step % cfg0.log_every == 0 or want_ckpt or stop.requested:
                     logged, now = meter.read(), time.time()
                     img_s = cfg0.batch_size * (step - window[0]) / max(now - window[1], 1e-9)
@@ -693,6 +701,8 @@ def _train_stack(members, runs, flags, states, dist, strategy) -> list[dict[str,
                                     time.time() - t_start,
                                 )
                             )
+                if want_ckpt:
+                    last_ckpt = time.time()
                 if want_ckpt or want_eval:
                     window = (step, time.time())
 
