@@ -370,3 +370,46 @@ def test_gpu_grid_script_on_cpu_checkpoints_by_time_and_commits_only_finished_ru
     assert "grid/sprites/vae/" in status  # untracked, left alone
     tracked = subprocess.run([*git, "ls-files"], capture_output=True, text=True).stdout
     assert "vae" not in tracked
+
+
+def test_sigint_checkpoints_every_member_and_the_stack_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from latentquant.train.cli_stack import main as stack_main
+
+    outs = [tmp_path / "m0", tmp_path / "m1"]
+    argv = [sys.executable, "-m", "latentquant.train.cli_stack"]
+    for k, out in enumerate(outs):
+        argv += ["--member", *TINY[:8], "--eval-every", "0", "--log-every", "1", "--threads", "1", "--logger", "none"]
+        argv += ["--steps", "100000", "--model", "ae", "--seed", str(k), "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            metrics = outs[1] / "metrics.jsonl"
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "--resume" in err
+    steps = set()
+    for out in outs:
+        (path,) = ckpt.list_checkpoints(out / "checkpoints")
+        steps.add(int(path.stem.split("_")[1]))
+    (step,) = steps  # one step for both members
+    assert step >= 3
+    resumed = [["--member", "--resume", str(out), "--steps", str(step + 2)] for out in outs]
+    assert stack_main([token for member in resumed for token in member]) == 0
+    for out in outs:
+        assert json.loads((out / "eval.json").read_text())["step"] == step + 2
+        assert [r["step"] for r in _jsonl(out / "metrics.jsonl")] == list(range(1, step + 3))
