@@ -141,6 +141,15 @@ def test_main_shows_the_traceback_of_a_bug_and_of_anything_under_debug(monkeypat
         cli.main(["boom"])
 
 
+@pytest.mark.parametrize("argv", [["--bogus"], ["--bogus", "train"], ["-x"], ["nosuch"], []])
+def test_main_names_a_bad_top_level_argument_in_one_line(capsys, argv):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "usage" not in err
+    assert (argv[0] if argv else "COMMAND") in err
+
+
 def test_metrics_check_their_options_with_the_shared_primitives():
     from latentquant.metrics import dci, infomec, mig, normalized_mutual_info
 

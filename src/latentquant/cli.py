@@ -73,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in SUBCOMMANDS else None)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        # argparse would report the missing command first, not the flag that is wrong
+        parser.error(
+            f"unrecognized argument {argv[0]} before the command; expected a command "
+            f"({', '.join(SUBCOMMANDS)}), e.g. latentquant train --help"
+        )
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
