@@ -115,24 +115,30 @@ def flops_per_image(model_name: str, arch: str, data, device, autocast) -> float
 def measure(args, arch: str, k: int, device: torch.device, data, variants) -> dict[str, float]:
     """images/s per variant name, medians over interleaved rounds."""
     autocast = make_autocast("bf16" if device.type == "cuda" else "fp32", device)
+    xs = batches([r.config for r, _ in members(args.model, arch, k, args.batch, data, "cpu")], args.steps, data, device)
     runners = {}
     for name, make in variants.items():
-        built = members(args.model, arch, k, args.batch, data, device)
-        runners[name] = make(built, autocast)
-    xs = batches([r.config for r, _ in members(args.model, arch, k, args.batch, data, "cpu")], args.steps, data, device)
-    for runner in runners.values():  # warm-up (and compilation)
-        for x in xs[: args.warmup]:
-            runner(x)
-    sync(device)
+        try:  # a variant that fails (a compiler's limits) is reported and left out, the rest still measured
+            runners[name] = make(members(args.model, arch, k, args.batch, data, device), autocast)
+            for x in xs[: args.warmup]:  # warm-up (and compilation)
+                runners[name](x)
+            sync(device)
+        except Exception as err:  # noqa: BLE001 (any failure of one variant)
+            print(f"  {name}: failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})", flush=True)
+            runners.pop(name, None)
     times = {name: [] for name in runners}
-    for _ in range(args.rounds):
-        for name, runner in runners.items():
+    for r in range(args.rounds):
+        order = list(runners.items())
+        for name, runner in order if r % 2 == 0 else order[::-1]:  # no variant always first
             t = time.perf_counter()
             for x in xs:
                 runner(x)
             sync(device)
             times[name].append(time.perf_counter() - t)
-    return {name: k * args.batch * args.steps / statistics.median(ts) for name, ts in times.items()}
+    nan = float("nan")
+    out = {name: nan for name in variants}
+    out.update({name: k * args.batch * args.steps / statistics.median(ts) for name, ts in times.items()})
+    return out
 
 
 def main() -> None:

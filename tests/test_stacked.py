@@ -40,12 +40,15 @@ def float64():
 
 
 def _configs(model, arch, **extra):
-    # three members: other seeds, weight decays and (for the VAE) betas
+    # three members: other seeds, weight decays
     base = TrainConfig(model=model, arch=arch, dataset="sprites", batch_size=BATCH, num_latents=4, steps=50, **extra)
     wds = (0.1, 0.01, 0.0)
     out = []
     for k, (seed, wd) in enumerate(zip((0, 5, 9), wds)):
-        options = {"beta": 1.0 + k} if model == "vae" else {}
+        # and their own loss weights: beta, the quantizer's commitment weight
+        options = (
+            {"beta": 1.0 + k} if model == "vae" else {"commitment_weight": 0.01 * (1 + k)} if model == "qlae" else {}
+        )
         out.append(base.replace(seed=seed, weight_decay=wd, options=options, out=f"unused/{k}"))
     return out
 
