@@ -93,7 +93,16 @@ def _count_below(z: Tensor, mids: Tensor) -> Tensor:
     scratch = torch.empty_like(z)
     for j in range(1, mids.shape[1]):
         count.add_(torch.gt(z, mids[:, j : j + 1], out=scratch))
-    return count.add_(torch.ne(z, z, out=scratch), alpha=mids.shape[1] + 1).long()
+    if _may_hold_nan(z):
+        count.add_(torch.ne(z, z, out=scratch), alpha=mids.shape[1] + 1)
+    return count.long()
+
+
+def _may_hold_nan(z: Tensor) -> bool:
+    """False only where z surely holds no NaN: on the CPU, outside torch.compile,
+    when its sum is not NaN (one reduction; elsewhere a host sync or a graph
+    break would cost more than marking NaN unconditionally)."""
+    return z.device.type != "cpu" or torch.compiler.is_compiling() or math.isnan(z.sum().item())
 
 
 def _long_axis_last(t: Tensor) -> Tensor:
@@ -156,8 +165,8 @@ def search(z: Tensor, table: Tensor, options: Options):
     basis = options.basis
     idx = indices(pos, perm, basis, options.invalid_code)
     if perm is None:  # the argmin gave NaN an in-range slot: mark it
-        if z.device.type == "cpu" and not torch.compiler.is_compiling() and not math.isnan(z.sum().item()):
-            return q, idx, pos, perm  # no NaN in z (a sum with one is NaN): one op instead of four (small inputs)
+        if not _may_hold_nan(z):
+            return q, idx, pos, perm  # one reduction instead of four ops
         nan = torch.isnan(z)
         q = q.masked_fill_(nan, math.nan)
         idx = idx.masked_fill(nan if basis is None else nan.any(1), INVALID)
