@@ -51,13 +51,17 @@ CPU of this project (heavily loaded, load average 7-8, torch 2.13, 1 thread,
 for 3 members, seconds per call (two repeats): 1 -> 32 channels at 64 px:
 separate 0.34 / 0.25, grouped 0.36 / 0.36, vmap 0.34 / 0.41; 32 -> 32 at 32 px:
 separate 0.30 / 0.15, grouped 0.31 / 0.21, vmap 0.36 / 0.35; 64 -> 64 at 8 px:
-separate 0.041 / 0.044, grouped 0.073 / 0.045, vmap 0.056 / 0.067. A whole QLAE
-``small`` step of 3 members: separate 0.94-1.37 s, vmap 1.51-1.97 s. On a CPU a
+separate 0.041 / 0.044, grouped 0.073 / 0.045, vmap 0.056 / 0.067. Whole QLAE
+training steps (``benchmarks/stacked.py``, batch 64, 1 thread, interleaved, load
+average 4-7): a ``vmap`` stack reaches 0.59x-0.79x (``small``) and 0.54x-0.93x
+(``compact``) of the images/s of K = 1, 3, 8 separate runs, a ``loop`` stack
+0.94x-1.04x (docs/benchmarks.md). On a CPU a
 grouped convolution does the same arithmetic as K separate ones, and vmap's
 layout changes cost more, so the CPU runs ``loop``; grouped convolutions pay on a
 GPU, where one launch replaces K small ones (``benchmarks/stacked.py --device cuda``).
-Hand-written grouped layers were not kept: they measure as vmap does and would
-duplicate every backbone.
+No hand-stacked backbone of grouped layers was written: layer for layer, an explicit
+grouped convolution (``F.conv2d(..., groups=K)``) measured as vmap's does, and it
+would duplicate every backbone beside the models' own forward.
 
 :func:`train_stack` is ``loop.train`` for a stack: the same blocks (resume,
 optimizers, steps, log, checkpoint, evaluation), each member's run directory
