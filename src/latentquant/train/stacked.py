@@ -215,7 +215,7 @@ class StackedModel:
             for name, stacked in self.buffers.items():
                 owner, leaf = _split(m, name)
                 owner._buffers[leaf] = stacked[k]
-        dtype = next(iter(self.params.values())).dtype
+        self.dtype = dtype = next(iter(self.params.values())).dtype
         self.hyper_tensors = {key: torch.tensor(v, dtype=dtype, device=device) for key, v in self.hyper.items()}
         self.states = [s.clone() for s in rng_states] or [_get_rng(device) for _ in self.models]
         self.active = [True] * self.K
@@ -225,16 +225,21 @@ class StackedModel:
 
     def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Each member's objective on its own batch ``x[k]``."""
-        dtype = next(iter(self.params.values())).dtype
-        if x.is_floating_point() and x.dtype != dtype and dtype == torch.float64:
-            x = x.to(dtype)  # a float64 stack (the tests) reads float64 images
+        if x.is_floating_point() and x.dtype != self.dtype and self.dtype == torch.float64:
+            x = x.to(self.dtype)  # a float64 stack (the tests) reads float64 images
         if self.strategy == "vmap":
             return self._forward_vmap(x)
         return self._forward_loop(x)
 
     __call__ = forward
 
-    def _forward_loop(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def _forward_loop(
+        self, x: Tensor, autocast: Callable[[], Any] = nullcontext, backward: bool = False
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The members' own models in turn; with ``backward``, each loss's backward right after
+        its forward (one member's graph alive at a time, as in its separate run)."""
+        if x.is_floating_point() and x.dtype != self.dtype and self.dtype == torch.float64:
+            x = x.to(self.dtype)
         losses, parts = [], []
         for k, m in enumerate(self.models):
             if not self.active[k]:  # a stopped member costs nothing
@@ -242,8 +247,11 @@ class StackedModel:
                 parts.append(None)
                 continue
             with self.member_rng(k):
-                out = m(x[k])
-            losses.append(out.loss)
+                with autocast():
+                    out = m(x[k])
+                if backward:
+                    out.loss.backward()
+            losses.append(out.loss.detach() if backward else out.loss)
             parts.append(out.parts)
         done = next(p for p in parts if p is not None)
         nan = {key: torch.full_like(v, math.nan) for key, v in done.items()}
@@ -285,10 +293,13 @@ class StackedModel:
     ) -> dict[str, Tensor]:
         """One update of every active member (as ``LatentModel.training_step``: forward, backward,
         clip, AdamW); returns the detached loss parts ``{name: (K,)}``."""
-        with autocast():
-            losses, parts = self.forward(x)
-        active = [k for k in range(self.K) if self.active[k]]
-        (losses if len(active) == self.K else losses[active]).sum().backward()
+        if self.strategy == "loop":  # each member's forward and backward in turn, as its own run's
+            _, parts = self._forward_loop(x, autocast, backward=True)
+        else:
+            with autocast():
+                losses, parts = self.forward(x)
+            active = [k for k in range(self.K) if self.active[k]]
+            (losses if len(active) == self.K else losses[active]).sum().backward()
         if self.strategy == "loop":  # the members' gradients, gathered into the stack's
             for name, p in self.params.items():
                 grads = [m.get_parameter(name).grad for m in self.models]
