@@ -53,9 +53,9 @@ separate 0.34 / 0.25, grouped 0.36 / 0.36, vmap 0.34 / 0.41; 32 -> 32 at 32 px:
 separate 0.30 / 0.15, grouped 0.31 / 0.21, vmap 0.36 / 0.35; 64 -> 64 at 8 px:
 separate 0.041 / 0.044, grouped 0.073 / 0.045, vmap 0.056 / 0.067. Whole QLAE
 training steps (``benchmarks/stacked.py``, batch 64, 1 thread, interleaved, load
-average 4-7): a ``vmap`` stack reaches 0.59x-0.79x (``small``) and 0.54x-0.93x
-(``compact``) of the images/s of K = 1, 3, 8 separate runs, a ``loop`` stack
-0.94x-1.04x (docs/benchmarks.md). On a CPU a
+average 2-3): a ``vmap`` stack reaches 0.53x-0.76x (``small``) and 0.45x-0.96x
+(``compact``) of the images/s of K = 1, 3, 8 separate runs, falling as K grows, a
+``loop`` stack 0.92x-1.00x (docs/benchmarks.md). On a CPU a
 grouped convolution does the same arithmetic as K separate ones, and vmap's
 layout changes cost more, so the CPU runs ``loop``; grouped convolutions pay on a
 GPU, where one launch replaces K small ones (``benchmarks/stacked.py --device cuda``).
