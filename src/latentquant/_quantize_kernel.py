@@ -102,7 +102,7 @@ def _may_hold_nan(z: Tensor) -> bool:
     """False only where z surely holds no NaN: on the CPU, outside torch.compile,
     when its sum is not NaN (one reduction; elsewhere a host sync or a graph
     break would cost more than marking NaN unconditionally)."""
-    return z.device.type != "cpu" or torch.compiler.is_compiling() or math.isnan(z.sum().item())
+    return not _can_sync(z) or math.isnan(z.sum().item())
 
 
 def _long_axis_last(t: Tensor) -> Tensor:
@@ -158,37 +158,54 @@ def indices(pos: Tensor, perm: Tensor | None, basis: Tensor | None, invalid_code
     return flat if invalid_code is None else flat.clamp_min_(INVALID)
 
 
-def search(z: Tensor, table: Tensor, options: Options):
+def search(z: Tensor, table: Tensor, options: Options, mark: bool = True):
     """z (k, d, n) -> q, indices (as ``indices``), pos, perm; NaN latents give
-    q = NaN and the index INVALID."""
+    q = NaN and the index INVALID. ``mark=False`` leaves the argmin's NaN
+    latents unmarked (their q and index in range) for a caller that finds
+    out about NaN more cheaply itself and then calls ``mark_nan``."""
     q, pos, perm = nearest(z, table, options.last)
     basis = options.basis
     idx = indices(pos, perm, basis, options.invalid_code)
     if perm is None:  # the argmin gave NaN an in-range slot: mark it
-        if not _may_hold_nan(z):
-            return q, idx, pos, perm  # one reduction instead of four ops
-        nan = torch.isnan(z)
-        q = q.masked_fill_(nan, math.nan)
-        idx = idx.masked_fill(nan if basis is None else nan.any(1), INVALID)
+        if mark and _may_hold_nan(z):  # else one reduction instead of four ops
+            q, idx = mark_nan(z, q, idx, basis)
     elif basis is not None and options.invalid_code is None:  # flat indices of a huge codebook: by a reduction
         idx = idx.masked_fill_(q.sum(1).isnan(), INVALID)
     return q, idx, pos, perm
 
 
+def mark_nan(z: Tensor, q: Tensor, idx: Tensor, basis: Tensor | None) -> tuple[Tensor, Tensor]:
+    """q NaN and the index INVALID where z (k, d, n) is NaN (after the argmin search)."""
+    nan = torch.isnan(z)
+    return q.masked_fill_(nan, math.nan), idx.masked_fill(nan if basis is None else nan.any(1), INVALID)
+
+
+def _can_sync(z: Tensor) -> bool:
+    """Whether reading a scalar of z back to Python is cheap: on the CPU, outside torch.compile."""
+    return z.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def _slot_sums(
-    err: Tensor, pos: Tensor, perm: Tensor | None, width: int, offsets: Tensor | None, alpha: float
+    err: Tensor,
+    pos: Tensor,
+    perm: Tensor | None,
+    width: int,
+    offsets: Tensor | None,
+    alpha: float,
+    clean: bool = False,
 ) -> Tensor:
     """alpha times the per (latent, slot) sums of err over the positions
     assigned there: (d, l). Channel-last inputs add into the flat (d * l)
     table at ``offsets`` (d,) + slot; others go through a (k, d, l) buffer.
     NaN inputs are assigned no value and add to no sum: with ``perm`` (d, l +
     1), the sums run over l + 1 sorted positions and the last, theirs, is
-    dropped. Differentiable (out of place) only under create_graph."""
+    dropped; ``clean``: err surely holds no NaN. Differentiable (out of place)
+    only under create_graph."""
     k, d, n = err.shape
     graph = torch.is_grad_enabled()
     if perm is not None:
         width, offsets = perm.shape[1], None
-    else:  # the argmin gave NaN inputs a slot: they add nothing to it
+    elif not clean:  # the argmin gave NaN inputs a slot: they add nothing to it
         err = torch.nan_to_num(err, nan=0.0, posinf=math.inf, neginf=-math.inf)
     if n == 1:
         if offsets is None:
@@ -226,16 +243,24 @@ class QuantizeFn(torch.autograd.Function):
         w_q, w_c, with_loss, breakdown = options[:4]
         ctx.shapes = shapes = (z.shape, layout)  # the caller's, the kernel's (k, d, n)
         ctx.offsets = options.offsets
-        q, idx, pos, perm = search(z.reshape(layout), table, options)
-        ctx.mark_non_differentiable(idx)
+        # training on the CPU: the sum of squares below tells whether z held a NaN, so the search
+        # need not find out by a reduction of its own (a NaN e makes it NaN; masked ones are zeroed)
+        late = with_loss and options.mask is None and _can_sync(z)
+        q, idx, pos, perm = search(z.reshape(layout), table, options, mark=not late)
         ctx.set_materialize_grads(False)
         ctx.with_loss = with_loss
         q = q.view(shapes[0])
         if not with_loss:
+            ctx.mark_non_differentiable(idx)
             zero = z.new_zeros(())
             return (q, idx, zero, zero.clone(), zero.clone()) if breakdown else (q, idx, zero)
         err, count = _masked_error(z, q, layout, options.mask)  # in the caller's shape, as the gradients of z are
         sse = squared_error(err)
+        ctx.clean = late and not math.isnan(sse.item())  # z surely holds no NaN
+        if late and not ctx.clean and perm is None:
+            q, idx = mark_nan(z.reshape(layout), q.view(layout), idx, options.basis)
+            q = q.view(shapes[0])
+        ctx.mark_non_differentiable(idx)
         # a table without gradient is copied (it is tiny): the values may then
         # change in place before this backward runs (the in-place optimizer)
         ctx.save_for_backward(z, table if table.requires_grad else table.clone(), err, pos, perm)
@@ -279,7 +304,7 @@ class QuantizeFn(torch.autograd.Function):
             else:
                 alpha, w = -scale, _weighted(grad_loss, w_q, grad_quant, 1.0)
             if w is not None:
-                sums = _slot_sums(err.reshape(ctx.shapes[1]), pos, perm, table.shape[1], ctx.offsets, alpha)
+                sums = _slot_sums(err.reshape(ctx.shapes[1]), pos, perm, table.shape[1], ctx.offsets, alpha, ctx.clean)
                 grad_table = sums * w
         return grad_z, grad_table, None, None
 
