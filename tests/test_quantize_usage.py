@@ -16,6 +16,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from latentquant import LatentQuantize
+from latentquant._quantize_usage import summarize
+from latentquant.train.distributed import Dist, wrap_ddp
+from latentquant.train.loop import read_usage
 
 
 def per_latent(lq: LatentQuantize, indices: torch.Tensor) -> torch.Tensor:
@@ -123,6 +126,24 @@ def _rank(rank: int, path: str, queue) -> None:
         # plain lists: a tensor in a queue is shared through the sending process, which exits first
         queue.put((rank, local.tolist(), total.counts.tolist(), total.perplexity.tolist()))
         assert torch.equal(lq.usage().counts, local)  # the module's own counts are left alone
+        # wrapped by the training loop's DDP, whose forward copies rank 0's buffers to every rank:
+        # the counts stay each rank's own, over two forwards
+        model = torch.nn.Sequential(torch.nn.Linear(2, 2), LatentQuantize([4, 4], track_usage=True))
+        net = wrap_ddp(model, model, Dist(rank=rank, world=2))
+        seen = []
+        for _ in range(2):
+            x = torch.randn(7, 2) * (1 + 3 * rank)  # the ranks use their values differently
+            seen.append(net(x).indices)
+        expected = expected_counts(model[1], per_latent(model[1], torch.cat(seen)))
+        assert torch.equal(model[1].usage().counts, expected), f"rank {rank}"
+        # and the loop's read: the figures of both ranks' counts together, then a reset
+        both = expected.clone()
+        dist.all_reduce(both)
+        want = summarize(both, model[1].num_values)
+        record = read_usage([model[1]], Dist(rank=rank, world=2))
+        assert record["dead"] == want.dead_all.tolist()
+        assert record["perplexity"] == pytest.approx(want.perplexity_all.tolist(), abs=1e-4)
+        assert int(model[1].usage().counts.sum()) == 0
     finally:
         dist.destroy_process_group()
 

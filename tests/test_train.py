@@ -82,10 +82,10 @@ def test_run_directory_is_complete(qlae_run):
         "step_00000003.safetensors",
         "step_00000006.safetensors",
     ]
-    for name in ("reconstructions", "traversals", "nmi"):
+    for name in ("reconstructions", "traversals", "nmi", "usage"):
         assert (run / "figures" / f"{name}.png").stat().st_size > 1000
     report = (run / "report.md").read_text()
-    assert "figures/traversals.png" in report and "eval.json" in report
+    assert "figures/traversals.png" in report and "figures/usage.png" in report and "eval.json" in report
     # the progress bar: steps, elapsed<remaining, rate, loss and a measured images/s
     import re
 
@@ -399,7 +399,36 @@ def test_evaluate_reproduces_eval_json(qlae_run, tmp_path):
             assert after[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
         else:
             assert after[key] == value, key
-    assert sorted(p.name for p in (run / "figures").iterdir()) == ["nmi.png", "reconstructions.png", "traversals.png"]
+    names = ["nmi.png", "reconstructions.png", "traversals.png", "usage.png"]
+    assert sorted(p.name for p in (run / "figures").iterdir()) == names
+
+
+def test_logged_usage_is_the_step_batch_counted_again(qlae_run):
+    """Issue 25: each line's per-latent perplexity and dead values are those of the values'
+    assignments in that step's forward (log every step), here recomputed from the checkpoint
+    of step 3 and the batch of step 4. (Six steps from QLAE's initialization assign most
+    latents one value; read_usage on spread codes: tests/test_quantize_usage.py.)"""
+    from latentquant.train.batches import batch_indices
+
+    lines = _losses(qlae_run)
+    for line in lines.values():
+        assert len(line["perplexity"]) == len(line["dead"]) == 10
+        # 8 assignments a latent: at least 2 of the 10 values unused, perplexity at most 8
+        assert all(1.0 <= p <= 8.0 for p in line["perplexity"]) and all(2 <= d <= 10 for d in line["dead"])
+    cfg = TrainConfig(**yaml.safe_load((qlae_run / "config.yaml").read_text()))
+    resolved = resolve(cfg)
+    model, dataset = resolved.model, resolved.dataset
+    path = qlae_run / "checkpoints" / "step_00000003.safetensors"
+    tensors, doc = ckpt.read_checkpoint(path)
+    ckpt.restore(tensors, doc, model, model.configure_optimizers(lr=cfg.lr, weight_decay=cfg.weight_decay))
+    x = dataset.get_images(batch_indices(cfg.seed, 3, cfg.batch_size, len(dataset)))
+    with torch.no_grad():
+        slots = model.train().encode(x).code  # (8, 10): the step's assignments (same weights, same images)
+    counts = torch.stack([torch.bincount(slots[:, i], minlength=10) for i in range(10)])
+    p = counts.double() / counts.sum(-1, keepdim=True)
+    perplexity = torch.exp(-(p * torch.where(p > 0, p.log(), 0.0)).sum(-1))
+    assert lines[4]["dead"] == (counts == 0).sum(-1).tolist()
+    assert lines[4]["perplexity"] == pytest.approx(perplexity.tolist(), abs=1e-4)
 
 
 def test_bf16_autocast_on_cpu(tmp_path):
@@ -432,6 +461,8 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]  # rank 0 alone writes
+    # the values' usage is logged (summed over ranks: tests/test_quantize_usage.py, with the loop's DDP)
+    assert all(len(json.loads(line)["dead"]) == 10 for line in lines)
     assert json.loads((run / "eval.json").read_text())["step"] == 4
     assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000004.safetensors"]
     assert proc.stdout.count("step 4:") == 1

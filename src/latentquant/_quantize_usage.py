@@ -16,6 +16,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+USAGE_BUFFERS = ("usage_counts", "last_usage_counts")  # the layer's buffers of counts, (c, d, L) int64
+
 
 class Usage(NamedTuple):
     """Value usage; ``c`` codebooks, ``d`` latents, ``L`` = max(levels)."""

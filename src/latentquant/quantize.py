@@ -56,7 +56,7 @@ from latentquant._quantize_checks import (
     size_repr,
     upgrade_state_dict,
 )
-from latentquant._quantize_usage import Usage
+from latentquant._quantize_usage import USAGE_BUFFERS, Usage
 
 __all__ = ["LatentQuantize", "Return", "LossBreakdown", "Usage", "reference_forward"]
 
@@ -258,7 +258,7 @@ class LatentQuantize(nn.Module):
         # value usage (track_usage): the last forward's counts and a running total, (c, d, max L), not saved
         self.track_usage = track_usage
         shape = (args.num_codebooks, d, lmax)
-        for name in ("usage_counts", "last_usage_counts"):
+        for name in USAGE_BUFFERS:
             self.register_buffer(name, torch.zeros(shape, dtype=torch.int64) if track_usage else None, persistent=False)
 
         self.in_place_codebook_optimizer = None

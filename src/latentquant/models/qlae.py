@@ -53,6 +53,7 @@ def latent_quantizer(
         commitment_loss_weight=commitment_weight,
         flat_indices=False,
         shared_values=bool(global_codebook),
+        track_usage=True,  # the training loop logs the values' usage (one index_add a forward)
     )
 
 

@@ -75,6 +75,28 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def wrap_ddp(net: torch.nn.Module, model: torch.nn.Module, dist: Dist, find_unused: bool = False) -> torch.nn.Module:
+    """``net`` (``model``, compiled or not) in DistributedDataParallel. DDP copies rank 0's
+    buffers to every rank before each forward, except the quantizers' usage counts
+    (``LatentQuantize(track_usage=True)``): those are each rank's own, summed when read."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from latentquant.quantize import USAGE_BUFFERS, LatentQuantize
+
+    own = [
+        f"{name}.{b}" if name else b
+        for name, m in model.named_modules()
+        if isinstance(m, LatentQuantize) and m.track_usage
+        for b in USAGE_BUFFERS
+    ]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, own)
+    return DistributedDataParallel(
+        net,
+        device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
+        find_unused_parameters=find_unused,
+    )
+
+
 def wait_released(*tensors: torch.Tensor, timeout: float = 60.0) -> None:
     """Sleep until no one but the caller holds ``tensors`` (see :func:`all_reduce_sum`)."""
     deadline = time.monotonic() + timeout

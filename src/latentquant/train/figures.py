@@ -4,6 +4,8 @@
 ``traversals.png``       one row per latent: decode the latent's sweep (its learned values when
                          quantized, mean -2..2 sd when continuous) from a few base images
 ``nmi.png``              the normalized mutual information heatmap, sources x latents
+``usage.png``            models with a ``LatentQuantize``: how often the evaluation images take each
+                         latent's values, with each latent's perplexity and unused values
 plus any ``model.extra_figures`` (e.g. a generator's samples).
 """
 
@@ -17,8 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentquant._atomic import atomic_write_bytes
+from latentquant._atomic import atomic_open, atomic_write_bytes
 from latentquant.metrics.plots import plot_nmi
+from latentquant.quantize import LatentQuantize
 
 NUM_BASES = 3
 CONTINUOUS_STEPS = 9
@@ -117,6 +120,37 @@ def nmi_heatmap(
     plot_nmi(nmi, path, source_names=list(factor_names), active=active, title=title)
 
 
+def value_usage(codes: torch.Tensor, num_values: Sequence[int], path: Path) -> None:
+    """Per latent (rows), the fraction of the images assigned each of its values (columns,
+    slots past the latent's own values blank), and on the right its perplexity exp(H) and
+    the number of values no image took. ``codes`` (N, d) per-latent slots."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from latentquant._quantize_usage import summarize
+
+    d, width = codes.shape[1], max(num_values)
+    counts = torch.stack([torch.bincount(codes[:, i].long().clamp(min=0), minlength=width) for i in range(d)])
+    usage = summarize(counts.unsqueeze(0), torch.tensor(list(num_values)))
+    share = (counts.double() / max(len(codes), 1)).numpy()
+    share[np.arange(width)[None, :] >= np.asarray(num_values)[:, None]] = np.nan  # no such value
+    fig = Figure(figsize=(min(3.5 + 0.35 * width, 16.0), min(1.2 + 0.3 * d, 20.0)), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="magma", vmin=0.0, vmax=1.0, aspect="auto")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.25, label="share of images")
+    ax.set_yticks(range(d), [f"z{i}" for i in range(d)])
+    ax.set_xticks(range(width))
+    ax.set_xlabel("value (slot)")
+    twin = ax.secondary_yaxis("right")
+    labels = [f"ppl {p:.1f}, unused {u}" for p, u in zip(usage.perplexity_all.tolist(), usage.dead_all.tolist())]
+    twin.set_yticks(range(d), labels, fontsize=7)
+    ax.set_title(f"value usage on {len(codes):,} evaluation images")
+    fig.tight_layout()
+    with atomic_open(Path(path), "wb") as handle:
+        fig.savefig(handle, format="png")
+
+
 def write_figures(
     model, result, factor_names: Sequence[str], folder: Path, device, autocast: Callable[[], Any]
 ) -> list[Path]:
@@ -130,6 +164,10 @@ def write_figures(
         reconstructions(model, result.images, result.z, paths[0], device, autocast)
         traversals(model, result.z, result.codes, result.active, paths[1], device, autocast)
         nmi_heatmap(result.nmi, result.active, factor_names, paths[2])
+        quantizers = [m for m in model.modules() if isinstance(m, LatentQuantize)]
+        if len(quantizers) == 1 and result.codes.shape[1] == quantizers[0].codebook_dim:
+            paths.append(folder / "usage.png")
+            value_usage(result.codes, quantizers[0].levels, paths[-1])
         with torch.no_grad():
             for name, grid in model.extra_figures(result.images.to(device)).items():
                 p = folder / f"{name}.png"

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
+from latentquant.quantize import LatentQuantize
 from latentquant.train.batches import Prefetcher
 from latentquant.train.checkpoint import load_latest, restore, save_checkpoint
 from latentquant.train.config import RUNTIME_FIELDS, Resolved, TrainConfig, resolve
@@ -42,6 +42,7 @@ from latentquant.train.distributed import (
     close_distributed,
     make_autocast,
     setup_distributed,
+    wrap_ddp,
 )
 from latentquant.train.evaluate import evaluate_run
 from latentquant.train.loggers import open_loggers
@@ -126,13 +127,10 @@ def _train(resolved: Resolved, run: RunDir, resume: bool, dist: Dist) -> dict[st
     if dist.master:
         run.write_config(cfg)
 
+    quantizers = usage_trackers(model)
     net = torch.compile(model) if cfg.compile else model
     if dist.enabled:
-        net = DistributedDataParallel(
-            net,
-            device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
-            find_unused_parameters=model.ddp_find_unused_parameters,
-        )
+        net = wrap_ddp(net, model, dist, model.ddp_find_unused_parameters)
     autocast = make_autocast(cfg.precision, dist.device)
 
     # -- the loop ------------------------------------------------------------------
@@ -157,7 +155,9 @@ def _train(resolved: Resolved, run: RunDir, resume: bool, dist: Dist) -> dict[st
                     now = time.time()
                     lr = optimizers[next(iter(optimizers))].param_groups[0]["lr"]
                     img_s = cfg.batch_size * (step - window[0]) / max(now - window[1], 1e-9)
-                    log.losses({"step": step, **logged, "lr": lr, "seconds": round(now - t_start, 3)}, img_s)
+                    usage = read_usage(quantizers, dist)  # a collective under DDP, as meter.read
+                    record = {"step": step, **logged, "lr": lr, "seconds": round(now - t_start, 3)}
+                    log.losses(record, img_s, usage)
                     check_finite_loss(logged, step, run)  # after the line: the run's record shows the step
                     window = (step, now)
                     if stop_all and step < cfg.steps:
@@ -173,6 +173,9 @@ def _train(resolved: Resolved, run: RunDir, resume: bool, dist: Dist) -> dict[st
                     save(model, optimizers, cfg, step, run, dist, log)
                 if want_eval and dist.master:
                     log.scores(*evaluate_run(model, dataset, cfg, step, dist.device, run, time.time() - t_start))
+                if want_eval:  # the evaluation's forwards are not training's usage
+                    for m in quantizers:
+                        m.reset_usage()
                 if want_ckpt or want_eval:
                     window = (step, time.time())  # img/s counts training steps, not saving or evaluating
 
@@ -327,6 +330,25 @@ class LossMeter:
         return {k: values[i] / max(values[n + i], 1.0) for i, k in enumerate(keys)}, values[-1] > 0
 
 
+def usage_trackers(model) -> list[LatentQuantize]:
+    """The model's quantizers that count their values' usage (``track_usage=True``)."""
+    return [m for m in model.modules() if isinstance(m, LatentQuantize) and m.track_usage]
+
+
+def read_usage(quantizers: list[LatentQuantize], dist: Dist) -> dict[str, list]:
+    """Per latent, the perplexity exp(H) of the values' assignments and the number of values
+    never assigned, over the training forwards since the last read (summed over ranks), then
+    reset: ``{"perplexity": [...], "dead": [...]}`` (``perplexity_1``, ... for further quantizers)."""
+    record = {}
+    for j, m in enumerate(quantizers):
+        u = m.usage(all_ranks=dist.enabled)
+        m.reset_usage()
+        suffix = f"_{j}" if j else ""
+        record[f"perplexity{suffix}"] = [round(v, 4) for v in u.perplexity_all.tolist()]
+        record[f"dead{suffix}"] = u.dead_all.tolist()
+    return record
+
+
 class RunLog:
     """The sinks of a run's numbers on rank 0: ``metrics.jsonl``, the loggers of
     ``config.logger`` (TensorBoard, wandb: ``loggers.py``) and the progress bar.
@@ -352,20 +374,24 @@ class RunLog:
             mininterval=0.5 if interactive else 30.0,
         )
 
-    def losses(self, record: dict[str, Any], img_s: float) -> None:
-        """A line of ``metrics.jsonl``; a non-finite value is written as null and named
-        under ``nonfinite`` (JSON has no NaN), so a diverged step stays on record."""
+    def losses(self, record: dict[str, Any], img_s: float, usage: dict[str, list] | None = None) -> None:
+        """A line of ``metrics.jsonl``: the losses and, for quantized models, the values'
+        usage per latent (``read_usage``); a non-finite loss is written as null and named
+        under ``nonfinite`` (JSON has no NaN), so a diverged step stays on record. The
+        loggers get ``train/<loss>`` and ``usage/<figure>/z<i>`` scalars."""
         if self.file is None:
             return
+        usage = usage or {}
         bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
-            self._write({**{k: None if k in bad else v for k, v in record.items()}, "nonfinite": bad})
+            self._write({**{k: None if k in bad else v for k, v in record.items()}, **usage, "nonfinite": bad})
             return
-        self._write(record)
+        self._write({**record, **usage})
         self.progress.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", img_s=f"{img_s:.0f}", refresh=False)
-        self.loggers.log_scalars(
-            {f"train/{k}": v for k, v in record.items() if k not in ("step", "lr", "seconds")}, record["step"]
-        )
+        scalars = {f"train/{k}": v for k, v in record.items() if k not in ("step", "lr", "seconds")}
+        for name, per_latent in usage.items():
+            scalars.update({f"usage/{name}/z{i}": float(v) for i, v in enumerate(per_latent)})
+        self.loggers.log_scalars(scalars, record["step"])
 
     def nonfinite(self, step: int, names: list[str]) -> None:
         """The record of a step whose ``names`` (e.g. the weights) are no longer finite."""

@@ -45,7 +45,7 @@ FILES = ("config.yaml", "metrics.jsonl", "eval.json", "evals.jsonl", "report.md"
 FOLDERS = ("checkpoints", "figures", "tensorboard", "wandb", "jobs")
 SWEEP = ("train.log", "jobs")  # a sweep's own files: not a run's output, kept by --overwrite
 # what the tool writes inside its folders, by name (glob patterns); --overwrite deletes these only
-FIGURES = ("reconstructions.png", "traversals.png", "nmi.png", "samples.png")
+FIGURES = ("reconstructions.png", "traversals.png", "nmi.png", "usage.png", "samples.png")
 FOLDER_FILES = {
     "checkpoints": ("step_*.safetensors", ".step_*.safetensors.*.tmp"),
     "figures": (*FIGURES, ".*.png.*.tmp"),
