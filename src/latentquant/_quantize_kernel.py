@@ -84,16 +84,17 @@ class Options(NamedTuple):
     mask: Tensor | None = None
 
 
-def _count_below(z: Tensor, mids: Tensor) -> Tensor:
+def _count_below(z: Tensor, mids: Tensor, mark: bool = True) -> Tensor:
     """Per latent, the number of midpoints strictly below z: z (k, d, n),
     mids (d, l - 1) -> (k, d, n) int64; a NaN z counts none and then l, the
-    slot past the table. The passes write into float buffers (bool outputs
-    are several times slower on CPU)."""
+    slot past the table (``mark=False``: none, for a caller that finds NaN
+    itself). The passes write into float buffers (bool outputs are several
+    times slower on CPU)."""
     count = torch.gt(z, mids[:, :1], out=torch.empty_like(z))
     scratch = torch.empty_like(z)
     for j in range(1, mids.shape[1]):
         count.add_(torch.gt(z, mids[:, j : j + 1], out=scratch))
-    if _may_hold_nan(z):
+    if mark and _may_hold_nan(z):
         count.add_(torch.ne(z, z, out=scratch), alpha=mids.shape[1] + 1)
     return count.long()
 
@@ -111,7 +112,7 @@ def _long_axis_last(t: Tensor) -> Tensor:
     return t.permute(2, 1, 0) if t.shape[2] == 1 else t  # 'k d 1 -> 1 d k'
 
 
-def nearest(z: Tensor, table: Tensor, last: Tensor | None):
+def nearest(z: Tensor, table: Tensor, last: Tensor | None, mark: bool = True):
     """z (k, d, n), table (d, l) -> q (k, d, n), pos (k, d, n), perm (d, l) or (d, l + 1) or None.
 
     ``pos`` are slots of ``table`` when ``perm`` is None (a NaN z takes one;
@@ -119,7 +120,8 @@ def nearest(z: Tensor, table: Tensor, last: Tensor | None):
     mapping them to slots, and position l, past the table, for a NaN z (its q
     NaN, its slot INVALID). ``last`` (d,) clamps slots onto each latent's own
     values (NaN or infinite z against +inf padding), None when every latent
-    has l values.
+    has l values. ``mark=False``: the count search gives a NaN z position 0
+    (``search`` then leaves it to its caller).
     """
     k, (d, l) = z.shape[0], table.shape
     if z.numel() * l <= SMALL_DISTANCES:
@@ -133,9 +135,9 @@ def nearest(z: Tensor, table: Tensor, last: Tensor | None):
     sorted_table, perm = torch.sort(table, dim=-1, stable=True)
     mids = (sorted_table[:, 1:] + sorted_table[:, :-1]) * 0.5  # +inf past each latent's values
     if z.shape[2] == 1:  # channel-last inputs: the passes run along the long axis k
-        pos = _count_below(_long_axis_last(z).contiguous(), mids).permute(2, 1, 0)  # '1 d k -> k d 1'
+        pos = _count_below(_long_axis_last(z).contiguous(), mids, mark).permute(2, 1, 0)  # '1 d k -> k d 1'
     else:
-        pos = _count_below(z.contiguous(), mids)
+        pos = _count_below(z.contiguous(), mids, mark)
     sorted_table = torch.cat([sorted_table, sorted_table.new_full((d, 1), math.nan)], 1)  # NaN z: q NaN
     perm = torch.cat([perm, perm.new_full((d, 1), INVALID)], 1)  # and slot INVALID
     return torch.gather(sorted_table.expand(k, d, l + 1), 2, pos), pos, perm
@@ -160,29 +162,25 @@ def indices(pos: Tensor, perm: Tensor | None, basis: Tensor | None, invalid_code
 
 def search(z: Tensor, table: Tensor, options: Options, mark: bool = True):
     """z (k, d, n) -> q, indices (as ``indices``), pos, perm; NaN latents give
-    q = NaN and the index INVALID. ``mark=False`` leaves the argmin's NaN
-    latents unmarked (their q and index in range) for a caller that finds
-    out about NaN more cheaply itself and then calls ``mark_nan``."""
-    q, pos, perm = nearest(z, table, options.last)
+    q = NaN and the index INVALID. ``mark=False`` looks for no NaN: a NaN
+    latent then gets an in-range value and index, for a caller that finds
+    out about NaN more cheaply itself (and searches again if it must)."""
+    q, pos, perm = nearest(z, table, options.last, mark)
     basis = options.basis
-    idx = indices(pos, perm, basis, options.invalid_code)
+    idx = indices(pos, perm, basis, options.invalid_code if mark else None)  # unmarked: no clamp either
     if perm is None:  # the argmin gave NaN an in-range slot: mark it
         if mark and _may_hold_nan(z):  # else one reduction instead of four ops
-            q, idx = mark_nan(z, q, idx, basis)
-    elif basis is not None and options.invalid_code is None:  # flat indices of a huge codebook: by a reduction
-        idx = idx.masked_fill_(q.sum(1).isnan(), INVALID)
+            nan = torch.isnan(z)
+            q = q.masked_fill_(nan, math.nan)
+            idx = idx.masked_fill(nan if basis is None else nan.any(1), INVALID)
+    elif mark and basis is not None and options.invalid_code is None:  # flat indices of a huge codebook
+        idx = idx.masked_fill_(q.sum(1).isnan(), INVALID)  # by a reduction
     return q, idx, pos, perm
-
-
-def mark_nan(z: Tensor, q: Tensor, idx: Tensor, basis: Tensor | None) -> tuple[Tensor, Tensor]:
-    """q NaN and the index INVALID where z (k, d, n) is NaN (after the argmin search)."""
-    nan = torch.isnan(z)
-    return q.masked_fill_(nan, math.nan), idx.masked_fill(nan if basis is None else nan.any(1), INVALID)
 
 
 def _can_sync(z: Tensor) -> bool:
     """Whether reading a scalar of z back to Python is cheap: on the CPU, outside torch.compile."""
-    return z.device.type == "cpu" and not torch.compiler.is_compiling()
+    return z.is_cpu and not torch.compiler.is_compiling()
 
 
 def _slot_sums(
@@ -244,7 +242,7 @@ class QuantizeFn(torch.autograd.Function):
         ctx.shapes = shapes = (z.shape, layout)  # the caller's, the kernel's (k, d, n)
         ctx.offsets = options.offsets
         # training on the CPU: the sum of squares below tells whether z held a NaN, so the search
-        # need not find out by a reduction of its own (a NaN e makes it NaN; masked ones are zeroed)
+        # need not find out by a pass of its own (a NaN e makes it NaN; masked ones are zeroed)
         late = with_loss and options.mask is None and _can_sync(z)
         q, idx, pos, perm = search(z.reshape(layout), table, options, mark=not late)
         ctx.set_materialize_grads(False)
@@ -257,8 +255,8 @@ class QuantizeFn(torch.autograd.Function):
         err, count = _masked_error(z, q, layout, options.mask)  # in the caller's shape, as the gradients of z are
         sse = squared_error(err)
         ctx.clean = late and not math.isnan(sse.item())  # z surely holds no NaN
-        if late and not ctx.clean and perm is None:
-            q, idx = mark_nan(z.reshape(layout), q.view(layout), idx, options.basis)
+        if late and not ctx.clean:  # (rare) search again, marking NaN; e is NaN there either way
+            q, idx, pos, perm = search(z.reshape(layout), table, options)
             q = q.view(shapes[0])
         ctx.mark_non_differentiable(idx)
         # a table without gradient is copied (it is tiny): the values may then
