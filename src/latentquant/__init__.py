@@ -8,7 +8,13 @@ the models, data, metrics and training tools live in their own subpackages.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    # the one place the version is written is pyproject.toml; the installed metadata carries it
+    __version__ = version("latentquant")
+except PackageNotFoundError:  # the source tree on sys.path without an install
+    __version__ = "0+unknown"
 
 __all__ = ["LatentQuantize", "LossBreakdown", "Return", "__version__"]
 
