@@ -4,6 +4,7 @@ import csv
 import json
 import math
 
+import pytest
 from PIL import Image
 
 from latentquant.cli import main
@@ -125,3 +126,40 @@ def test_evaluation_records_of_the_wrong_type_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 1 and str(run / "evals.jsonl") in err[0], (content, err)
     assert not (tmp_path / "c.png").exists()
+
+
+def test_weight_norms_come_from_the_log_or_else_from_the_checkpoints(tmp_path):
+    """The norms of a run that logged them are its metrics.jsonl's; without them, each kept
+    checkpoint's (and step 0's, the run's seeded initialization), recomputed from config.yaml."""
+    import shutil
+
+    from latentquant.results.curves import read_norms
+    from latentquant.train import checkpoint
+    from latentquant.train.config import resolve
+    from latentquant.train.rundir import RunDir
+
+    run = tmp_path / "grid" / "sprites" / "qlae" / "seed0"
+    flags = ["--dataset", "sprites", "--arch", "small", "--batch-size", "8", "--eval-samples", "100"]
+    flags += ["--log-every", "1", "--threads", "1", "--logger", "none", "--checkpoint-every", "2"]
+    assert main(["train", *flags, "--model", "qlae", "--steps", "4", "--eval-every", "2", "--out", str(run)]) == 0
+    logged = read_norms(run)
+    assert sorted(logged) == [1, 2, 3, 4] and set(logged[4]) == {"norm_conv", "norm_linear", "norm_values"}
+    # an older run's log has no norms: the checkpoints give them, equal to the logged ones at their steps
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    old = tmp_path / "old" / "sprites" / "qlae" / "seed0"
+    shutil.copytree(run, old)
+    stripped = [{k: v for k, v in r.items() if not k.startswith("norm_")} for r in lines]
+    (old / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stripped))
+    computed = read_norms(old)
+    assert sorted(computed) == [0, 2, 4]
+    for step in (2, 4):
+        assert computed[step] == {k: pytest.approx(v, rel=1e-6) for k, v in logged[step].items()}
+    fresh = resolve(RunDir(old).read_config()).model.weight_norms()
+    assert computed[0] == {f"norm_{k}": pytest.approx(v) for k, v in fresh.items()}
+    assert [p.name for p in checkpoint.list_checkpoints(old / "checkpoints")][-1] == "step_00000004.safetensors"
+    # and the command: one panel a group, the CSV's rows from step 0
+    png, table = tmp_path / "n.png", tmp_path / "n.csv"
+    args = ["curves", str(tmp_path / "old"), "--metrics", "norm_conv", "norm_values", "--out", str(png)]
+    assert main([*args, "--csv", str(table)]) == 0
+    rows = _rows(table)
+    assert sorted(step for (_, _, metric, step) in rows if metric == "norm_conv") == [0, 2, 4]

@@ -174,6 +174,31 @@ def test_qlae_optimizer_split_by_rule():
     assert {id(p) for p in groups["no_decay"]["params"]} == {id(p) for p in no_decay.values()}
 
 
+@pytest.mark.parametrize("name, arch", [("qlae", "paper"), ("vqvae", "small"), ("ae", "compact")])
+def test_weight_norms_group_the_decayed_weights_by_layer_kind(name, arch):
+    """The groups of weight_norms, against a plain sum over the parameters by name and module type."""
+    model = build_model(name, arch, SPRITES)
+    decay, _ = model.split_parameters()
+    modules = dict(model.named_modules())
+    expected = {"conv": 0.0, "linear": 0.0, "other": 0.0, "values": 0.0}
+    for pname, p in model.named_parameters():
+        owner = modules[pname.rpartition(".")[0]]
+        if pname not in decay:
+            group = "values" if not pname.endswith("bias") else None
+        elif isinstance(owner, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            group = "conv"
+        elif isinstance(owner, torch.nn.Linear):
+            group = "linear"
+        else:
+            group = "other"
+        if group:
+            expected[group] += float(p.detach().double().square().sum())
+    got = model.weight_norms()
+    assert set(got) == {k for k, v in expected.items() if v > 0}
+    for k, v in got.items():
+        assert v == pytest.approx(math.sqrt(expected[k]), rel=1e-5), k
+
+
 def test_clipping_is_elementwise_and_only_on_the_decayed_group():
     torch.manual_seed(0)
     model = build_model("qlae", "small", SPRITES)

@@ -413,6 +413,7 @@ def test_logged_usage_is_the_step_batch_counted_again(qlae_run):
     lines = _losses(qlae_run)
     for line in lines.values():
         assert len(line["perplexity"]) == len(line["dead"]) == 10
+        assert {"norm_conv", "norm_linear", "norm_values"} <= set(line)
         # 8 assignments a latent: at least 2 of the 10 values unused, perplexity at most 8
         assert all(1.0 <= p <= 8.0 for p in line["perplexity"]) and all(2 <= d <= 10 for d in line["dead"])
     cfg = TrainConfig(**yaml.safe_load((qlae_run / "config.yaml").read_text()))
@@ -421,6 +422,9 @@ def test_logged_usage_is_the_step_batch_counted_again(qlae_run):
     path = qlae_run / "checkpoints" / "step_00000003.safetensors"
     tensors, doc = ckpt.read_checkpoint(path)
     ckpt.restore(tensors, doc, model, model.configure_optimizers(lr=cfg.lr, weight_decay=cfg.weight_decay))
+    # the weights' norms of step 3's line are those of step 3's checkpoint
+    norms = {f"norm_{k}": v for k, v in model.weight_norms().items()}
+    assert norms == pytest.approx({k: v for k, v in lines[3].items() if k.startswith("norm_")}, rel=1e-6)
     x = dataset.get_images(batch_indices(cfg.seed, 3, cfg.batch_size, len(dataset)))
     with torch.no_grad():
         slots = model.train().encode(x).code  # (8, 10): the step's assignments (same weights, same images)

@@ -131,6 +131,36 @@ class LatentModel(nn.Module):
                 decay[name] = p
         return decay, no_decay
 
+    def weight_norms(self) -> dict[str, float]:
+        """The L2 norm of each group of parameters that weight decay treats alike, to
+        watch the weights reach decay's stationary state: ``conv`` and ``linear`` (the
+        decayed weights of convolutions and linear layers), ``other`` (the other decayed
+        weights: norm scales, learned constants) and ``values`` (the codebook, not
+        decayed). Groups the model lacks are left out. One host sync.
+
+        >>> from latentquant.models import build_model
+        >>> from latentquant.models.base import DataInfo
+        >>> model = build_model("qlae", arch="small", info=DataInfo("shapes", 3, 6, 1000), num_latents=12)
+        >>> sorted(model.weight_norms())
+        ['conv', 'linear', 'values']
+        """
+        kinds = ((nn.modules.conv._ConvNd, "conv"), (nn.Linear, "linear"))
+        layer_of = {}
+        for module_name, module in self.named_modules():
+            kind = next((k for t, k in kinds if isinstance(module, t)), None)
+            for name, _ in module.named_parameters(recurse=False) if kind else ():
+                layer_of[f"{module_name}.{name}" if module_name else name] = kind
+        decay, _ = self.split_parameters()
+        groups: dict[str, list[torch.Tensor]] = {"conv": [], "linear": [], "other": []}
+        for name, p in decay.items():
+            groups[layer_of.get(name, "other")].append(p)
+        groups["values"] = list(self.codebook_parameters())
+        groups = {k: ps for k, ps in groups.items() if ps}
+        if not groups:
+            return {}
+        squares = [torch.stack([p.detach().float().square().sum() for p in ps]).sum() for ps in groups.values()]
+        return dict(zip(groups, torch.stack(squares).sqrt().tolist()))
+
     def param_groups(
         self, weight_decay: float, clip: float | None, keep: Callable[[str], bool] = lambda name: True
     ) -> list[dict[str, Any]]:

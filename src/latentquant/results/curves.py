@@ -14,6 +14,16 @@ seeds evaluated at that step, the band its two-sided 95% Student-t interval
 (``table.mean_ci``: no band where one seed has the step). One column per
 metric, one row per dataset. The figure is written atomically; ``--csv`` also
 writes the plotted numbers.
+
+The weights' norms per group (``norm_conv``, ``norm_linear``, ``norm_other``,
+``norm_values``: ``LatentModel.weight_norms``) are metrics too, to see whether
+weight decay has brought a run to its stationary state:
+
+    latentquant curves results/regime/small --metrics norm_conv norm_linear norm_values --out norms.png
+
+They come from ``metrics.jsonl`` (logged every ``--log-every`` steps) where the
+run logged them, else from its kept checkpoints (the model rebuilt from its
+``config.yaml``, so its data must be at hand).
 """
 
 from __future__ import annotations
@@ -28,7 +38,15 @@ from latentquant.results.layout import SEED_DIR, find_runs
 from latentquant.results.table import COLUMNS, mean_ci
 from latentquant.validation import UserError
 
-TITLES = {**dict(COLUMNS), "mig": "MIG"}
+NORMS = ("norm_conv", "norm_linear", "norm_other", "norm_values")  # LatentModel.weight_norms, prefixed
+TITLES = {
+    **dict(COLUMNS),
+    "mig": "MIG",
+    "norm_conv": "|W| conv (decayed)",
+    "norm_linear": "|W| linear (decayed)",
+    "norm_other": "|W| other decayed",
+    "norm_values": "|values| (not decayed)",
+}
 DEFAULT_METRICS = ("infom", "infoe", "infoc", "psnr")
 
 
@@ -54,12 +72,51 @@ def read_evals(run_dir: Path) -> dict[int, dict]:
     return by_step
 
 
-def collect(paths) -> dict[tuple[str, str], dict[str, dict[int, dict]]]:
-    """(dataset, model) -> seed -> step -> evaluation, from grid roots and single run directories."""
+def read_norms(run_dir: Path) -> dict[int, dict]:
+    """A run's weight norms by step (``norm_<group>``): logged ones from ``metrics.jsonl``,
+    else computed from each kept checkpoint and the run's initialization (step 0)."""
+    from latentquant.train.rundir import read_jsonl  # torch: only when norms are asked for
+
+    if (run_dir / "metrics.jsonl").is_file():
+        logged = {
+            r["step"]: {k: v for k, v in r.items() if k in NORMS}
+            for r in read_jsonl(run_dir / "metrics.jsonl")
+            if any(k in r for k in NORMS)
+        }
+        if logged:
+            return logged
+    from latentquant.train import checkpoint
+    from latentquant.train.config import resolve
+    from latentquant.train.rundir import RunDir
+
+    paths = checkpoint.list_checkpoints(run_dir / "checkpoints")
+    if not paths:
+        return {}
+    model = resolve(RunDir(run_dir).read_config()).model  # seeded as the run built it: its step 0
+    by_step = {0: {f"norm_{k}": v for k, v in model.weight_norms().items()}}
+    for path in paths:
+        state, doc = checkpoint.load_model_state(path)
+        checkpoint.load_model_weights(model, state)
+        by_step[int(doc["step"])] = {f"norm_{k}": v for k, v in model.weight_norms().items()}
+    return by_step
+
+
+def _records(run_dir: Path, norms: bool) -> dict[int, dict]:
+    """A run's evaluations by step, with its weight norms merged in when ``norms``."""
+    by_step = read_evals(run_dir) if (run_dir / "evals.jsonl").is_file() else {}
+    if norms:
+        for step, values in read_norms(run_dir).items():
+            by_step[step] = {**by_step.get(step, {}), **values}
+    return by_step
+
+
+def collect(paths, norms: bool = False) -> dict[tuple[str, str], dict[str, dict[int, dict]]]:
+    """(dataset, model) -> seed -> step -> evaluation (and weight norms when ``norms``),
+    from grid roots and single run directories."""
     groups: dict[tuple[str, str], dict[str, dict[int, dict]]] = defaultdict(dict)
     for root in map(Path, paths):
         if (root / "evals.jsonl").is_file():  # one run
-            evals = read_evals(root)
+            evals = _records(root, norms)
             first = next(iter(evals.values()), {})
             # a run of a grid (<model>/seed<k>) is named by its model folder, any other by its own
             name = root.resolve().parent.name if SEED_DIR.fullmatch(root.name) else root.name
@@ -75,7 +132,7 @@ def collect(paths) -> dict[tuple[str, str], dict[str, dict[int, dict]]]:
                 f"evals.jsonl at any depth below it; runs evaluate during training with --eval-every)"
             )
         for run in found:
-            groups[(run.dataset, run.model)][run.seed] = read_evals(run.path)
+            groups[(run.dataset, run.model)][run.seed] = _records(run.path, norms)
     return dict(groups)
 
 
@@ -172,7 +229,8 @@ def add_arguments(parser) -> None:
         nargs="+",
         default=list(DEFAULT_METRICS),
         metavar="KEY",
-        help=f"eval.json keys, one panel each (default {' '.join(DEFAULT_METRICS)}; also dci_d, dci_c, dci_i, mig)",
+        help=f"eval.json keys, one panel each (default {' '.join(DEFAULT_METRICS)}; also dci_d, dci_c, dci_i, "
+        f"mig), or weight norms: {' '.join(NORMS)}",
     )
     parser.add_argument("--out", required=True, help="figure to write (PNG)")
     parser.add_argument("--csv", default=None, help="also write the plotted means and intervals as CSV")
@@ -180,14 +238,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    known = {k for k, _ in COLUMNS} | {"mig"}
+    known = {k for k, _ in COLUMNS} | {"mig", *NORMS}
     unknown = [m for m in args.metrics if m not in known]
     if unknown:
         raise UserError(f"unknown metric(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file, got {out}")
-    groups = collect(args.paths)
+    groups = collect(args.paths, norms=any(m in NORMS for m in args.metrics))
     rows = summarise(groups, args.metrics)
     if not rows:
         raise UserError(f"no finite {', '.join(args.metrics)} in the evaluations found")

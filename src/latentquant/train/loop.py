@@ -157,7 +157,8 @@ def _train(resolved: Resolved, run: RunDir, resume: bool, dist: Dist) -> dict[st
                     img_s = cfg.batch_size * (step - window[0]) / max(now - window[1], 1e-9)
                     usage = read_usage(quantizers, dist)  # a collective under DDP, as meter.read
                     record = {"step": step, **logged, "lr": lr, "seconds": round(now - t_start, 3)}
-                    log.losses(record, img_s, usage)
+                    norms = model.weight_norms() if dist.master else {}  # ~1 ms for `small`
+                    log.losses(record, img_s, usage, norms)
                     check_finite_loss(logged, step, run)  # after the line: the run's record shows the step
                     window = (step, now)
                     if stop_all and step < cfg.steps:
@@ -374,13 +375,18 @@ class RunLog:
             mininterval=0.5 if interactive else 30.0,
         )
 
-    def losses(self, record: dict[str, Any], img_s: float, usage: dict[str, list] | None = None) -> None:
-        """A line of ``metrics.jsonl``: the losses and, for quantized models, the values'
-        usage per latent (``read_usage``); a non-finite loss is written as null and named
-        under ``nonfinite`` (JSON has no NaN), so a diverged step stays on record. The
-        loggers get ``train/<loss>`` and ``usage/<figure>/z<i>`` scalars."""
+    def losses(
+        self, record: dict[str, Any], img_s: float, usage: dict[str, list] | None = None, norms: dict | None = None
+    ) -> None:
+        """A line of ``metrics.jsonl``: the losses, the weights' norms per group
+        (``LatentModel.weight_norms``, as ``norm_<group>``) and, for quantized models,
+        the values' usage per latent (``read_usage``). A non-finite number is written as
+        null and named under ``nonfinite`` (JSON has no NaN), so a diverged step stays on
+        record. The loggers get ``train/<loss>``, ``weights/norm_<group>`` and
+        ``usage/<figure>/z<i>`` scalars."""
         if self.file is None:
             return
+        record = {**record, **{f"norm_{k}": v for k, v in (norms or {}).items()}}
         usage = usage or {}
         bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
@@ -388,7 +394,11 @@ class RunLog:
             return
         self._write({**record, **usage})
         self.progress.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}", img_s=f"{img_s:.0f}", refresh=False)
-        scalars = {f"train/{k}": v for k, v in record.items() if k not in ("step", "lr", "seconds")}
+        scalars = {
+            f"weights/{k}" if k.startswith("norm_") else f"train/{k}": v
+            for k, v in record.items()
+            if k not in ("step", "lr", "seconds")
+        }
         for name, per_latent in usage.items():
             scalars.update({f"usage/{name}/z{i}": float(v) for i, v in enumerate(per_latent)})
         self.loggers.log_scalars(scalars, record["step"])
