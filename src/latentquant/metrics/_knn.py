@@ -1,6 +1,6 @@
 """The kNN mutual information of continuous latents with discrete sources,
 computed in one dimension by sorting: the numbers of
-:func:`sklearn.feature_selection.mutual_info_classif` without its trees.
+``sklearn.feature_selection.mutual_info_classif`` without its trees.
 
 Shapes: N samples, K sources, L latents. For one latent column c and one
 source d, ``mutual_info_classif`` (Ross 2014, ``_compute_mi_cd``) computes

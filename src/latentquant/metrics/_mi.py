@@ -2,11 +2,11 @@
 
 Shapes: N samples, K sources (ground-truth factors), L latents. A *code*
 array is an (N, C) array of non-negative integers produced by
-:func:`label_encode`; ``n_values[c]`` is the number of distinct values of
+``label_encode``; ``n_values[c]`` is the number of distinct values of
 column ``c``, so ``codes[:, c]`` lies in ``[0, n_values[c])``.
 
 All information quantities are plug-in estimates in nats on the empirical
-joint distribution, exactly what :func:`sklearn.metrics.mutual_info_score`
+joint distribution, exactly what ``sklearn.metrics.mutual_info_score``
 computes:
 
     I(s; z) = sum_{a,b} p(a,b) log( p(a,b) / (p(a) p(b)) ),  p = counts / N
@@ -30,8 +30,26 @@ _MAX_BLOCK = 1 << 23
 
 
 class MetricWarning(UserWarning):
-    """A metric was computed on degenerate input (constant sources, too few
-    active latents, ...) and part of it is undefined or was excluded."""
+    """A metric was computed on degenerate input and part of it is undefined or was excluded.
+
+    Raised as a warning (``warnings.warn``) by ``infomec``,
+    ``dci``, ``mig`` and
+    ``sap`` for constant sources, too few active
+    latents and the like; the score it concerns is NaN or leaves the culprit
+    out, never a silent 0/0.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from latentquant.metrics import MetricWarning, mig
+    >>> sources = np.column_stack([np.arange(100) % 4, np.zeros(100, int)])  # source 1 is constant
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     score = mig(sources, np.column_stack([sources[:, 0], np.arange(100) % 3]), discrete_latents=True)
+    >>> [w.category.__name__ for w in caught]
+    ['MetricWarning']
+    """
 
 
 def warn(message: str, stacklevel: int = 3) -> None:
@@ -114,7 +132,7 @@ def check_inputs(sources, latents, *, discrete_latents: bool) -> tuple[np.ndarra
 
 
 class Inputs(NamedTuple):
-    """Checked inputs of a metric, encoded once (:func:`prepare`)."""
+    """Checked inputs of a metric, encoded once (``prepare``)."""
 
     latents: np.ndarray  # (N, L) as given: numbers, or labels when discrete
     s_codes: np.ndarray  # (N, K) label codes of the sources
@@ -123,7 +141,7 @@ class Inputs(NamedTuple):
 
 
 def prepare(sources, latents, *, discrete_latents: bool) -> Inputs:
-    """The prologue every MI-based metric shares: :func:`check_inputs`, then :func:`label_encode` of the
+    """The prologue every MI-based metric shares: ``check_inputs``, then ``label_encode`` of the
     sources and, when ``discrete_latents``, of the latents."""
     sources, latents = check_inputs(sources, latents, discrete_latents=discrete_latents)
     s_codes, s_values = label_encode(sources)
@@ -156,7 +174,7 @@ def label_encode(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per column, map the sorted distinct values to 0, 1, 2, ...
 
     Returns ``codes`` (N, C) int64 and ``n_values`` (C,) int64. Same codes as
-    :class:`sklearn.preprocessing.LabelEncoder` applied column by column.
+    ``sklearn.preprocessing.LabelEncoder`` applied column by column.
     Integer columns of moderate range are encoded in O(N) by counting;
     others by sorting (``np.unique``).
     """
@@ -195,7 +213,7 @@ def histogram_discretize(z: np.ndarray, num_bins: int) -> np.ndarray:
 
 def standardize(z: np.ndarray) -> np.ndarray:
     """Zero mean, unit variance per column (population std, as
-    :class:`sklearn.preprocessing.StandardScaler`); constant columns become 0."""
+    ``sklearn.preprocessing.StandardScaler``); constant columns become 0."""
     z = np.asarray(z, dtype=np.float64)
     std = z.std(axis=0)
     return (z - z.mean(axis=0)) / np.where(std > 0, std, 1.0)
