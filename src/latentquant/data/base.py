@@ -30,6 +30,18 @@ class FactorIndexError(IndexError, ValueError):
 
     Both an ``IndexError`` (so ``for x in dataset`` and ``Dataset`` protocols
     stop cleanly) and a ``ValueError`` (the project's bad-input convention).
+
+    Examples
+    --------
+    >>> from latentquant.data import FactorIndexError, get_dataset
+    >>> ds = get_dataset("sprites")
+    >>> try:
+    ...     ds[len(ds)]
+    ... except FactorIndexError as err:
+    ...     print(err)
+    index 737280 is out of range for a dataset of length 737280
+    >>> issubclass(FactorIndexError, IndexError) and issubclass(FactorIndexError, ValueError)
+    True
     """
 
 
@@ -45,6 +57,41 @@ class FactorDataset(torch.utils.data.Dataset):
     ``dataset[i]`` returns ``(image, factors)``: a float32 tensor
     ``(C, 64, 64)`` in [0, 1] and an int64 tensor ``(K,)`` of class indices.
     ``get_images`` / ``get_factors`` are the vectorized batch versions.
+
+    Attributes
+    ----------
+    name : str
+        The registry name, e.g. ``"sprites"``.
+    factor_names : tuple of str
+        One name per factor of variation (K of them).
+    factor_sizes : tuple of int
+        Number of classes of each factor.
+    num_channels : int
+        Image channels: 1 (binary) or 3 (colour).
+    image_size : int
+        Height and width of every image (64).
+
+    Raises
+    ------
+    FactorIndexError
+        ``dataset[i]``, ``get_images`` and ``get_factors`` with an index
+        outside ``[0, len(dataset))``.
+    TypeError
+        ``dataset[i]`` with an index that is not an integer.
+
+    Examples
+    --------
+    >>> from latentquant.data import get_dataset
+    >>> ds = get_dataset("sprites")
+    >>> len(ds), ds.factor_names, ds.factor_sizes
+    (737280, ('shape', 'scale', 'orientation', 'posX', 'posY'), (3, 6, 40, 32, 32))
+    >>> image, factors = ds[5]
+    >>> image.shape, image.dtype, factors.tolist()
+    (torch.Size([1, 64, 64]), torch.float32, [0, 0, 0, 0, 5])
+    >>> ds.get_images([0, 5]).shape
+    torch.Size([2, 1, 64, 64])
+    >>> ds.factors_to_index([0, 0, 0, 0, 5]).tolist()
+    [5]
     """
 
     name: str = ""
@@ -241,11 +288,48 @@ def _as_index_array(indices, length: int) -> np.ndarray:
 
 
 def default_root() -> Path:
-    """``$LATENTQUANT_DATA`` if set, else ``~/.cache/latentquant``."""
+    """The folder where public dataset files go when no folder is named.
+
+    Returns
+    -------
+    pathlib.Path
+        ``$LATENTQUANT_DATA`` (``~`` expanded) if that variable is set, else
+        ``~/.cache/latentquant``. Nothing is created.
+
+    Examples
+    --------
+    >>> import os
+    >>> from latentquant.data import default_root
+    >>> os.environ["LATENTQUANT_DATA"] = "/data/factors"
+    >>> default_root()
+    PosixPath('/data/factors')
+    >>> del os.environ["LATENTQUANT_DATA"]
+    >>> default_root().parts[-2:]
+    ('.cache', 'latentquant')
+    """
     env = os.environ.get("LATENTQUANT_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "latentquant"
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The folder holding the public files: ``root`` (``~`` expanded) if given, else :func:`default_root`."""
+    """The folder holding the public dataset files.
+
+    Parameters
+    ----------
+    root : str or os.PathLike, optional
+        A folder chosen by the caller; ``~`` is expanded.
+
+    Returns
+    -------
+    pathlib.Path
+        ``root`` if given, else ``default_root()``. Nothing is created.
+
+    Examples
+    --------
+    >>> from latentquant.data import data_root
+    >>> data_root("/data/factors")
+    PosixPath('/data/factors')
+    >>> data_root() == data_root(None)
+    True
+    """
     return Path(root).expanduser() if root is not None else default_root()
