@@ -53,6 +53,9 @@ from latentquant._images import IMAGE_SIZE
 from latentquant.validation import check_choice, check_int
 
 ARCHS = ("paper", "small", "compact")
+"""The backbone names ``build_backbone`` and ``--arch`` accept: the authors' network
+(``paper``), their small design at CPU width (``compact``) and Burgess et al.'s small
+CPU network (``small``)."""
 
 # the authors' conv stacks (encoder; the decoder reverses the widths)
 PAPER_WIDTHS = (32, 32, 32, 64, 64, 64, 128, 128, 128, 256, 256, 256)
@@ -152,7 +155,7 @@ class StyleBlock(nn.Module):
 
 class StyleDecoder(nn.Module):
     """(b, d) -> (b, c, 64, 64) logits: MLP -> w; a learned constant modulated by w through style blocks
-    (the encoder's widths reversed), then a 3 x 3 conv. ``spec`` as for :class:`ConvNormEncoder`."""
+    (the encoder's widths reversed), then a 3 x 3 conv. ``spec`` as for ``ConvNormEncoder``."""
 
     def __init__(self, in_features: int, out_channels: int, spec: ConvSpec = PAPER):
         super().__init__()
@@ -201,7 +204,7 @@ class SmallEncoder(nn.Module):
 
 
 class SmallDecoder(nn.Module):
-    """(b, d) -> (b, c, 64, 64) logits: the mirror of :class:`SmallEncoder`."""
+    """(b, d) -> (b, c, 64, 64) logits: the mirror of ``SmallEncoder``."""
 
     def __init__(self, in_features: int, out_channels: int):
         super().__init__()
@@ -228,8 +231,41 @@ class SmallDecoder(nn.Module):
 
 
 def build_backbone(arch: str, in_channels: int, encoder_features: int, decoder_features: int) -> Backbone:
-    """Encoder ``(b, in_channels, 64, 64) -> (b, encoder_features)`` and decoder
-    ``(b, decoder_features) -> (b, in_channels, 64, 64)`` logits of architecture ``arch``."""
+    """The encoder and decoder networks of architecture ``arch``.
+
+    Parameters
+    ----------
+    arch : str
+        One of ``ARCHS``: ``"paper"``, ``"compact"`` or ``"small"``.
+    in_channels : int
+        Image channels (1 or 3).
+    encoder_features : int
+        Width of the encoder's output.
+    decoder_features : int
+        Width of the decoder's input.
+
+    Returns
+    -------
+    Backbone
+        A named tuple ``(encoder, decoder)`` of modules: the encoder maps
+        ``(b, in_channels, 64, 64)`` images to ``(b, encoder_features)``, the
+        decoder ``(b, decoder_features)`` to ``(b, in_channels, 64, 64)``
+        logits.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``arch`` or a size below 1.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from latentquant.models import build_backbone
+    >>> encoder, decoder = build_backbone("small", in_channels=1, encoder_features=10, decoder_features=10)
+    >>> z = encoder(torch.rand(2, 1, 64, 64))
+    >>> z.shape, decoder(z).shape
+    (torch.Size([2, 10]), torch.Size([2, 1, 64, 64]))
+    """
     check_choice("arch", arch, ARCHS)
     in_channels = check_int("in_channels", in_channels, 1)
     encoder_features = check_int("encoder_features", encoder_features, 1)

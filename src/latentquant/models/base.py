@@ -42,17 +42,76 @@ from latentquant.validation import check_int
 
 
 class StepOutput(NamedTuple):
+    """What a model's ``forward`` returns: the training objective on a batch.
+
+    Attributes
+    ----------
+    loss : torch.Tensor
+        The scalar loss, with its graph.
+    parts : dict of str to torch.Tensor
+        Detached scalars the training loop logs (``"loss"`` among them).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from latentquant.models import StepOutput
+    >>> loss = torch.tensor(0.5, requires_grad=True)
+    >>> out = StepOutput(loss, {"loss": loss.detach()})
+    >>> float(out.parts["loss"])
+    0.5
+    """
+
     loss: torch.Tensor  # scalar, with graph
     parts: dict[str, torch.Tensor]  # detached scalars, "loss" included
 
 
 class Encoding(NamedTuple):
+    """What a model's ``encode`` returns.
+
+    Attributes
+    ----------
+    z : torch.Tensor
+        ``(b, ...)`` what the decoder reads at evaluation time.
+    code : torch.Tensor
+        ``(b, L)`` the representation the metrics score: integer value
+        indices when the model's ``discrete_latents`` is True, else floats.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from latentquant.models import DataInfo, build_model
+    >>> model = build_model("ae", arch="small", info=DataInfo("sprites", 1, 5, 737280)).eval()
+    >>> z, code = model.encode(torch.rand(3, 1, 64, 64))
+    >>> code.shape, code.dtype
+    (torch.Size([3, 10]), torch.float32)
+    """
+
     z: torch.Tensor  # (b, ...) decoder input at evaluation
     code: torch.Tensor  # (b, L) representation for the metrics
 
 
 class DataInfo(NamedTuple):
-    """What a model needs to know about its dataset."""
+    """What a model needs to know about its dataset.
+
+    Attributes
+    ----------
+    name : str
+        The dataset's registry name (the published defaults depend on it).
+    num_channels : int
+        Image channels, 1 or 3.
+    num_factors : int
+        Ground-truth factors of variation; the default number of latents is twice this.
+    size : int
+        Number of images (beta-TCVAE's minibatch-weighted sampling reads it).
+
+    Examples
+    --------
+    >>> from latentquant.data import get_dataset
+    >>> from latentquant.models import DataInfo
+    >>> ds = get_dataset("sprites")
+    >>> DataInfo(ds.name, ds.num_channels, ds.num_factors, len(ds))
+    DataInfo(name='sprites', num_channels=1, num_factors=5, size=737280)
+    """
 
     name: str
     num_channels: int
@@ -61,7 +120,55 @@ class DataInfo(NamedTuple):
 
 
 class LatentModel(nn.Module):
-    """Base class: an encoder/decoder pair around a latent layer (see module docstring)."""
+    """Base class of every model: an encoder/decoder pair around a latent layer.
+
+    A subclass implements ``forward(x) -> StepOutput`` (the training objective
+    on images in [0, 1]), ``encode(x) -> Encoding`` and, where it differs,
+    ``decode`` and ``traversal``; it inherits the optimizer set-up
+    (``param_groups``, ``configure_optimizers``: AdamW, weight decay on the
+    weights only) and ``training_step``. The module ``latentquant.models.base``
+    describes the whole interface; ``docs/training.md`` how to add a model.
+
+    Parameters
+    ----------
+    arch : str
+        The backbone, one of ``ARCHS``.
+    info : DataInfo
+        The dataset's description.
+    num_latents : int
+        Latent dimensions, >= 1.
+    encoder_features : int
+        Width of the encoder's output (e.g. ``2 * num_latents`` for a
+        Gaussian posterior's means and log-variances).
+    decoder_features : int, optional
+        Width of the decoder's input; default ``num_latents``.
+
+    Attributes
+    ----------
+    name : str
+        The registered name (set by ``register_model``).
+    discrete_latents : bool
+        Whether ``encode(x).code`` holds integer value indices.
+    encoder, decoder : torch.nn.Module
+        The backbone's two networks.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``arch`` or a ``num_latents`` below 1.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from latentquant.models import DataInfo, build_model
+    >>> _ = torch.manual_seed(0)
+    >>> model = build_model("qlae", arch="small", info=DataInfo("sprites", 1, 5, 737280))
+    >>> optimizers = model.configure_optimizers(lr=1e-3, weight_decay=0.1, clip=1.0)
+    >>> [group["group"] for group in optimizers["model"].param_groups]
+    ['decay', 'no_decay']
+    >>> model.decode(model.encode(torch.rand(2, 1, 64, 64)).z).shape
+    torch.Size([2, 1, 64, 64])
+    """
 
     name: ClassVar[str] = ""
     discrete_latents: ClassVar[bool] = False
@@ -225,7 +332,33 @@ class LatentModel(nn.Module):
 
 
 def clip_gradients(optimizer: torch.optim.Optimizer) -> None:
-    """Clamp gradients element-wise to ``[-c, c]`` in every param group that has ``clip_value=c``."""
+    """Clamp gradients element-wise to ``[-c, c]`` in every param group that has ``clip_value=c``.
+
+    ``LatentModel.configure_optimizers`` sets ``clip_value`` on the decayed
+    weights' group; ``training_step`` calls this between ``backward`` and the
+    optimizer's step. Groups without ``clip_value`` (or with None or 0) are
+    left alone.
+
+    Parameters
+    ----------
+    optimizer : torch.optim.Optimizer
+        The optimizer whose parameters' gradients are clamped in place.
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> import torch
+    >>> from latentquant.models import clip_gradients
+    >>> w = torch.nn.Parameter(torch.zeros(3))
+    >>> opt = torch.optim.SGD([{"params": [w], "clip_value": 1.0}], lr=0.1)
+    >>> w.grad = torch.tensor([-5.0, 0.5, 3.0])
+    >>> clip_gradients(opt)
+    >>> w.grad
+    tensor([-1.0000,  0.5000,  1.0000])
+    """
     for group in optimizer.param_groups:
         c = group.get("clip_value")
         if c:
