@@ -1,7 +1,8 @@
 """Training and evaluation: ``train(config)``, the config object, the run directory, checkpoints.
 
-from latentquant.train import TrainConfig, train
-scores = train(TrainConfig(dataset="sprites", model="qlae", arch="small", steps=2000, out="runs/q"))
+>>> from latentquant.train import TrainConfig, train
+>>> config = TrainConfig(dataset="sprites", model="qlae", arch="small", steps=2000, out="runs/q")
+>>> scores = train(config)  # doctest: +SKIP
 
 ``resolve(config)`` is the one way from a config to what a run needs (a
 :class:`Resolved`: the complete config, the data, the model), for code that

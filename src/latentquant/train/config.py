@@ -7,9 +7,9 @@ their sources, read through ``LatentModel.defaults`` / ``default_options``); a Y
 left) is written to ``OUT/config.yaml`` and is all that ``--resume`` and
 ``latentquant evaluate`` need to rebuild the run.
 
-:func:`resolve` is the one way from a config to a run: it validates the config
+``resolve`` is the one way from a config to a run: it validates the config
 once, opens the data, fills the defaults and builds the model, and returns them
-as a :class:`Resolved`; nothing downstream re-validates or rebuilds.
+as a ``Resolved``; nothing downstream re-validates or rebuilds.
 
 Authors' values (kylehkhsu/latent_quantization, ``configs/train_ae.yaml``):
 lr 1e-3, batch 128, 2e5 steps, gradient clip 1 (element-wise), evaluation and
@@ -82,7 +82,53 @@ def _field(default: Any, help: str, **kwargs: Any) -> Any:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a run. ``None`` means "the published default for this model and dataset"."""
+    """Everything that defines a run. ``None`` means "the published default for this model and dataset".
+
+    A frozen dataclass: one field per ``latentquant train`` flag (``--batch-size``
+    is ``batch_size``), with the flag's default; ``options`` holds the model's
+    own settings (``--option KEY=VALUE``). A run directory's ``config.yaml`` is
+    this config with every ``None`` filled in (see ``resolve``).
+    ``docs/training.md`` lists the flags and the published defaults.
+
+    Parameters
+    ----------
+    dataset, model, arch : str
+        What to train: a dataset of ``latentquant.data.list_datasets()``, a
+        model of ``latentquant.models.available_models()`` and a backbone of
+        ``latentquant.models.ARCHS``.
+    steps : int
+        Training steps (the authors' 200,000 by default).
+    batch_size, lr, weight_decay, num_latents, values_per_latent : optional
+        None: the model's published value for the dataset.
+    weight_decay_timescale : float, optional
+        Set the weight decay so that its time constant ``1 / (lr x wd)`` is
+        this fraction of the run, instead of ``weight_decay``.
+    out : str, optional
+        The run directory; default ``runs/<dataset>-<model>-<arch>-seed<seed>``.
+    **other fields
+        Evaluation, logging, checkpoints, device and precision: see the
+        signature and ``latentquant train --help``.
+
+    Raises
+    ------
+    latentquant.validation.UserError
+        A ``ValueError``, from ``validate()`` or ``resolve`` (not from the
+        constructor), for an unknown name, a value out of range or a
+        wrong type.
+
+    Examples
+    --------
+    >>> from latentquant.train import TrainConfig
+    >>> config = TrainConfig(dataset="shapes", model="qlae", arch="small", steps=3000)
+    >>> config.batch_size is None  # the published default, filled in by resolve
+    True
+    >>> config.replace(steps=5000).steps
+    5000
+    >>> TrainConfig(steps=0).validate()
+    Traceback (most recent call last):
+        ...
+    latentquant.validation.UserError: steps must be an integer in 1..1,000,000,000, got 0
+    """
 
     dataset: str = _field("sprites", "dataset name (latentquant data info lists them); default sprites")
     model: str = _field(
@@ -179,7 +225,7 @@ class TrainConfig:
     def override(self, **changes: Any) -> TrainConfig:
         """This config with ``changes`` a user gave over it (flags over a file or a resumed run).
 
-        The weight-decay rule, here and in :func:`_resolve_weight_decay` only: the decay is
+        The weight-decay rule, here and in ``_resolve_weight_decay`` only: the decay is
         set either by ``weight_decay`` or by ``weight_decay_timescale``; giving one replaces
         the other's value in the base config, giving both at once is an error."""
         if "weight_decay" in changes and "weight_decay_timescale" in changes:
@@ -195,7 +241,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Check types, names and ranges (every size within its ``MAX_*`` bound), before any work;
         UserError naming the field and the valid choices or range. Fields left ``None`` are
-        checked once :func:`resolve` has filled them from the published defaults."""
+        checked once ``resolve`` has filled them from the published defaults."""
         try:
             self._validate()
         except MissingExtra:  # --logger wandb without the package: its own one line
@@ -283,14 +329,14 @@ def check_device(name: str, value: Any) -> str:
 
 @dataclass
 class Resolved:
-    """What a run needs, built once by :func:`resolve` from a config and its data.
+    """What a run needs, built once by ``resolve`` from a config and its data.
 
     Attributes
     ----------
     config : the complete config: every ``None`` replaced by the published default for
         its model and dataset (what ``config.yaml`` holds).
     dataset : the run's data, opened from ``config.dataset`` / ``data_root`` / ``data_path``
-        (or the dataset given to :func:`resolve`).
+        (or the dataset given to ``resolve``).
     info : what the model knows of the data (name, channels, factors, size).
     model : the model, built once on the CPU right after ``torch.manual_seed(config.seed)``,
         so its initial weights are a function of the seed alone; ``train`` moves it to its
@@ -298,6 +344,13 @@ class Resolved:
 
     Nothing downstream re-validates or rebuilds: ``train`` and ``latentquant evaluate``
     consume this, and a trainer of several runs consumes one per member.
+
+    Examples
+    --------
+    >>> from latentquant.train import TrainConfig, resolve
+    >>> config, dataset, info, model = vars(resolve(TrainConfig(arch="small", steps=10))).values()
+    >>> info
+    DataInfo(name='sprites', num_channels=1, num_factors=5, size=737280)
     """
 
     config: TrainConfig
@@ -312,7 +365,37 @@ def resolve(config: TrainConfig, data: FactorDataset | None = None) -> Resolved:
 
     Model options are checked against the model's ``default_options`` (unknown keys and
     wrong types are a UserError), and every argument the model itself rejects is rejected
-    here (a one-line UserError), before a run directory is touched.
+    here (a one-line UserError), before a run directory is touched. Nothing is written.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The run's settings; ``None`` fields take the published defaults.
+    data : FactorDataset, optional
+        The dataset to use instead of opening ``config.dataset``.
+
+    Returns
+    -------
+    Resolved
+        The complete config, the dataset, its ``DataInfo`` and the model
+        (built right after ``torch.manual_seed(config.seed)``).
+
+    Raises
+    ------
+    latentquant.validation.UserError
+        A ``ValueError``: a bad value, an unknown dataset, model or option.
+    OSError
+        When a public dataset's files cannot be read.
+
+    Examples
+    --------
+    >>> from latentquant.train import TrainConfig, resolve
+    >>> resolved = resolve(TrainConfig(dataset="sprites", model="qlae", arch="small", steps=100))
+    >>> c = resolved.config
+    >>> c.lr, c.batch_size, c.weight_decay, c.num_latents, c.values_per_latent
+    (0.001, 128, 0.1, 10, 10)
+    >>> type(resolved.model).__name__
+    'QLAE'
     """
     config.validate()
     dataset = get_dataset(config.dataset, root=config.data_root, path=config.data_path) if data is None else data
@@ -359,7 +442,7 @@ def timescale_weight_decay(fraction: float, lr: float, steps: int) -> float:
 
 def _resolve_weight_decay(c: TrainConfig, published: float) -> float:
     """``c.weight_decay``, or the one ``c.weight_decay_timescale`` implies, or the published value
-    (the weight-decay rule's other half: :meth:`TrainConfig.override`).
+    (the weight-decay rule's other half: ``TrainConfig.override``).
 
     A config holding both (a resolved ``config.yaml``) must agree to 1e-9; else
     one of the two was changed, and which one the user meant is unknown."""
@@ -460,12 +543,66 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_config(path: str | os.PathLike) -> TrainConfig:
-    """A :class:`TrainConfig` from a YAML file (a run's ``config.yaml`` or a user's file)."""
+    """A ``TrainConfig`` from a YAML file (a run's ``config.yaml`` or a user's file).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The YAML file: a mapping of ``TrainConfig`` fields; absent fields keep
+        their defaults, numbers written as strings are read as numbers.
+
+    Returns
+    -------
+    TrainConfig
+        The config, not yet validated (``resolve`` does that).
+
+    Raises
+    ------
+    latentquant.validation.UserError
+        A ``ValueError``: the file is missing or unreadable, not a mapping,
+        or holds an unknown key or a value of the wrong type.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from latentquant.train import load_config
+    >>> _ = Path("my.yaml").write_text("model: ae\\narch: small\\nlr: 1e-4\\n")
+    >>> config = load_config("my.yaml")
+    >>> config.model, config.lr, config.dataset
+    ('ae', 0.0001, 'sprites')
+    """
     return TrainConfig.from_dict(load_yaml(path), source=str(path))
 
 
 def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
-    """Write ``config`` as YAML atomically (temp file + rename)."""
+    """Write ``config`` as YAML atomically (temp file + rename).
+
+    ``load_config`` reads the file back to an equal config.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The config to write.
+    path : str or os.PathLike
+        The file; its folder must exist. An existing file is replaced whole.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    OSError
+        When the file cannot be written.
+
+    Examples
+    --------
+    >>> from latentquant.train import TrainConfig, load_config, save_config
+    >>> config = TrainConfig(model="vae", arch="small", steps=500)
+    >>> save_config(config, "config.yaml")
+    >>> load_config("config.yaml") == config
+    True
+    """
     import yaml
 
     text = "# latentquant train: resolved config (load with --config, or --resume the run)\n"

@@ -69,9 +69,45 @@ def train(
     the run's marker: ``"demo"`` for ``latentquant demo``, whose ``overwrite``
     replaces only an earlier demo run.
 
-    Returns the final evaluation scores (rank 0; None on other ranks). Raises
-    :class:`~latentquant.validation.UserError` for bad input, :class:`TrainingDiverged`
-    on a NaN/inf loss and :class:`TrainingInterrupted` after checkpointing on SIGINT/SIGTERM.
+    Parameters
+    ----------
+    config : TrainConfig
+        The run; ``config.out`` is its folder.
+    resume : bool, default False
+        Continue the run in ``config.out`` from its latest checkpoint.
+    overwrite : bool, default False
+        Replace a finished or interrupted run in the same folder.
+    kind : str, default "train"
+        Recorded in the run's marker (``"demo"`` for ``latentquant demo``).
+
+    Returns
+    -------
+    dict or None
+        The final evaluation scores, as in ``eval.json`` (``infom``, ``infoe``,
+        ``infoc``, ``dci_d``, ``dci_c``, ``dci_i``, ``mig``, ``psnr``,
+        ``step``) on rank 0; None on other ranks.
+
+    Raises
+    ------
+    latentquant.validation.UserError
+        A ``ValueError``, for bad input: the config, a folder that is not a
+        run's or is in use, a resume that does not match the run.
+    TrainingDiverged
+        When the loss becomes NaN or infinite.
+    TrainingInterrupted
+        After checkpointing on SIGINT/SIGTERM.
+
+    Examples
+    --------
+    Training takes minutes even for a short run, so this example is not run
+    by the tests:
+
+    >>> from latentquant.train import TrainConfig, train
+    >>> config = TrainConfig(dataset="sprites", model="qlae", arch="small", steps=300,
+    ...                      batch_size=32, eval_every=0, eval_samples=2000, out="runs/tiny")
+    >>> scores = train(config)  # doctest: +SKIP
+    >>> sorted(scores)  # doctest: +SKIP
+    ['dci_c', 'dci_d', 'dci_i', 'infoc', 'infoe', 'infom', 'mig', 'psnr', 'step']
     """
     if resume and config.out is not None:
         check_resumed_identity(RunDir(config.out), config)
@@ -193,11 +229,31 @@ def _train(resolved: Resolved, run: RunDir, resume: bool, dist: Dist) -> dict[st
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint was kept."""
+    """The loss became NaN or infinite; the last good checkpoint was kept.
+
+    Raised by ``train``. A ``RuntimeError``; ``latentquant train`` reports it
+    and exits. Lower the learning rate or resume from the checkpoint kept.
+
+    Examples
+    --------
+    >>> from latentquant.train import TrainingDiverged
+    >>> issubclass(TrainingDiverged, RuntimeError)
+    True
+    """
 
 
 class TrainingInterrupted(RuntimeError):
-    """Stopped by SIGINT/SIGTERM after writing a checkpoint."""
+    """Stopped by SIGINT/SIGTERM after writing a checkpoint.
+
+    Raised by ``train``; ``train(config, resume=True)`` (``latentquant train
+    --resume``) continues from that checkpoint. A ``RuntimeError``.
+
+    Examples
+    --------
+    >>> from latentquant.train import TrainingInterrupted
+    >>> issubclass(TrainingInterrupted, RuntimeError)
+    True
+    """
 
 
 # ---------------------------------------------------------------------------

@@ -15,12 +15,12 @@
 
 Rules (docs/training.md, "Whose files"): the tool writes into a folder only
 when it is new, empty or marked as a run; ``overwrite`` deletes only the
-files of the layout above, by their names (:meth:`RunDir.delete_run_files`),
+files of the layout above, by their names (``RunDir.delete_run_files``),
 never anything else in the folder or its subfolders, and names what it kept;
 one process at a time holds a run (``fcntl.flock``, released by the kernel
 when the process ends, however it ends, so a lock is never stale); a
 checkpoint belongs to the run whose id it records, and to the config.yaml it
-was written under (:meth:`RunDir.check_checkpoint`).
+was written under (``RunDir.check_checkpoint``).
 """
 
 from __future__ import annotations
@@ -56,7 +56,33 @@ KINDS = ("train", "demo")
 
 
 class RunDir:
-    """A run directory: paths of its files, its marker and lock, and its status."""
+    """A run directory: paths of its files, its marker and lock, and its status.
+
+    Constructing one touches nothing on disk. ``train`` acquires the folder
+    (checks it is a run's or empty, writes the marker, takes the lock) before
+    it writes anything; the properties name the files a run keeps:
+    ``config``, ``metrics``, ``eval``, ``evals``, ``report``, ``checkpoints``,
+    ``figures``, ``tensorboard``, ``log`` and ``marker``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The folder (``--out``); it need not exist.
+
+    Raises
+    ------
+    latentquant.validation.UserError
+        A ``ValueError``, for an empty path.
+
+    Examples
+    --------
+    >>> from latentquant.train import RunDir
+    >>> run = RunDir("runs/q")
+    >>> run.config.as_posix(), run.eval.as_posix()
+    ('runs/q/config.yaml', 'runs/q/eval.json')
+    >>> run.status(), run.latest_checkpoint()
+    ('new', None)
+    """
 
     def __init__(self, path: str | os.PathLike):
         if str(path).strip() == "":
