@@ -71,9 +71,7 @@ class LatentQuantize(nn.Module):
     is the straight-through estimate ``project_out(z + sg(q - z))`` (its value
     is exactly ``project_out(q)``). In training mode the loss is
 
-    .. math::
-        \mathcal{L} = w_q \, \mathrm{mean}\big((\mathrm{sg}(z) - q)^2\big)
-                    + w_c \, \mathrm{mean}\big((z - \mathrm{sg}(q))^2\big)
+        loss = w_q * mean((sg(z) - q)^2) + w_c * mean((z - sg(q))^2)
 
     where ``sg`` stops gradients: the quantization term (weight
     ``quantization_loss_weight``) trains the values, the commitment term
@@ -169,6 +167,47 @@ class LatentQuantize(nn.Module):
     Sizes are bounded before anything is allocated (ValueError naming the
     bound): at most 2**16 latents, 2**26 values in all (latents x
     max(levels)), 2**24 features, 2**28 weights in each projection.
+
+    Raises
+    ------
+    ValueError
+        For levels below 2, a ``codebook_dim`` that does not match the
+        levels, ``flat_indices=True`` with ``prod(levels) > 2**63``, unequal
+        levels with ``shared_values``, ``num_codebooks > 1`` without
+        ``keep_num_codebooks_dim``, negative or non-finite loss weights, an
+        ``in_place_codebook_optimizer`` with ``optimize_values=False``, or a
+        size past its bound. ``forward`` raises it for the wrong feature size
+        or a mask of the wrong shape.
+    TypeError
+        For levels that are not integers or a ``channel_first`` other than
+        None, True or False; ``forward`` for a non-floating input or a mask
+        that is not bool.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from latentquant import LatentQuantize
+    >>> _ = torch.manual_seed(0)
+    >>> lq = LatentQuantize(levels=[10] * 12, dim=64)  # 12 latents of 10 values; 64 -> 12 -> 64
+    >>> quantized, indices, loss = lq(torch.randn(32, 64))
+    >>> quantized.shape, indices.shape, indices.dtype, loss.shape
+    (torch.Size([32, 64]), torch.Size([32]), torch.int64, torch.Size([]))
+    >>> lq.codebook_size  # an exact int; nothing of that size is allocated
+    1000000000000
+
+    A channel-first feature map, with the two loss terms apart:
+
+    >>> lq = LatentQuantize(levels=[8] * 6)
+    >>> (q, idx, loss), parts = lq(torch.randn(2, 6, 4, 4), return_loss_breakdown=True)
+    >>> q.shape, idx.shape, sorted(parts._asdict())
+    (torch.Size([2, 6, 4, 4]), torch.Size([2, 4, 4]), ['commitment', 'quantization'])
+
+    In eval mode the indices decode to the output exactly:
+
+    >>> x = torch.randn(2, 6, 4, 4)
+    >>> out = lq.eval()(x)
+    >>> torch.equal(lq.indices_to_codes(out.indices), out.quantized)
+    True
 
     References
     ----------
@@ -571,12 +610,52 @@ class LatentQuantize(nn.Module):
 
 
 class Return(NamedTuple):
+    """What ``LatentQuantize.forward`` returns, a named tuple.
+
+    Attributes
+    ----------
+    quantized : Tensor
+        The straight-through output, in the input's shape, layout and dtype.
+    indices : Tensor
+        int64 codes: one flat index per position (and codebook), or with
+        ``flat_indices=False`` one value slot per latent; -1 where a latent is NaN.
+    loss : Tensor
+        The scalar weighted sum of the two loss terms; zero in eval mode.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from latentquant import LatentQuantize
+    >>> out = LatentQuantize(levels=[5, 5, 5])(torch.randn(4, 3))
+    >>> out.indices.tolist() == out[1].tolist()
+    True
+    """
+
     quantized: Tensor
     indices: Tensor
     loss: Tensor
 
 
 class LossBreakdown(NamedTuple):
+    """The two loss terms, unweighted, from ``forward(x, return_loss_breakdown=True)``.
+
+    Attributes
+    ----------
+    quantization : Tensor
+        ``mean((sg(z) - q)^2)``, the term that trains the values.
+    commitment : Tensor
+        ``mean((z - sg(q))^2)``, the term that trains what produced ``z``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from latentquant import LatentQuantize
+    >>> lq = LatentQuantize(levels=[5, 5, 5], quantization_loss_weight=1.0, commitment_loss_weight=0.25)
+    >>> (_, _, loss), parts = lq(torch.randn(4, 3), return_loss_breakdown=True)
+    >>> torch.allclose(loss, parts.quantization + 0.25 * parts.commitment)
+    True
+    """
+
     quantization: Tensor
     commitment: Tensor
 

@@ -223,8 +223,6 @@ def _one_hot(codes: np.ndarray, n_values: np.ndarray):
 def explicitness(sources, latents, *, discrete_latents: bool, return_per_source: bool = False):
     """InfoE, the normalized predictive information of a linear probe.
 
-    ::
-
         InfoE = mean_i (H0_i - CE_i) / H0_i
 
     ``CE_i`` is the mean log loss of a multinomial logistic regression that

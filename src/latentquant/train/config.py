@@ -88,7 +88,9 @@ class TrainConfig:
     is ``batch_size``), with the flag's default; ``options`` holds the model's
     own settings (``--option KEY=VALUE``). A run directory's ``config.yaml`` is
     this config with every ``None`` filled in (see ``resolve``).
-    ``docs/training.md`` lists the flags and the published defaults.
+    ``docs/training.md`` lists the flags and the published defaults; the
+    fields not listed below (evaluation, logging, checkpoints, device,
+    precision) are the flags of ``latentquant train --help``.
 
     Parameters
     ----------
@@ -105,9 +107,8 @@ class TrainConfig:
         this fraction of the run, instead of ``weight_decay``.
     out : str, optional
         The run directory; default ``runs/<dataset>-<model>-<arch>-seed<seed>``.
-    **other fields
-        Evaluation, logging, checkpoints, device and precision: see the
-        signature and ``latentquant train --help``.
+    options : dict, optional
+        The model's own settings, e.g. ``{"global_codebook": True}`` for QLAE.
 
     Raises
     ------
