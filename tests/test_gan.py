@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tiny_run import TINY
 
 from latentquant.models import DataInfo, build_model
 from latentquant.models.gan import InfoWGAN, QLInfoWGAN, gradient_penalty
@@ -233,22 +234,6 @@ from latentquant.cli import main  # noqa: E402
 from latentquant.train import checkpoint as ckpt  # noqa: E402
 from latentquant.train.config import TrainConfig, resolve  # noqa: E402
 
-TINY = [
-    "--dataset",
-    "sprites",
-    "--arch",
-    "small",
-    "--batch-size",
-    "8",
-    "--eval-samples",
-    "100",
-    "--eval-every",
-    "0",
-    "--log-every",
-    "1",
-    "--threads",
-    "1",
-]
 EVAL_KEYS = {"infom", "infoe", "infoc", "dci_d", "dci_c", "dci_i", "mig", "psnr", "step"}
 
 

@@ -3,29 +3,13 @@
 import pytest
 import torch
 import yaml
+from tiny_run import TINY
 
 from latentquant.cli import main
 from latentquant.data import get_dataset
 from latentquant.models import DataInfo, build_model
 from latentquant.results.sweep import parse_model
 from latentquant.train.config import TrainConfig, resolve, timescale_weight_decay
-
-TINY = [
-    "--dataset",
-    "sprites",
-    "--arch",
-    "small",
-    "--batch-size",
-    "8",
-    "--eval-samples",
-    "100",
-    "--eval-every",
-    "0",
-    "--log-every",
-    "1",
-    "--threads",
-    "1",
-]
 
 
 def test_timescale_sets_weight_decay_from_the_run_length():

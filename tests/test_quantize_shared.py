@@ -16,6 +16,7 @@ import json
 import pytest
 import torch
 import yaml
+from tiny_run import TINY
 
 from latentquant import LatentQuantize
 from latentquant import _quantize_kernel as kernel
@@ -198,15 +199,14 @@ def test_qlae_global_codebook_builds_one_shared_row_and_trains():
     torch.testing.assert_close(enc.z, model.quantizer.values.detach()[enc.code])  # every latent, one codebook
 
 
-TINY = ["--dataset", "sprites", "--arch", "small", "--batch-size", "8", "--eval-samples", "100"]
-TINY += ["--eval-every", "0", "--log-every", "1", "--threads", "1", "--model", "qlae", "--seed", "2"]
+QLAE_RUN = [*TINY, "--model", "qlae", "--seed", "2"]
 
 
 def test_qlae_global_codebook_run_checkpoints_and_resumes(tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     option = ["-o", "global_codebook=1", "--checkpoint-every", "2"]
-    assert main(["train", *TINY, *option, "--steps", "4", "--out", str(full)]) == 0
-    assert main(["train", *TINY, *option, "--steps", "2", "--out", str(part)]) == 0
+    assert main(["train", *QLAE_RUN, *option, "--steps", "4", "--out", str(full)]) == 0
+    assert main(["train", *QLAE_RUN, *option, "--steps", "2", "--out", str(part)]) == 0
     assert yaml.safe_load((part / "config.yaml").read_text())["options"]["global_codebook"] is True
     assert main(["train", "--resume", str(part), "--steps", "4"]) == 0
     state, _ = ckpt.load_model_state(ckpt.latest_checkpoint(part / "checkpoints"))

@@ -8,14 +8,12 @@ import time
 import pytest
 import torch
 import yaml
+from tiny_run import TINY
 
 from latentquant.cli import main
 from latentquant.train.config import MAX_LATENTS, TrainConfig, resolve
 from latentquant.train.rundir import MARKER, RunDir
 from latentquant.train.scores import format_score, score_line
-
-TINY = ["--dataset", "sprites", "--arch", "small", "--batch-size", "8", "--eval-samples", "100"]
-TINY += ["--eval-every", "0", "--log-every", "1", "--threads", "1"]
 
 
 def _train(*args) -> int:

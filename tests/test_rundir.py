@@ -6,26 +6,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tiny_run import TINY
 
 from latentquant.cli import main
 from latentquant.train.rundir import LOCK, MARKER, RunDir
-
-TINY = [
-    "--dataset",
-    "sprites",
-    "--arch",
-    "small",
-    "--batch-size",
-    "8",
-    "--eval-samples",
-    "100",
-    "--eval-every",
-    "0",
-    "--log-every",
-    "1",
-    "--threads",
-    "1",
-]
 
 
 def _one_line(capsys) -> str:

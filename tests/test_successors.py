@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_run import TINY
 
 from latentquant.cli import main
 from latentquant.models import ARCHS, DataInfo, build_model, clip_gradients
@@ -421,8 +422,7 @@ def test_catvae_is_the_argmax_category_at_evaluation_and_its_values_stay_on_the_
 
 # ------------------------------------------------------------------ the command line
 
-TINY = ["--dataset", "sprites", "--arch", "small", "--batch-size", "8", "--eval-samples", "100"]
-TINY += ["--log-every", "1", "--threads", "1", "--logger", "none"]
+QUIET = [*TINY, "--logger", "none"]
 
 
 def _records(run):
@@ -437,8 +437,8 @@ def test_resume_reproduces_the_uninterrupted_run(name, tmp_path):
         common += ["-o", "gamma=5", "-o", "anneal_steps=4"]  # with a discriminator and a moving scale
     if name == "factorqvae":
         common += ["-o", "lr_period=3"]
-    assert main(["train", *TINY, *common, "--steps", "4", "--out", str(full)]) == 0
-    assert main(["train", *TINY, *common, "--steps", "2", "--out", str(part)]) == 0
+    assert main(["train", *QUIET, *common, "--steps", "4", "--out", str(full)]) == 0
+    assert main(["train", *QUIET, *common, "--steps", "2", "--out", str(part)]) == 0
     assert main(["train", "--resume", str(part), "--steps", "4"]) == 0
     a, b = _records(full), _records(part)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]

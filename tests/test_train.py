@@ -11,27 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny_run import TINY
 
 from latentquant.cli import main
 from latentquant.train import checkpoint as ckpt
 from latentquant.train.config import TrainConfig, resolve
 
-TINY = [
-    "--dataset",
-    "sprites",
-    "--arch",
-    "small",
-    "--batch-size",
-    "8",
-    "--eval-samples",
-    "100",
-    "--eval-every",
-    "0",
-    "--log-every",
-    "1",
-    "--threads",
-    "1",
-]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
