@@ -1,5 +1,6 @@
-"""--logger: Weights & Biases in its offline mode (no network, no account), read back from the run's
-``.wandb`` file; the one-line error without the package; wandb never imported unless asked for."""
+"""--logger: TensorBoard (on when tensorboard is installed; it is in the test extra), and Weights &
+Biases in its offline mode (no network, no account), read back from the run's ``.wandb`` file; the
+one-line error without the package; wandb never imported unless asked for."""
 
 import json
 import os
@@ -34,6 +35,25 @@ TINY = [
     "--device",
     "cpu",
 ]
+
+
+def test_train_writes_tensorboard_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main(TINY + ["--out", str(out)]) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    # after 4 steps no latent is active yet, so InfoM is undefined (None in eval.json) and not logged
+    assert {"train/loss", "train/quantization", "eval/psnr", "eval/dci_i"} <= set(tags)
+    assert "eval/seed" not in tags
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4]
+    # the weights' norms and the values' usage per latent, as in metrics.jsonl
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert [e.value for e in events.Scalars("weights/norm_conv")][-1] == pytest.approx(last["norm_conv"])
+    assert {f"usage/perplexity/z{i}" for i in range(10)} | {f"usage/dead/z{i}" for i in range(10)} <= set(tags)
+    assert [e.value for e in events.Scalars("usage/dead/z3")][-1] == last["dead"][3]
 
 
 def wandb_records(path: Path):
