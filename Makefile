@@ -34,9 +34,9 @@ demo: install
 	$(PY) -m latentquant demo
 
 # The strict site build fails on a broken link or anchor, a missing API
-# reference or a docstring that does not render; it costs about 4 s (2.7 s of
-# build) on the 2-core development machine. The docstrings' examples run as
-# doctests inside pytest (tests/test_doctests.py, about 3 s).
+# reference or a docstring that does not render; it costs 3 to 4 s of wall
+# time on the 2-core development machine (load average 3). The docstrings'
+# examples run as doctests inside pytest (tests/test_doctests.py, about 5 s).
 test: install-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -11,6 +11,7 @@ import importlib
 import inspect
 
 import pytest
+import torch
 
 PACKAGES = ["latentquant", "latentquant.metrics", "latentquant.data", "latentquant.models", "latentquant.train"]
 
@@ -38,8 +39,9 @@ def test_examples_run(module_name, tmp_path, monkeypatch):
     module = importlib.import_module(module_name)
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    for test in finder.find(module, module_name):
-        runner.run(test)
+    with torch.random.fork_rng():  # examples seed torch; the tests after them keep their random state
+        for test in finder.find(module, module_name):
+            runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {module_name}"
 

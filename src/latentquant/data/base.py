@@ -300,12 +300,15 @@ def default_root() -> Path:
     --------
     >>> import os
     >>> from latentquant.data import default_root
-    >>> os.environ["LATENTQUANT_DATA"] = "/data/factors"
-    >>> default_root()
-    PosixPath('/data/factors')
-    >>> del os.environ["LATENTQUANT_DATA"]
+    >>> saved = os.environ.pop("LATENTQUANT_DATA", None)
     >>> default_root().parts[-2:]
     ('.cache', 'latentquant')
+    >>> os.environ["LATENTQUANT_DATA"] = "/data/factors"
+    >>> default_root().as_posix()
+    '/data/factors'
+    >>> del os.environ["LATENTQUANT_DATA"]
+    >>> if saved is not None:
+    ...     os.environ["LATENTQUANT_DATA"] = saved
     """
     env = os.environ.get("LATENTQUANT_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "latentquant"
@@ -327,8 +330,8 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     Examples
     --------
     >>> from latentquant.data import data_root
-    >>> data_root("/data/factors")
-    PosixPath('/data/factors')
+    >>> data_root("/data/factors").as_posix()
+    '/data/factors'
     >>> data_root() == data_root(None)
     True
     """
