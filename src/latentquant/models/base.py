@@ -14,7 +14,7 @@ runs:
 - ``decode(z) -> logits`` of shape (b, c, 64, 64).
 - ``traversal(z, latent, codes, steps) -> (s, b, ...)`` latents for the
   traversal figure (sweep of one latent from the base latents ``z``, through
-  :func:`sweep_latent`); a model with a ``LatentQuantize`` ``quantizer`` sets
+  ``sweep_latent``); a model with a ``LatentQuantize`` ``quantizer`` sets
   ``traversal = codebook_traversal`` (every learned value of the latent).
 - ``configure_optimizers(lr, weight_decay, clip) -> {name: Optimizer}``, built
   from ``param_groups`` (the decay / no-decay split, filtered by name), and
@@ -271,7 +271,7 @@ class LatentModel(nn.Module):
     def param_groups(
         self, weight_decay: float, clip: float | None, keep: Callable[[str], bool] = lambda name: True
     ) -> list[dict[str, Any]]:
-        """The optimizer's two groups (:meth:`split_parameters`), of the parameters whose name ``keep`` accepts:
+        """The optimizer's two groups (``split_parameters``), of the parameters whose name ``keep`` accepts:
         ``decay`` (decoupled ``weight_decay``, gradients clipped element-wise to ``[-clip, clip]``) and
         ``no_decay`` (neither)."""
         decay, no_decay = self.split_parameters()
@@ -369,7 +369,7 @@ def clip_gradients(optimizer: torch.optim.Optimizer) -> None:
 
 
 def adamw(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float]) -> torch.optim.AdamW:
-    """The optimizer of every model: AdamW over ``groups`` (:meth:`LatentModel.param_groups`), foreach kernels."""
+    """The optimizer of every model: AdamW over ``groups`` (``LatentModel.param_groups``), foreach kernels."""
     return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
 
 
@@ -384,7 +384,7 @@ def sweep_latent(z: torch.Tensor, latent: int, values: torch.Tensor) -> torch.Te
 def codebook_traversal(
     model: LatentModel, z: torch.Tensor, latent: int, codes: torch.Tensor, steps: int
 ) -> torch.Tensor:
-    """The ``traversal`` of a model whose latents are a :class:`~latentquant.LatentQuantize` ``model.quantizer``:
+    """The ``traversal`` of a model whose latents are a ``LatentQuantize`` ``model.quantizer``:
     every learned value of latent ``latent`` (``steps`` is ignored: the sweep is the codebook). Set it in the
     class body, ``traversal = codebook_traversal``."""
     return sweep_latent(z, latent, model.quantizer.values_per_latent[latent])

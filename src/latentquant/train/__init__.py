@@ -5,7 +5,7 @@
 >>> scores = train(config)  # doctest: +SKIP
 
 ``resolve(config)`` is the one way from a config to what a run needs (a
-:class:`Resolved`: the complete config, the data, the model), for code that
+``Resolved``: the complete config, the data, the model), for code that
 drives its own loop.
 """
 

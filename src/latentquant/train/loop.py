@@ -60,7 +60,7 @@ def train(
     """Train (or with ``resume``, continue) the run described by ``config``.
 
     Everything the run will need is checked before step 1: the config (resolved
-    once against the data, :func:`~latentquant.train.config.resolve`), the run
+    once against the data, ``resolve``), the run
     directory (ours, and not in use), and on resume the run's own config, which
     ``config`` may change only in its steps (to more than done) and in how it
     runs (device, threads, ...), and which must be the one its checkpoint was
