@@ -93,6 +93,20 @@ class LatentQuantize(nn.Module):
     finite, valid-looking code. (An infinite latent is quantized to an extreme
     value; its loss is infinite.)
 
+    ``forward(x, return_loss_breakdown=False, mask=None)`` returns
+    ``Return(quantized, indices, loss)``, or ``(Return, LossBreakdown(
+    quantization, commitment))`` with ``return_loss_breakdown=True``. ``mask``,
+    a bool tensor of the input's shape less its feature axis (True: the
+    position counts), restricts both losses (means over the kept positions)
+    and the values' gradient to the kept positions; every position is still
+    quantized.
+    Indices name slots of ``values_per_latent``. Empty inputs give empty
+    outputs and a zero loss; see docs/quantizer.md.
+
+    Sizes are bounded before anything is allocated (ValueError naming the
+    bound): at most 2**16 latents, 2**26 values in all (latents x
+    max(levels)), 2**24 features, 2**28 weights in each projection.
+
     Parameters
     ----------
     levels : int or sequence of int
@@ -153,20 +167,6 @@ class LatentQuantize(nn.Module):
         an autograd leaf (its gradient is ``values.grad[i, :levels[i]]``).
     codebook_size : int
         ``prod(levels)``, codes per codebook, exact.
-
-    ``forward(x, return_loss_breakdown=False, mask=None)`` returns
-    ``Return(quantized, indices, loss)``, or ``(Return, LossBreakdown(
-    quantization, commitment))`` with ``return_loss_breakdown=True``. ``mask``,
-    a bool tensor of the input's shape less its feature axis (True: the
-    position counts), restricts both losses (means over the kept positions)
-    and the values' gradient to the kept positions; every position is still
-    quantized.
-    Indices name slots of ``values_per_latent``. Empty inputs give empty
-    outputs and a zero loss; see docs/quantizer.md.
-
-    Sizes are bounded before anything is allocated (ValueError naming the
-    bound): at most 2**16 latents, 2**26 values in all (latents x
-    max(levels)), 2**24 features, 2**28 weights in each projection.
 
     Raises
     ------

@@ -332,19 +332,23 @@ def check_device(name: str, value: Any) -> str:
 class Resolved:
     """What a run needs, built once by ``resolve`` from a config and its data.
 
-    Attributes
-    ----------
-    config : the complete config: every ``None`` replaced by the published default for
-        its model and dataset (what ``config.yaml`` holds).
-    dataset : the run's data, opened from ``config.dataset`` / ``data_root`` / ``data_path``
-        (or the dataset given to ``resolve``).
-    info : what the model knows of the data (name, channels, factors, size).
-    model : the model, built once on the CPU right after ``torch.manual_seed(config.seed)``,
-        so its initial weights are a function of the seed alone; ``train`` moves it to its
-        device, restores a checkpoint into it when resuming, and trains it.
-
     Nothing downstream re-validates or rebuilds: ``train`` and ``latentquant evaluate``
     consume this, and a trainer of several runs consumes one per member.
+
+    Attributes
+    ----------
+    config : TrainConfig
+        The complete config: every ``None`` replaced by the published default for
+        its model and dataset (what ``config.yaml`` holds).
+    dataset : FactorDataset
+        The run's data, opened from ``config.dataset`` / ``data_root`` / ``data_path``
+        (or the dataset given to ``resolve``).
+    info : DataInfo
+        What the model knows of the data (name, channels, factors, size).
+    model : LatentModel
+        The model, built once on the CPU right after ``torch.manual_seed(config.seed)``,
+        so its initial weights are a function of the seed alone; ``train`` moves it to its
+        device, restores a checkpoint into it when resuming, and trains it.
 
     Examples
     --------
