@@ -522,3 +522,19 @@ def test_ddp_keeps_ranks_in_sync_through_both_steps(tmp_path):
     assert set(lines) == set(MODELS)
     for words in lines.values():
         assert float(words[2]) == 0.0 and float(words[4]) > 1e-4, words
+
+
+def test_schedule_lengths_are_step_counts_not_sizes():
+    """A schedule's length counts steps (a 10,000-step run scales lr_period 50,000 to 5,000):
+    bounded as --steps is, where a size option (a codebook's entries) stays at most 4,096."""
+    from latentquant.train.config import MAX_INT_OPTION, MAX_STEPS, get_model_class, resolve_options
+    from latentquant.validation import UserError
+
+    for name, key in (("factorqvae", "lr_period"), ("catvae", "anneal_steps")):
+        cls = get_model_class(name)
+        assert resolve_options(cls, "shapes", {key: "5000"})[key] == 5000
+        assert resolve_options(cls, "shapes", {key: str(MAX_STEPS)})[key] == MAX_STEPS
+        with pytest.raises(UserError, match=f"option {key} must be an integer of at most 1,000,000,000"):
+            resolve_options(cls, "shapes", {key: str(MAX_STEPS + 1)})
+    with pytest.raises(UserError, match="option num_embeddings must be an integer of at most 4,096"):
+        resolve_options(get_model_class("vqvae"), "shapes", {"num_embeddings": str(MAX_INT_OPTION + 1)})

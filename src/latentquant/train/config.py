@@ -55,6 +55,7 @@ MAX_PREFETCH = 16  # batches held ahead by the loader thread
 MAX_THREADS = 1024
 MAX_STEPS = 10**9
 MAX_INT_OPTION = 4096  # an integer model option (vqvae's num_embeddings: 512, n_critic: 5)
+STEP_OPTIONS = ("anneal_steps", "lr_period")  # integer options that count steps, bounded as --steps is
 MAX_SEED = 2**31 - 1  # the seed of rank r is seed + 7919 r + step: all stay within torch's 64 bits
 PATH_FIELDS = ("out", "data_root", "data_path")
 # fields that change how a run is executed, not what it computes: a resumed run, a sweep
@@ -472,7 +473,9 @@ def resolve_options(cls: type, dataset: str, given: dict[str, Any]) -> dict[str,
     """The model's published options for ``dataset`` updated with ``given`` (coerced to the default's type).
 
     An integer option counts or sizes something (a codebook's entries, critic steps):
-    it is at most ``MAX_INT_OPTION``, checked before the model allocates anything."""
+    it is at most ``MAX_INT_OPTION``, checked before the model allocates anything; one
+    that counts training steps (``STEP_OPTIONS``: a schedule's length) allocates
+    nothing and is bounded as ``--steps`` is."""
     defaults = cls.default_options(dataset)
     unknown = sorted((set(given) - set(defaults)), key=str)
     if unknown:
@@ -482,8 +485,9 @@ def resolve_options(cls: type, dataset: str, given: dict[str, Any]) -> dict[str,
     out = dict(defaults)
     for key, value in given.items():
         out[key] = coerce_option(key, value, defaults[key])
-        if type(defaults[key]) is int and abs(out[key]) > MAX_INT_OPTION:
-            raise UserError(f"option {key} must be an integer of at most {MAX_INT_OPTION:,}, got {out[key]:,}")
+        bound = MAX_STEPS if key in STEP_OPTIONS else MAX_INT_OPTION
+        if type(defaults[key]) is int and abs(out[key]) > bound:
+            raise UserError(f"option {key} must be an integer of at most {bound:,}, got {out[key]:,}")
     return out
 
 
