@@ -273,10 +273,11 @@ def _jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_member_directories_are_separate_runs_directories(tmp_path, capsys):
+@pytest.mark.parametrize("model", ["vae", "qlae"])  # qlae: its values' usage logged as in a separate run
+def test_member_directories_are_separate_runs_directories(model, tmp_path, capsys):
     from latentquant.train.cli_stack import main as stack_main
 
-    members = [["--model", "vae", "--seed", str(s), "--weight-decay", str(wd)] for s, wd in ((1, 0.01), (2, 0.0))]
+    members = [["--model", model, "--seed", str(s), "--weight-decay", str(wd)] for s, wd in ((1, 0.01), (2, 0.0))]
     argv = []
     for k, flags in enumerate(members):
         argv += ["--member", *TINY, *flags, "--out", str(tmp_path / "stack" / str(k))]

@@ -104,7 +104,7 @@ PUBLISHED: dict[str, dict[str, Any]] = {
         # clamp: QLAE's values start on [-0.5, 0.5]; noise: about half their spacing (1/9) at 10 values
         "options": {"clamp": 0.5, "noise": 0.05},
     },
-    # -- the successors (issue 23). Not expressible here, so not applied: their step counts (Tripod
+    # -- the successors. Not expressible here, so not applied: their step counts (Tripod
     # 250,000, FactorQVAE 100,000, catvae 300,000), FactorQVAE's and catvae's absent gradient clipping
     # (the config's clip 1 applies; --clip 0 matches them) and catvae's N = 10 latents (2 x sources here).
     "tripod": {  # kylehkhsu/tripod configs/train_autoencoder.yaml: optim (lr, weight_decay 0, clip 1), data.batch_size

@@ -100,7 +100,9 @@ from latentquant.train.loop import (
     TrainingInterrupted,
     check_resume,
     check_resumed_identity,
+    read_usage,
     save,
+    usage_trackers,
 )
 from latentquant.train.rundir import RunDir
 from latentquant.validation import UserError, check_choice
@@ -635,6 +637,9 @@ def _train_stack(members, runs, flags, states, dist, strategy, checkpoint_second
         run.write_config(c)
     autocast = make_autocast(cfg0.precision, dist.device)
 
+    # the members' quantizers count their values' usage as in separate runs; under vmap the
+    # layer runs as its plain reference (no counts), so the usage is not logged there
+    quantizers = [usage_trackers(r.model) if stack.strategy == "loop" else [] for r in members]
     logs = [RunLog(run, c, start) for run, c in zip(runs, cfgs)]
     for log in logs[1:]:  # one progress bar for the stack
         log.progress.disable = True
@@ -677,7 +682,8 @@ def _train_stack(members, runs, flags, states, dist, strategy, checkpoint_second
                         if not stack.active[k]:
                             continue
                         record = {"step": step, **logged[k], "lr": cfgs[k].lr, "seconds": round(now - t_start, 3)}
-                        logs[k].losses(record, img_s)
+                        usage = read_usage(quantizers[k], dist)
+                        logs[k].losses(record, img_s, usage, members[k].model.weight_norms())
                         bad = {n: v for n, v in logged[k].items() if not math.isfinite(v)}
                         if bad:
                             stop_member(
@@ -716,6 +722,9 @@ def _train_stack(members, runs, flags, states, dist, strategy, checkpoint_second
                                     time.time() - t_start,
                                 )
                             )
+                if want_eval:  # the evaluation's forwards are not training's usage
+                    for m in (q for qs in quantizers for q in qs):
+                        m.reset_usage()
                 if want_ckpt:
                     last_ckpt = time.time()
                 if want_ckpt or want_eval:
