@@ -112,6 +112,17 @@ def _long_axis_last(t: Tensor) -> Tensor:
     return t.permute(2, 1, 0) if t.shape[2] == 1 else t  # 'k d 1 -> 1 d k'
 
 
+def take(table: Tensor, pos: Tensor) -> Tensor:
+    """``table[i, pos[j, i, m]]``: table (d, w), pos (k, d, n) -> (k, d, n). A channel-last
+    ``pos`` (k, d, 1) that is the view of a (1, d, k) count is gathered in that layout, along
+    its long contiguous axis, and comes back as the same kind of view (through the expanded
+    (k, d, w) table the gather is several times slower on a CPU)."""
+    k, d, n = pos.shape
+    if n == 1 and k > 1 and pos.stride(0) == 1:
+        return torch.gather(table.unsqueeze(0), 2, pos.permute(2, 1, 0)).permute(2, 1, 0)
+    return torch.gather(table.expand(k, d, table.shape[1]), 2, pos)
+
+
 def nearest(z: Tensor, table: Tensor, last: Tensor | None, mark: bool = True):
     """z (k, d, n), table (d, l) -> q (k, d, n), pos (k, d, n), perm (d, l) or (d, l + 1) or None.
 
@@ -140,7 +151,7 @@ def nearest(z: Tensor, table: Tensor, last: Tensor | None, mark: bool = True):
         pos = _count_below(z.contiguous(), mids, mark)
     sorted_table = torch.cat([sorted_table, sorted_table.new_full((d, 1), math.nan)], 1)  # NaN z: q NaN
     perm = torch.cat([perm, perm.new_full((d, 1), INVALID)], 1)  # and slot INVALID
-    return torch.gather(sorted_table.expand(k, d, l + 1), 2, pos), pos, perm
+    return take(sorted_table, pos), pos, perm
 
 
 def indices(pos: Tensor, perm: Tensor | None, basis: Tensor | None, invalid_code: int | None = None) -> Tensor:
@@ -153,7 +164,7 @@ def indices(pos: Tensor, perm: Tensor | None, basis: Tensor | None, invalid_code
     codes = perm if basis is None else perm * basis  # (d, l + 1): sorted position -> code digit
     if basis is not None and invalid_code is not None:
         codes[:, -1] = invalid_code
-    codes = torch.gather(codes.expand(pos.shape[0], *perm.shape), 2, pos)
+    codes = take(codes, pos)
     if basis is None:
         return codes
     flat = codes.sum(1)
@@ -247,7 +258,7 @@ class QuantizeFn(torch.autograd.Function):
         q, idx, pos, perm = search(z.reshape(layout), table, options, mark=not late)
         ctx.set_materialize_grads(False)
         ctx.with_loss = with_loss
-        q = q.view(shapes[0])
+        q = q.reshape(shapes[0])  # a copy where the count search left a channel-last view
         if not with_loss:
             ctx.mark_non_differentiable(idx)
             zero = z.new_zeros(())
@@ -257,7 +268,7 @@ class QuantizeFn(torch.autograd.Function):
         ctx.clean = late and not math.isnan(sse.item())  # z surely holds no NaN
         if late and not ctx.clean:  # (rare) search again, marking NaN; e is NaN there either way
             q, idx, pos, perm = search(z.reshape(layout), table, options)
-            q = q.view(shapes[0])
+            q = q.reshape(shapes[0])  # a copy where the count search left a channel-last view
         ctx.mark_non_differentiable(idx)
         # a table without gradient is copied (it is tiny): the values may then
         # change in place before this backward runs (the in-place optimizer)
@@ -350,5 +361,5 @@ def quantize(z: Tensor, table: Tensor, layout: tuple[int, int, int], options: Op
         loss = mse * (w_q + w_c)
     else:
         mse = loss = z.new_zeros(())
-    q = q.view(shape)
+    q = q.reshape(shape)
     return (q, idx, loss, mse, mse.clone()) if breakdown else (q, idx, loss)
