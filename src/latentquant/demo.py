@@ -97,6 +97,7 @@ def run(args) -> int:
     minutes = (time.time() - start) / 60
     print(f"\ndone in {minutes:.1f} min. Run directory: {out.resolve()}")
     print("  " + score_line(scores))
-    print(f"  report: {out / 'report.md'}   figures: {out / 'figures'}/{{reconstructions,traversals,nmi}}.png")
+    figures = ",".join(sorted(p.stem for p in (out / "figures").glob("*.png")))
+    print(f"  report: {out / 'report.md'}   figures: {out / 'figures'}/{{{figures}}}.png")
     sys.stdout.flush()
     return 0

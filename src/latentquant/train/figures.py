@@ -137,7 +137,8 @@ def value_usage(codes: torch.Tensor, num_values: Sequence[int], path: Path) -> N
     fig = Figure(figsize=(min(3.5 + 0.35 * width, 16.0), min(1.2 + 0.3 * d, 20.0)), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    image = ax.imshow(share, cmap="magma", vmin=0.0, vmax=1.0, aspect="auto")
+    top = float(np.nanmax(share)) if np.isfinite(share).any() and np.nanmax(share) > 0 else 1.0
+    image = ax.imshow(share, cmap="magma", vmin=0.0, vmax=top, aspect="auto")  # the scale to the largest share
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.25, label="share of images")
     ax.set_yticks(range(d), [f"z{i}" for i in range(d)])
     ax.set_xticks(range(width))
