@@ -1,10 +1,13 @@
 """The training loop. ``train`` reads top to bottom: the config resolved once
 (``config.resolve``: validated, data opened, defaults filled, model built),
 processes and devices (``distributed.py``), the run directory taken (marked
-and locked, ``rundir.RunDir``), resume, optimizers, then one loop of short
-blocks (a step, the log, checkpoint and evaluation) and the final evaluation
-(``evaluate.evaluate_run``). The helpers it uses follow it: the stop flag, the
-loss meter, the log sinks and the checks of a step.
+and locked, ``rundir.RunDir``), resume, optimizers, then ``run_members``: one
+loop of short blocks (a step, the log, checkpoint and evaluation) and the final
+evaluation (``evaluate.evaluate_run``). The loop is written for K runs stepped
+together: a run is a stack of one (``OneRun``), and ``stacked.train_stack``
+passes its stack (``stacked.StackTrainer``) to the same loop. The helpers it
+uses follow it: the stop flag, the loss meter, the log sinks and the checks of
+a step.
 
 One process: ``latentquant train ...``. Several: ``torchrun --nproc_per_node=N
 -m latentquant train ...`` runs DistributedDataParallel; the global batch is
@@ -27,6 +30,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +134,7 @@ def train(
 
 
 def _train(resolved: Resolved, run: RunDir, resume: bool, dist: Dist) -> dict[str, Any] | None:
-    cfg, model, dataset = resolved.config, resolved.model, resolved.dataset
+    cfg, model = resolved.config, resolved.model
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     elif dist.enabled and dist.device.type == "cpu":  # share the cores among the local ranks
@@ -138,94 +142,196 @@ def _train(resolved: Resolved, run: RunDir, resume: bool, dist: Dist) -> dict[st
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
 
     # -- resume: the checkpoint, a config.yaml it was written under, flags that agree ---
-    start, found = 0, None
-    if resume:
-        found = load_latest(run.checkpoints)
-        if found is None:
-            raise UserError(f"cannot resume: no checkpoint in {run.checkpoints}")
-        start = int(found[2]["step"])
-        saved = run.check_checkpoint(found[0], found[2])
-        check_resume(saved, cfg, start)
-        if dist.master:
-            run.truncate_logs(start)
+    found = resume_point(run, cfg) if resume else None
+    start = int(found[2]["step"]) if found else 0
+    if found and dist.master:
+        run.truncate_logs(start)
 
-    # -- model and optimizers -------------------------------------------------------
+    # -- model and optimizers; the same loop as a stack of runs, with one member ----------
     model.to(dist.device)
-    optimizers = model.configure_optimizers(lr=cfg.lr, weight_decay=cfg.weight_decay, clip=cfg.clip)
+    trainer = OneRun(model, cfg.lr, cfg.weight_decay, cfg.clip)
     if found is not None:
-        path, tensors, doc = found
-        restore(tensors, doc, model, optimizers)
-        del tensors, found
+        trainer.restore(0, found)
         if dist.master:
-            print(f"resuming {run.path} from {path.name} (step {start:,} of {cfg.steps:,})", file=sys.stderr)
+            print(f"resuming {run.path} from {found[0].name} (step {start:,} of {cfg.steps:,})", file=sys.stderr)
+    del found
     if dist.rank > 0:  # independent noise per rank (rank 0 keeps the checkpointed stream)
         torch.manual_seed(cfg.seed + 7919 * dist.rank + start)
     if dist.master:
         run.write_config(cfg)
+    trainer.wrap(cfg.compile, dist)
+    (result,) = run_members(trainer, [resolved], [run], dist, start)
+    if isinstance(result, Exception):
+        raise result
+    return result
 
-    quantizers = usage_trackers(model)
-    net = torch.compile(model) if cfg.compile else model
-    if dist.enabled:
-        net = wrap_ddp(net, model, dist, model.ddp_find_unused_parameters)
-    autocast = make_autocast(cfg.precision, dist.device)
 
-    # -- the loop ------------------------------------------------------------------
-    log = RunLog(run if dist.master else None, cfg, start)
-    stream = Prefetcher(dataset, cfg.seed, cfg.batch_size, start, cfg.steps, dist, cfg.prefetch)
-    meter, t_start, step = LossMeter(), time.time(), start
-    window = (start, t_start)  # (step, time) where the current logging window began, for img/s
+def resume_point(run: RunDir, cfg: TrainConfig) -> tuple[Path, dict, dict]:
+    """The checkpoint a resumed run continues from (its newest readable one), checked: written
+    by this run, under the config.yaml it has, which ``cfg`` changes only as a resume may."""
+    found = load_latest(run.checkpoints)
+    if found is None:
+        raise UserError(f"cannot resume: no checkpoint in {run.checkpoints}")
+    saved = run.check_checkpoint(found[0], found[2])
+    check_resume(saved, cfg, int(found[2]["step"]))
+    return found
+
+
+class OneRun:
+    """What ``run_members`` trains for one run: its model (compiled and in DistributedDataParallel
+    when asked) and its optimizers, stepped by the model's own ``training_step``. The stacked
+    trainer (``stacked.StackTrainer``) answers the same calls for K runs."""
+
+    def __init__(self, model, lr: float, weight_decay: float, clip: float | None):
+        self.models = [model]
+        self.active = [True]
+        self.counts_usage = True  # its quantizers' counts are logged (``read_usage``)
+        self.optimizers = model.configure_optimizers(lr=lr, weight_decay=weight_decay, clip=clip)
+        self.net = model
+        self.meter = LossMeter()
+
+    def restore(self, k: int, found) -> None:
+        _, tensors, doc = found
+        restore(tensors, doc, self.models[0], self.optimizers)
+
+    def wrap(self, compile: bool, dist: Dist) -> None:
+        model = self.models[0]
+        self.net = torch.compile(model) if compile else model
+        if dist.enabled:
+            self.net = wrap_ddp(self.net, model, dist, model.ddp_find_unused_parameters)
+
+    def member_rng(self, k: int):
+        return nullcontext()
+
+    def step(self, batches: list[torch.Tensor], step: int, autocast) -> None:
+        self.models[0].train()
+        self.meter.add(self.models[0].training_step(self.net, batches[0], self.optimizers, step, autocast))
+
+    def read(self, dist: Dist, stop: bool) -> tuple[list[dict[str, float]], bool]:
+        """Each member's window means of the loss parts, and whether any rank asked to stop."""
+        logged, stop_all = self.meter.read(dist, stop)
+        return [logged], stop_all
+
+    def lr(self, k: int) -> float:
+        return self.optimizers[next(iter(self.optimizers))].param_groups[0]["lr"]
+
+    def checkpoint(self, k: int, cfg: TrainConfig, step: int, run: RunDir, dist: Dist, log: RunLog) -> Path | None:
+        return save(self.models[0], self.optimizers, cfg, step, run, dist, log)
+
+
+def run_members(
+    trainer, members: list[Resolved], runs: list[RunDir], dist: Dist, start: int, checkpoint_seconds=None
+) -> list[dict[str, Any] | Exception | None]:
+    """The loop, for the runs ``members`` that ``trainer`` steps together (one, or a stack):
+    a step, the log, checkpoints and evaluations, then the final evaluation. Returns per
+    member its final scores (None on ranks other than 0), or the :class:`TrainingDiverged`
+    that stopped it while the others went on. Raises :class:`TrainingInterrupted` after
+    checkpointing every member on SIGINT/SIGTERM. ``checkpoint_seconds``: also checkpoint
+    once that many seconds have passed since the last checkpoint."""
+    cfgs = [r.config for r in members]
+    cfg0, dataset, K = cfgs[0], members[0].dataset, len(members)
+    autocast = make_autocast(cfg0.precision, dist.device)
+    quantizers = [usage_trackers(m) if trainer.counts_usage else [] for m in trainer.models]
+    logs = [RunLog(run if dist.master else None, c, start) for run, c in zip(runs, cfgs)]
+    for log in logs[1:]:  # one progress bar
+        log.progress.disable = True
+    streams = [Prefetcher(dataset, c.seed, c.batch_size, start, c.steps, dist, c.prefetch) for c in cfgs]
+    results: list[Any] = [None] * K
+    t_start, step = time.time(), start
+    window, last_ckpt = (start, t_start), t_start  # window: (step, time) where img/s counts from
+
+    def stop_member(k: int, err: Exception) -> None:
+        trainer.active[k] = False
+        results[k] = err
+        if K > 1:  # one run's error is raised by train()
+            print(f"latentquant train: {runs[k].path}: {err}", file=sys.stderr)
+
+    def checkpoint(k: int) -> Path | None:
+        try:
+            with trainer.member_rng(k):
+                return trainer.checkpoint(k, cfgs[k], step, runs[k], dist, logs[k])
+        except TrainingDiverged as err:
+            stop_member(k, err)
+
+    def evaluate(k: int):
+        with trainer.member_rng(k):
+            return evaluate_run(trainer.models[k], dataset, cfgs[k], step, dist.device, runs[k], time.time() - t_start)
+
     try:
         with StopFlag() as stop:
-            while step < cfg.steps:
+            while step < cfg0.steps and any(trainer.active):
                 # one step
-                x = next(stream)
-                model.train()
-                meter.add(model.training_step(net, x, optimizers, step, autocast))
+                trainer.step([next(s) for s in streams], step, autocast)
                 step += 1
-                log.progress.update(1)
+                logs[0].progress.update(1)
 
-                # log: losses averaged over ranks, which also agree here on a stop request
-                want_ckpt = step % cfg.checkpoint_every == 0 or step == cfg.steps
-                if step % cfg.log_every == 0 or want_ckpt or (stop.requested and not dist.enabled):
-                    logged, stop_all = meter.read(dist, stop.requested)
+                # log: losses averaged over ranks, which also agree here on a stop request;
+                # a member with a non-finite loss stops (alone, in a stack)
+                want_ckpt = step % cfg0.checkpoint_every == 0 or step == cfg0.steps
+                if checkpoint_seconds and time.time() - last_ckpt >= checkpoint_seconds:
+                    want_ckpt = True  # a short lease: at most checkpoint_seconds of work lost
+                if step % cfg0.log_every == 0 or want_ckpt or (stop.requested and not dist.enabled):
+                    logged, stop_all = trainer.read(dist, stop.requested)
                     now = time.time()
-                    lr = optimizers[next(iter(optimizers))].param_groups[0]["lr"]
-                    img_s = cfg.batch_size * (step - window[0]) / max(now - window[1], 1e-9)
-                    usage = read_usage(quantizers, dist)  # a collective under DDP, as meter.read
-                    record = {"step": step, **logged, "lr": lr, "seconds": round(now - t_start, 3)}
-                    norms = model.weight_norms() if dist.master else {}  # ~1 ms for `small`
-                    log.losses(record, img_s, usage, norms)
-                    check_finite_loss(logged, step, run)  # after the line: the run's record shows the step
+                    img_s = cfg0.batch_size * (step - window[0]) / max(now - window[1], 1e-9)
+                    for k in range(K):
+                        if not trainer.active[k]:
+                            continue
+                        usage = read_usage(quantizers[k], dist)  # a collective under DDP, as the read
+                        record = {"step": step, **logged[k], "lr": trainer.lr(k), "seconds": round(now - t_start, 3)}
+                        norms = trainer.models[k].weight_norms() if dist.master else {}  # ~1 ms for `small`
+                        logs[k].losses(record, img_s, usage, norms)
+                        bad = {n: v for n, v in logged[k].items() if not math.isfinite(v)}
+                        if bad:  # after the line: the run's record shows the step
+                            shown = ", ".join(f"{n}={v}" for n, v in bad.items())
+                            stop_member(
+                                k,
+                                TrainingDiverged(
+                                    f"non-finite loss at step {step} ({shown}); stopped. Last good checkpoint: "
+                                    f"{runs[k].latest_checkpoint() or 'none'}; lower --lr or check the data"
+                                ),
+                            )
                     window = (step, now)
-                    if stop_all and step < cfg.steps:
-                        path = save(model, optimizers, cfg, step, run, dist, log)
+                    if stop_all and step < cfg0.steps:
+                        paths = [checkpoint(k) for k in range(K) if trainer.active[k]]
+                        if K == 1:
+                            raise TrainingInterrupted(
+                                f"interrupted at step {step}; checkpoint {paths[0] if paths else None}; "
+                                f"continue with: latentquant train --resume {runs[0].path}"
+                            )
                         raise TrainingInterrupted(
-                            f"interrupted at step {step}; checkpoint {path}; "
-                            f"continue with: latentquant train --resume {run.path}"
+                            f"interrupted at step {step}; checkpoints written; continue with: latentquant train "
+                            f"--resume DIR for each of {', '.join(str(r.path) for r in runs)}"
                         )
 
-                # checkpoint and evaluate
-                want_eval = cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps
-                if want_ckpt:
-                    save(model, optimizers, cfg, step, run, dist, log)
-                if want_eval and dist.master:
-                    log.scores(*evaluate_run(model, dataset, cfg, step, dist.device, run, time.time() - t_start))
+                # checkpoint and evaluate, member after member
+                want_eval = cfg0.eval_every and step % cfg0.eval_every == 0 and step < cfg0.steps
+                for k in range(K):
+                    if want_ckpt and trainer.active[k]:
+                        checkpoint(k)
+                    if want_eval and trainer.active[k] and dist.master:
+                        logs[k].scores(*evaluate(k))
                 if want_eval:  # the evaluation's forwards are not training's usage
-                    for m in quantizers:
+                    for m in (q for qs in quantizers for q in qs):
                         m.reset_usage()
+                if want_ckpt:
+                    last_ckpt = time.time()
                 if want_ckpt or want_eval:
                     window = (step, time.time())  # img/s counts training steps, not saving or evaluating
 
-        # the final evaluation (rank 0)
-        if not dist.master:
-            return None
-        scores, figures = evaluate_run(model, dataset, cfg, step, dist.device, run, time.time() - t_start)
-        log.scores(scores, figures)
+        # the final evaluation of the members that finished (rank 0)
+        for k in range(K):
+            if trainer.active[k] and dist.master:
+                scores, figures = evaluate(k)
+                logs[k].scores(scores, figures)
+                results[k] = scores
+                print(f"run directory: {runs[k].path}  (report: {runs[k].report})", file=sys.stderr)
     finally:
-        stream.close()
-        log.close()
-    print(f"run directory: {run.path}  (report: {run.report})", file=sys.stderr)
-    return scores
+        for s in streams:
+            s.close()
+        for log in logs:
+            log.close()
+    return results
 
 
 class TrainingDiverged(RuntimeError):
@@ -284,15 +390,6 @@ def check_resume(saved: TrainConfig, requested: TrainConfig, done: int) -> None:
         raise UserError(
             f"--resume: the run is at step {done:,}; --steps must be larger than that "
             f"to continue it, got {requested.steps:,}"
-        )
-
-
-def check_finite_loss(logged: dict[str, float], step: int, run: RunDir) -> None:
-    bad = {k: v for k, v in logged.items() if not math.isfinite(v)}
-    if bad:
-        raise TrainingDiverged(
-            f"non-finite loss at step {step} ({', '.join(f'{k}={v}' for k, v in bad.items())}); stopped. "
-            f"Last good checkpoint: {run.latest_checkpoint() or 'none'}; lower --lr or check the data"
         )
 
 

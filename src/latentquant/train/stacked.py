@@ -63,10 +63,11 @@ No hand-stacked backbone of grouped layers was written: layer for layer, an expl
 grouped convolution (``F.conv2d(..., groups=K)``) measured as vmap's does, and it
 would duplicate every backbone beside the models' own forward.
 
-:func:`train_stack` is ``loop.train`` for a stack: the same blocks (resume,
-optimizers, steps, log, checkpoint, evaluation), each member's run directory
-written by the same code (``RunDir``, ``RunLog``, ``loop.save``,
-``evaluate_run``), the members evaluated one after another.
+:func:`train_stack` is ``loop.train`` for a stack: after its own resume checks
+it hands a :class:`StackTrainer` to the loop every run goes through
+(``loop.run_members``), so each member's run directory is written by the same
+code (``RunDir``, ``RunLog``, ``loop.save``, ``evaluate_run``), the members
+checkpointed and evaluated one after another.
 """
 
 from __future__ import annotations
@@ -74,10 +75,10 @@ from __future__ import annotations
 import copy
 import math
 import sys
-import time
 import types
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -88,21 +89,14 @@ from torch.overrides import TorchFunctionMode
 
 from latentquant.models.base import LatentModel
 from latentquant.quantize import LatentQuantize, reference_forward
-from latentquant.train.batches import Prefetcher
-from latentquant.train.checkpoint import load_latest, restore
+from latentquant.train.checkpoint import restore
 from latentquant.train.config import Resolved, TrainConfig, resolve
-from latentquant.train.distributed import make_autocast, setup_distributed
-from latentquant.train.evaluate import evaluate_run
+from latentquant.train.distributed import setup_distributed
 from latentquant.train.loop import (
-    RunLog,
-    StopFlag,
-    TrainingDiverged,
-    TrainingInterrupted,
-    check_resume,
     check_resumed_identity,
-    read_usage,
+    resume_point,
+    run_members,
     save,
-    usage_trackers,
 )
 from latentquant.train.rundir import RunDir
 from latentquant.validation import UserError, check_choice
@@ -598,19 +592,11 @@ def train_stack(
 
 def _train_stack(members, runs, flags, states, dist, strategy, checkpoint_seconds) -> list[dict[str, Any] | Exception]:
     cfgs = [r.config for r in members]
-    cfg0, dataset, K = cfgs[0], members[0].dataset, len(members)
-    if cfg0.threads:
-        torch.set_num_threads(cfg0.threads)
+    if cfgs[0].threads:
+        torch.set_num_threads(cfgs[0].threads)
 
     # -- resume: each member's checkpoint, written under its config.yaml, at one step ---
-    found = [None] * K
-    for k, (run, again) in enumerate(zip(runs, flags)):
-        if again:
-            found[k] = load_latest(run.checkpoints)
-            if found[k] is None:
-                raise UserError(f"cannot resume: no checkpoint in {run.checkpoints}")
-            saved = run.check_checkpoint(found[k][0], found[k][2])
-            check_resume(saved, cfgs[k], int(found[k][2]["step"]))
+    found = [resume_point(run, c) if again else None for run, c, again in zip(runs, cfgs, flags)]
     starts = {int(f[2]["step"]) if f else 0 for f in found}
     if len(starts) > 1:
         raise UserError(f"the members of a stack must start from one step, got steps {sorted(starts)}")
@@ -622,130 +608,57 @@ def _train_stack(members, runs, flags, states, dist, strategy, checkpoint_second
     # -- the stacked model and its optimizer; the members' own optimizers for their checkpoints --
     for r in members:
         r.model.to(dist.device)
-    stack, opt = stack_members(members, strategy, states)
-    own = [
-        r.model.configure_optimizers(lr=c.lr, weight_decay=c.weight_decay, clip=c.clip) for r, c in zip(members, cfgs)
-    ]
+    trainer = StackTrainer(members, strategy, states)
     for k, f in enumerate(found):
         if f is not None:
-            with stack.member_rng(k):  # restore sets the RNG: the member's stream
-                restore(f[1], f[2], members[k].model, own[k])
-            opt.step_count = opt.load(k, own[k]["model"])
+            trainer.restore(k, f)
             print(f"resuming {runs[k].path} from {f[0].name} (step {start:,} of {cfgs[k].steps:,})", file=sys.stderr)
     del found
     for run, c in zip(runs, cfgs):
         run.write_config(c)
-    autocast = make_autocast(cfg0.precision, dist.device)
+    return run_members(trainer, members, runs, dist, start, checkpoint_seconds)
 
-    # the members' quantizers count their values' usage as in separate runs; under vmap the
-    # layer runs as its plain reference (no counts), so the usage is not logged there
-    quantizers = [usage_trackers(r.model) if stack.strategy == "loop" else [] for r in members]
-    logs = [RunLog(run, c, start) for run, c in zip(runs, cfgs)]
-    for log in logs[1:]:  # one progress bar for the stack
-        log.progress.disable = True
-    streams = [Prefetcher(dataset, c.seed, c.batch_size, start, c.steps, dist, c.prefetch) for c in cfgs]
-    results: list[Any] = [None] * K
-    meter, t_start, step = StackMeter(), time.time(), start
-    window, last_ckpt = (start, t_start), t_start
 
-    def stop_member(k: int, err: Exception) -> None:
-        stack.active[k] = False
-        results[k] = err
-        print(f"latentquant train: {runs[k].path}: {err}", file=sys.stderr)
+class StackTrainer:
+    """What ``loop.run_members`` trains for a stack: the stacked model and its optimizer, and each
+    member's own optimizers, which its checkpoints hold (``loop.OneRun`` answers the same calls
+    for one run). A member runs under its own random stream (``member_rng``)."""
 
-    def checkpoint(k: int) -> None:
-        opt.export(k, own[k]["model"])
-        try:
-            with stack.member_rng(k):
-                save(members[k].model, own[k], cfgs[k], step, runs[k], dist, logs[k])
-        except TrainingDiverged as err:
-            stop_member(k, err)
+    def __init__(self, members: Sequence[Resolved], strategy: str, states: Sequence[Tensor]):
+        self.stack, self.opt = stack_members(members, strategy, states)
+        self.models = [r.model for r in members]
+        self.active = self.stack.active
+        self.lrs = [r.config.lr for r in members]
+        self.own = [
+            r.model.configure_optimizers(lr=c.lr, weight_decay=c.weight_decay, clip=c.clip)
+            for r, c in zip(members, (r.config for r in members))
+        ]
+        self.meter = StackMeter()
+        # under vmap the layer runs as its plain reference, which counts no usage: none is logged
+        self.counts_usage = self.stack.strategy == "loop"
 
-    try:
-        with StopFlag() as stop:
-            while step < cfg0.steps and any(stack.active):
-                # one step
-                x = torch.stack([next(s) for s in streams])
-                stack.train()
-                meter.add(stack.training_step(x, opt, step, autocast))
-                step += 1
-                logs[0].progress.update(1)
+    def restore(self, k: int, found) -> None:
+        _, tensors, doc = found
+        with self.stack.member_rng(k):  # restore sets the RNG: the member's stream
+            restore(tensors, doc, self.models[k], self.own[k])
+        self.opt.step_count = self.opt.load(k, self.own[k]["model"])
 
-                # log, per member; a member with a non-finite loss stops alone
-                want_ckpt = step % cfg0.checkpoint_every == 0 or step == cfg0.steps
-                if checkpoint_seconds and time.time() - last_ckpt >= checkpoint_seconds:
-                    want_ckpt = True  # a short lease: at most checkpoint_seconds of work lost
-                if step % cfg0.log_every == 0 or want_ckpt or stop.requested:
-                    logged, now = meter.read(), time.time()
-                    img_s = cfg0.batch_size * (step - window[0]) / max(now - window[1], 1e-9)
-                    for k in range(K):
-                        if not stack.active[k]:
-                            continue
-                        record = {"step": step, **logged[k], "lr": cfgs[k].lr, "seconds": round(now - t_start, 3)}
-                        usage = read_usage(quantizers[k], dist)
-                        logs[k].losses(record, img_s, usage, members[k].model.weight_norms())
-                        bad = {n: v for n, v in logged[k].items() if not math.isfinite(v)}
-                        if bad:
-                            stop_member(
-                                k,
-                                TrainingDiverged(
-                                    f"non-finite loss at step {step} "
-                                    f"({', '.join(f'{n}={v}' for n, v in bad.items())}); stopped. Last good "
-                                    f"checkpoint: {runs[k].latest_checkpoint() or 'none'}; lower --lr or check the data"
-                                ),
-                            )
-                    window = (step, now)
-                    if stop.requested and step < cfg0.steps:
-                        for k in range(K):
-                            if stack.active[k]:
-                                checkpoint(k)
-                        raise TrainingInterrupted(
-                            f"interrupted at step {step}; checkpoints written; continue with: latentquant train "
-                            f"--resume DIR for each of {', '.join(str(r.path) for r in runs)}"
-                        )
+    def member_rng(self, k: int):
+        return self.stack.member_rng(k)
 
-                # checkpoint and evaluate, member after member
-                want_eval = cfg0.eval_every and step % cfg0.eval_every == 0 and step < cfg0.steps
-                for k in range(K):
-                    if want_ckpt and stack.active[k]:
-                        checkpoint(k)
-                    if want_eval and stack.active[k]:
-                        with stack.member_rng(k):
-                            logs[k].scores(
-                                *evaluate_run(
-                                    members[k].model,
-                                    dataset,
-                                    cfgs[k],
-                                    step,
-                                    dist.device,
-                                    runs[k],
-                                    time.time() - t_start,
-                                )
-                            )
-                if want_eval:  # the evaluation's forwards are not training's usage
-                    for m in (q for qs in quantizers for q in qs):
-                        m.reset_usage()
-                if want_ckpt:
-                    last_ckpt = time.time()
-                if want_ckpt or want_eval:
-                    window = (step, time.time())
+    def step(self, batches: list[Tensor], step: int, autocast) -> None:
+        self.stack.train()
+        self.meter.add(self.stack.training_step(torch.stack(batches), self.opt, step, autocast))
 
-        # the final evaluation of the members that finished
-        for k in range(K):
-            if stack.active[k]:
-                with stack.member_rng(k):
-                    scores, figures = evaluate_run(
-                        members[k].model, dataset, cfgs[k], step, dist.device, runs[k], time.time() - t_start
-                    )
-                logs[k].scores(scores, figures)
-                results[k] = scores
-                print(f"run directory: {runs[k].path}  (report: {runs[k].report})", file=sys.stderr)
-    finally:
-        for s in streams:
-            s.close()
-        for log in logs:
-            log.close()
-    return results
+    def read(self, dist, stop: bool) -> tuple[list[dict[str, float]], bool]:
+        return self.meter.read(), stop
+
+    def lr(self, k: int) -> float:
+        return self.lrs[k]
+
+    def checkpoint(self, k: int, cfg, step: int, run: RunDir, dist, log) -> Path | None:
+        self.opt.export(k, self.own[k]["model"])
+        return save(self.models[k], self.own[k], cfg, step, run, dist, log)
 
 
 class StackMeter:
