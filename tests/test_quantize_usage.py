@@ -170,3 +170,15 @@ def test_all_ranks_sums_the_counts_of_two_processes(tmp_path):
     (_, a, total_a, perp_a), (_, b, total_b, perp_b) = [[torch.tensor(v) for v in r] for r in results]
     assert torch.equal(total_a, a + b) and torch.equal(total_b, a + b)
     assert int((a + b).sum()) == (5 + 6) * 2 and math.isclose(float(perp_a[0, 0]), float(perp_b[0, 0]))
+
+
+def test_report_figure_counts_as_the_layer_does(tmp_path):
+    """The report's usage.png: the evaluation codes counted by the layer's rule (a NaN latent's -1
+    nowhere), against bincount of the valid slots."""
+    from latentquant.train.figures import value_usage
+
+    codes = torch.tensor([[0, 1], [2, -1], [2, 3], [1, 3]])
+    usage = value_usage(codes, [3, 4], tmp_path / "usage.png")
+    assert usage.counts[0].tolist() == [[1, 1, 2, 0], [0, 1, 0, 2]]
+    assert usage.dead_all.tolist() == [0, 2]  # latent 1: values 0 and 2 unused (slot 3 of latent 0 is padding)
+    assert (tmp_path / "usage.png").stat().st_size > 1000

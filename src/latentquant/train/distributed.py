@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 import torch.distributed as tdist
+from torch.nn.parallel import DistributedDataParallel
 
+from latentquant.quantize import USAGE_BUFFERS, LatentQuantize
 from latentquant.validation import UserError
 
 
@@ -79,10 +81,6 @@ def wrap_ddp(net: torch.nn.Module, model: torch.nn.Module, dist: Dist, find_unus
     """``net`` (``model``, compiled or not) in DistributedDataParallel. DDP copies rank 0's
     buffers to every rank before each forward, except the quantizers' usage counts
     (``LatentQuantize(track_usage=True)``): those are each rank's own, summed when read."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    from latentquant.quantize import USAGE_BUFFERS, LatentQuantize
-
     own = [
         f"{name}.{b}" if name else b
         for name, m in model.named_modules()

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentquant import _quantize_usage
 from latentquant._atomic import atomic_open, atomic_write_bytes
 from latentquant.metrics.plots import plot_nmi
 from latentquant.quantize import LatentQuantize
@@ -120,18 +121,18 @@ def nmi_heatmap(
     plot_nmi(nmi, path, source_names=list(factor_names), active=active, title=title)
 
 
-def value_usage(codes: torch.Tensor, num_values: Sequence[int], path: Path) -> None:
+def value_usage(codes: torch.Tensor, num_values: Sequence[int], path: Path) -> _quantize_usage.Usage:
     """Per latent (rows), the fraction of the images assigned each of its values (columns,
     slots past the latent's own values blank), and on the right its perplexity exp(H) and
-    the number of values no image took. ``codes`` (N, d) per-latent slots."""
+    the number of values no image took. ``codes`` (N, d) per-latent slots (-1: a NaN
+    latent, counted nowhere). Returns the figures drawn."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from latentquant._quantize_usage import summarize
-
     d, width = codes.shape[1], max(num_values)
-    counts = torch.stack([torch.bincount(codes[:, i].long().clamp(min=0), minlength=width) for i in range(d)])
-    usage = summarize(counts.unsqueeze(0), torch.tensor(list(num_values)))
+    # the layer's own counting: (N, d) slots as N positions of one codebook; a NaN latent's -1 counts nowhere
+    counts = _quantize_usage.count(codes.long().unsqueeze(-1), 1, width, None)[0]  # (d, width)
+    usage = _quantize_usage.summarize(counts.unsqueeze(0), torch.tensor(list(num_values)))
     share = (counts.double() / max(len(codes), 1)).numpy()
     share[np.arange(width)[None, :] >= np.asarray(num_values)[:, None]] = np.nan  # no such value
     fig = Figure(figsize=(min(3.5 + 0.35 * width, 16.0), min(1.2 + 0.3 * d, 20.0)), dpi=100)
@@ -150,6 +151,7 @@ def value_usage(codes: torch.Tensor, num_values: Sequence[int], path: Path) -> N
     fig.tight_layout()
     with atomic_open(Path(path), "wb") as handle:
         fig.savefig(handle, format="png")
+    return usage
 
 
 def write_figures(

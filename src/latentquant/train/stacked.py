@@ -630,8 +630,8 @@ class StackTrainer:
         self.active = self.stack.active
         self.lrs = [r.config.lr for r in members]
         self.own = [
-            r.model.configure_optimizers(lr=c.lr, weight_decay=c.weight_decay, clip=c.clip)
-            for r, c in zip(members, (r.config for r in members))
+            r.model.configure_optimizers(lr=r.config.lr, weight_decay=r.config.weight_decay, clip=r.config.clip)
+            for r in members
         ]
         self.meter = StackMeter()
         # under vmap the layer runs as its plain reference, which counts no usage: none is logged
