@@ -14,8 +14,9 @@
 # discriminator): eight times QLAE's 64, so its runs cost about eight times as much.
 # Resumable: run it again and finished runs are skipped, interrupted ones resume.
 # Env: OUT (results/successors/small), SEEDS ("0 1 2"), DATASETS ("shapes sprites"),
-# JOBS (2), STEPS (10000; smaller only for a smoke test), EXTRA (more train flags),
-# LQ (default "python3 -m latentquant").
+# JOBS (2), STEPS (10000; smaller only for a smoke test), MODELS (a subset of
+# "tripod factorqvae catvae"; the others wait), EXTRA (more train flags), LQ (default
+# "python3 -m latentquant").
 set -euo pipefail
 LQ=${LQ:-python3 -m latentquant}
 OUT=${OUT:-results/successors/small}
@@ -23,7 +24,16 @@ STEPS=${STEPS:-10000}
 read -r -a SEEDS <<< "${SEEDS:-0 1 2}"
 read -r -a DATASETS <<< "${DATASETS:-shapes sprites}"
 read -r -a EXTRA <<< "${EXTRA:-}"
-MODELS=(tripod "factorqvae+temperature-decay=1e-4+lr-period=5000" "catvae+anneal-steps=$STEPS")
+read -r -a CHOSEN <<< "${MODELS:-tripod factorqvae catvae}"
+MODELS=()
+for model in "${CHOSEN[@]}"; do
+  case "$model" in
+    tripod) MODELS+=(tripod) ;;
+    factorqvae) MODELS+=("factorqvae+temperature-decay=1e-4+lr-period=5000") ;;
+    catvae) MODELS+=("catvae+anneal-steps=$STEPS") ;;
+    *) echo "successors_experiment.sh: MODELS: unknown model '$model' (expected tripod, factorqvae or catvae)" >&2; exit 2 ;;
+  esac
+done
 exec $LQ sweep --datasets "${DATASETS[@]}" --models "${MODELS[@]}" --seeds "${SEEDS[@]}" --arch small \
   --steps "$STEPS" --out "$OUT" --jobs "${JOBS:-2}" --threads 1 -- \
   --eval-every 2000 --eval-samples 10000 --device cpu "${EXTRA[@]}"
