@@ -64,12 +64,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 import warnings
 import weakref
 
 import torch
+from _baseline import import_beside
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -224,26 +224,6 @@ def interleaved_medians(steps: dict, rounds: int, device: torch.device) -> dict[
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def load_baseline(src: str) -> type:
-    """The LatentQuantize class of the ``latentquant`` package under ``src``,
-    imported beside ours: our modules are set aside while it imports (its
-    modules bind their imports then), and restored after."""
-    ours = {k: m for k, m in sys.modules.items() if k == "latentquant" or k.startswith("latentquant.")}
-    for k in ours:
-        del sys.modules[k]
-    sys.path.insert(0, src)
-    try:
-        from latentquant.quantize import LatentQuantize as Baseline
-    finally:
-        sys.path.remove(src)
-        for k in [k for k in sys.modules if k == "latentquant" or k.startswith("latentquant.")]:
-            del sys.modules[k]
-        sys.modules.update(ours)
-    if Baseline is LatentQuantize:
-        raise SystemExit(f"--baseline {src}: that is the package already imported")
-    return Baseline
-
-
 def essential_bytes(module, x: torch.Tensor, train: bool) -> int:
     """The bytes a quantizer cannot avoid moving (see the module docstring), from ``module``'s outputs."""
     with torch.no_grad():
@@ -348,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--baseline", metavar="SRC", default=None, help="a folder holding another latentquant package")
     args = parser.parse_args(argv)
-    baseline = load_baseline(args.baseline) if args.baseline else None
+    baseline = import_beside(args.baseline, "latentquant.quantize").LatentQuantize if args.baseline else None
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -10,8 +10,10 @@
 #               50,000 of 100,000 -> lr_period 5,000
 #   catvae      Gumbel scale annealed over 300,000 steps -> anneal_steps 10,000
 #   tripod      no schedule: as published
-# FactorQVAE's published batch is 512 (each step: one half for the model, one for its
-# discriminator): eight times QLAE's 64, so its runs cost about eight times as much.
+# Cost on a CPU (benchmarks/successors.py, docs/benchmarks.md): a step of Tripod (its
+# Hessian penalty: 4 p more decoder passes) or FactorQVAE (batch 512: one half for the
+# model, one for its discriminator) costs about ten QLAE steps, the categorical VAE's 1.5:
+# MODELS=catvae first on a CPU; Tripod and FactorQVAE are best run on a GPU.
 # Resumable: run it again and finished runs are skipped, interrupted ones resume.
 # Env: OUT (results/successors/small), SEEDS ("0 1 2"), DATASETS ("shapes sprites"),
 # JOBS (2), STEPS (10000; smaller only for a smoke test), MODELS (a subset of

@@ -175,7 +175,7 @@ def _quadratic_decoder(l, outputs=5, seed=0):
     a = torch.randn(outputs, l, l, generator=g, dtype=torch.float64)
     c = torch.randn(outputs, l, generator=g, dtype=torch.float64)
 
-    def f(z):
+    def f(z, with_logits=True):
         out = torch.einsum("n i, o i j, n j -> n o", z, a, z) + z @ c.T
         return out, {"quadratic": out}
 
@@ -232,6 +232,28 @@ def test_hessian_layers_are_the_mlp_and_the_8_16_32_pixel_stages(arch):
     conv = [v for k, v in layers.items() if k != "mlp"]
     assert [h.shape[-1] for h in conv] == [8, 16, 32]
     assert not model.decoder._forward_hooks and all(not m._forward_hooks for m in model.decoder.modules())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_hessian_layers_without_logits_skip_the_layers_after_them(arch):
+    # the perturbed rows need the penalized layers only: the same outputs, and nothing after the last is run
+    model = make("tripod", arch)
+    z = torch.randn(3, 4)
+    modules = dict(model.decoder.named_modules())
+    after = [name for name in modules if name and modules[name] is not model.decoder][-1]  # the logits layer
+    calls = []
+    handle = modules[after].register_forward_hook(lambda m, i, o: calls.append(1))
+    try:
+        logits, full = model.decoder_layers(z)
+        assert logits is not None and len(calls) == 1
+        none, layers = model.decoder_layers(z, with_logits=False)
+        assert none is None and len(calls) == 1
+    finally:
+        handle.remove()
+    assert list(layers) == list(full)
+    for name in full:
+        torch.testing.assert_close(layers[name], full[name])
+    assert all(not m._forward_hooks for m in model.decoder.modules())
 
 
 def test_tripod_loss_is_its_terms_and_every_parameter_is_clipped():

@@ -92,16 +92,17 @@ class Tripod(LatentModel):
                 self.decoder_layers, z, std, self.epsilon, rademacher, torch.randn_like(rademacher)
             )
             nhp, plain = sum(h.normalized for h in hp.values()).mean(), sum(h.penalty for h in hp.values()).mean()
-        else:  # the penalty costs 4 p + 1 decoder passes: none when it has no weight
+        else:  # the penalty costs 4 p more decoder passes (to its last layer): none when it has no weight
             logits, nhp, plain = self.decoder(z), klm.new_zeros(()), klm.new_zeros(())
         bce = F.binary_cross_entropy_with_logits(logits.float(), x.float())
         loss = bce + self.lambda_klm * klm + self.lambda_nhp * nhp
         parts = {"loss": loss, "bce": bce, "multi_information": klm, "hessian_normalized": nhp, "hessian": plain}
         return StepOutput(loss, {k: v.detach() for k, v in parts.items()})
 
-    def decoder_layers(self, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """``(logits, {layer: output})`` of one decoder call on ``z``, the layers of :data:`HESSIAN_LAYERS`."""
-        return decode_with_layers(self.decoder, self.hessian_layers, z)
+    def decoder_layers(self, z: Tensor, with_logits: bool = True) -> tuple[Tensor | None, dict[str, Tensor]]:
+        """``(logits, {layer: output})`` of one decoder call on ``z``, the layers of :data:`HESSIAN_LAYERS`
+        (logits ``None`` and the layers after the last of them skipped without ``with_logits``)."""
+        return decode_with_layers(self.decoder, self.hessian_layers, z, with_logits)
 
     def encode(self, x: Tensor) -> Encoding:
         """The grid values and their indices ``0..v-1``."""
@@ -158,7 +159,7 @@ class Penalty(NamedTuple):
 
 
 def hessian_penalty(
-    f: Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]],
+    f: Callable[[Tensor, bool], tuple[Tensor | None, dict[str, Tensor]]],
     z: Tensor,
     std: Tensor,
     eps: float,
@@ -177,35 +178,60 @@ def hessian_penalty(
     ``2 sum_ij (...)^2``. Per image and output layer: ``penalty = mean_outputs var_r``,
     ``normalized = penalty / (mean_outputs var_g + 1e-10)`` (variances over the ``p`` probes, ``ddof=0``).
 
-    ``f`` maps ``(n, l)`` to ``(logits, {layer: (n, ...)})``; it is called once, on ``z`` and its
-    ``4 p`` perturbations stacked (``n = (1 + 4 p) b``), in ``z``'s dtype with autocast off (second
-    differences cancel most digits). Returns the logits at ``z`` and a :class:`Penalty` per layer.
+    ``f(rows, with_logits)`` maps ``(n, l)`` to ``(logits, {layer: (n, ...)})``; it is called on ``z``
+    with logits and once on the ``4 p`` perturbations stacked (``n = 4 p b``) without (``None`` in
+    their place: a decoder may stop after its last penalized layer), in ``z``'s dtype with autocast
+    off (second differences cancel most digits). Returns the logits at ``z`` and a :class:`Penalty`
+    per layer.
     """
     p, b = rademacher.shape[:2]
     probes = torch.cat([rademacher, gaussian]) * (eps * std)  # (2p, b, l)
-    rows = torch.cat([z[None], z + probes, z - probes]).flatten(0, 1)  # ((1 + 4p) b, l)
     with torch.autocast(z.device.type, enabled=False):
-        logits, layers = f(rows)
+        logits, at_z = f(z, True)
+        _, moved = f(torch.cat([z + probes, z - probes]).flatten(0, 1), False)  # rows (4p b, l)
     out = {}
-    for name, h in layers.items():
-        h = h.to(z.dtype).unflatten(0, (1 + 4 * p, b)).flatten(2)  # (1 + 4p, b, outputs)
-        second = (h[1 : 1 + 2 * p] - 2 * h[:1] + h[1 + 2 * p :]) / eps**2  # (2p, b, outputs)
-        off = second[:p].var(0, unbiased=False).mean(-1)
-        total = second[p:].var(0, unbiased=False).mean(-1)
+    for name, h in moved.items():  # whole-tensor passes: a slice's backward would zero-fill all rows
+        h = h.to(z.dtype).unflatten(0, (2, 2, p, b)).flatten(4)  # (+-, kind, p, b, outputs)
+        second = h.sum(0) - 2 * at_z[name].to(z.dtype).flatten(1)  # eps^2 D_u f: (kind, p, b, outputs)
+        off, total = (_probe_variance(second) / eps**4).unbind(0)  # kinds: Rademacher, Gaussian
         out[name] = Penalty(off, off / (total + 1e-10))
-    return logits[:b], out
+    return logits, out
 
 
-def decode_with_layers(decoder: torch.nn.Module, names: tuple[str, ...], z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    """``(decoder(z), {name: output of submodule name})``, read by forward hooks removed on return."""
+def _probe_variance(second: Tensor) -> Tensor:
+    """``(kind, b)``: the variance over probes (dim 1, ``ddof=0``) averaged over outputs (dim 3) of
+    ``(kind, p, b, outputs)``, in elementwise passes (``Tensor.var`` over a short dim is many times
+    slower on a CPU)."""
+    return (second - second.mean(1, keepdim=True)).square().mean((1, 3))
+
+
+class _Captured(Exception):
+    """Raised by the last forward hook of :func:`decode_with_layers` when no logits are wanted."""
+
+
+def decode_with_layers(
+    decoder: torch.nn.Module, names: tuple[str, ...], z: Tensor, with_logits: bool = True
+) -> tuple[Tensor | None, dict[str, Tensor]]:
+    """``(decoder(z), {name: output of submodule name})``, read by forward hooks removed on return.
+    Without ``with_logits`` the forward stops once every named layer has run, and the logits are
+    ``None``: the layers after them (the costliest, at full resolution) are skipped."""
     modules = dict(decoder.named_modules())
     missing = [n for n in names if n not in modules]
     if missing:
         raise ValueError(f"decoder has no layer(s) {', '.join(missing)}; its layers: {', '.join(modules)}")
     outputs: dict[str, Tensor] = {}
-    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: outputs.__setitem__(n, o)) for n in names]
+
+    def keep(name: str, output: Tensor) -> None:
+        outputs[name] = output
+        if not with_logits and len(outputs) == len(names):
+            raise _Captured
+
+    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: keep(n, o)) for n in names]
+    logits = None
     try:
         logits = decoder(z)
+    except _Captured:
+        pass
     finally:
         for handle in handles:
             handle.remove()

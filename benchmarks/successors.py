@@ -1,0 +1,102 @@
+"""Training step of the successors (Tripod, FactorQVAE, the categorical VAE) against QLAE's.
+
+For each model at its published settings (``models/defaults.py``: batch, lr, options)
+on one backbone: seconds per training step (forward, backward, optimizer steps: the
+model's own ``training_step``, as the loop calls it) and images/s, medians over rounds
+interleaved so that machine load hits all models alike. Ratio: the model's step time
+over QLAE's at QLAE's batch (64), the cost of a run of equal steps relative to QLAE's.
+
+``--baseline SRC`` times another version of the same models in the same rounds
+(``git archive <commit> src | tar -x -C /tmp/base``, then ``--baseline /tmp/base/src``)
+and prints ours over it (below 1: ours is faster)::
+
+    .venv/bin/python benchmarks/successors.py                                  # all three, small
+    .venv/bin/python benchmarks/successors.py --models tripod --threads 1 --baseline /tmp/base/src
+
+Batches are rendered once beforehand (the model alone, not the data path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+from _baseline import import_beside
+
+from latentquant.data import get_dataset
+from latentquant.train.batches import batch_indices
+from latentquant.train.config import TrainConfig, resolve
+
+SUCCESSORS = ("tripod", "factorqvae", "catvae")
+
+
+class Runner:
+    """One model's training steps, as ``latentquant train`` takes them (eager, fp32)."""
+
+    def __init__(self, resolve_fn, config_cls, model: str, arch: str, data):
+        r = resolve_fn(config_cls(dataset=data.name, model=model, arch=arch, seed=0, out="bench"), data)
+        self.model, self.batch = r.model, r.config.batch_size
+        self.opts = r.model.configure_optimizers(lr=r.config.lr, weight_decay=r.config.weight_decay, clip=r.config.clip)
+        self.step = 0
+
+    def __call__(self, x: torch.Tensor) -> None:
+        self.model.train()
+        self.model.training_step(self.model, x[: self.batch], self.opts, self.step)
+        self.step += 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(SUCCESSORS), choices=SUCCESSORS)
+    parser.add_argument("--arch", default="small")
+    parser.add_argument("--dataset", default="shapes")
+    parser.add_argument("--steps", type=int, default=3, help="steps per model per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--baseline", metavar="SRC", default=None, help="a folder holding another latentquant package")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    data = get_dataset(args.dataset)
+    builders = {"ours": (resolve, TrainConfig)}
+    if args.baseline:
+        theirs = import_beside(args.baseline, "latentquant.train.config")
+        builders["baseline"] = (theirs.resolve, theirs.TrainConfig)
+    runners = {}
+    for model in ["qlae", *args.models]:
+        for version, (resolve_fn, config_cls) in builders.items():
+            if model == "qlae" and version == "baseline":
+                continue
+            runners[(model, version)] = Runner(resolve_fn, config_cls, model, args.arch, data)
+    runners[("qlae", "ours")].batch = 64  # the reference: QLAE's step at the regime experiment's batch
+    batch = max(r.batch for r in runners.values())
+    xs = [data.get_images(batch_indices(0, t, batch, len(data))) for t in range(args.steps)]
+    for runner in runners.values():  # warm-up
+        runner(xs[0])
+    times = {key: [] for key in runners}
+    for r in range(args.rounds):
+        order = list(runners.items())
+        for key, runner in order if r % 2 == 0 else order[::-1]:  # no model always first
+            t = time.perf_counter()
+            for x in xs:
+                runner(x)
+            times[key].append((time.perf_counter() - t) / args.steps)
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} cpus, {args.arch}, {args.dataset}")
+    print(f"{'model':12} {'version':9} {'batch':>5} {'s/step':>8} {'img/s':>8} {'x QLAE':>7} {'ours/base':>9}")
+    qlae = statistics.median(times[("qlae", "ours")])
+    for (model, version), ts in times.items():
+        s = statistics.median(ts)
+        b = runners[(model, version)].batch
+        vs = ""
+        if version == "ours" and (model, "baseline") in times:
+            vs = f"{s / statistics.median(times[(model, 'baseline')]):9.2f}"
+        print(f"{model:12} {version:9} {b:5d} {s:8.3f} {b / s:8.0f} {s / qlae:7.2f} {vs:>9}")
+
+
+if __name__ == "__main__":
+    main()
