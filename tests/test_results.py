@@ -218,7 +218,7 @@ def test_sweep_runs_skips_and_extends_a_real_grid(tmp_path, capsys):
     assert "| sprites | qlae | 1 |" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("grid", ["runs", "curves/small", "regime/small"])
+@pytest.mark.parametrize("grid", ["runs", "curves/small", "regime/small", "successors/small"])
 def test_results_page_matches_committed_runs(grid):
     """Each table in docs/results.md is what `latentquant table results/<grid>`
     makes of the committed runs (finished runs only)."""
