@@ -6,6 +6,8 @@ lands outside ``--out``; a name or seed given twice is one run.
 
 import contextlib
 import io
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -191,3 +193,30 @@ def test_every_registered_model_and_backbone_is_checked_without_building_weights
         for arch in ARCHS:
             config = grid.resolved(TrainConfig(dataset="shapes", model=model, arch=arch, steps=10))
             assert config.model == model and config.num_latents is not None and config.lr is not None
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_restarted_not_refused(tmp_path):
+    """A run process killed before its first checkpoint leaves config.yaml and metrics but nothing to
+    resume from. The sweep used to call it 'new' and start `train` without --overwrite, which refused
+    the folder (exit 2) on every later call; it is restarted from step 0, replacing the tool's files of
+    that start and no other file."""
+    out = tmp_path / "grid"
+    train_flags = ["--", "--batch-size", "8", "--eval-samples", "200"]
+    argv = sweep_argv(out, "qlae", extra=["--jobs", "1", *train_flags])
+    assert run_cli(argv)[0] == 0
+    run = out / "sprites" / "qlae" / "seed0"
+    # the state a kill before the first checkpoint leaves: the run's files, no checkpoint, no evaluation
+    shutil.rmtree(run / "checkpoints")
+    (run / "eval.json").unlink()
+    (run / "notes.txt").write_text("mine")
+    common = ["--batch-size", "8", "--eval-samples", "200", "--steps", "3", "--arch", "small"]
+    assert grid.status(grid.plan(["sprites"], ["qlae"], [0], out, common)[0], 3) == "restart"
+    code, printed, err = run_cli(sweep_argv(out, "qlae", extra=["--dry-run", *train_flags]))
+    assert code == 0, err
+    assert "1 runs: 0 done, 0 to resume, 0 new, 1 to restart from step 0" in printed
+    assert "restart " in printed and " --overwrite " in printed
+    code, printed, err = run_cli(argv)
+    assert code == 0, (printed, err, (run / "train.log").read_text()[-2000:])
+    assert json.loads((run / "eval.json").read_text())["step"] == 3
+    assert (run / "notes.txt").read_text() == "mine"
+    assert run_cli(argv)[1].startswith("1 runs: 1 done")

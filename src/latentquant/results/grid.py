@@ -42,7 +42,7 @@ _NOT_FOR_A_SWEEP = {
     "out": ("--out", "each run goes to <out>/<dataset>/<model>/seed<k> below the sweep's --out"),
     "resume": ("--resume", "the sweep resumes unfinished runs itself"),
     "config_file": ("--config", "a file could change a run's dataset, model or seed; give its settings as flags"),
-    "overwrite": ("--overwrite", "a sweep never replaces a run"),
+    "overwrite": ("--overwrite", "a sweep replaces only its own runs stopped before a checkpoint"),
 }
 
 
@@ -186,20 +186,22 @@ def _dataset(name: str, root: str | None, path: str | None) -> FactorDataset:
 
 
 def status(spec: RunSpec, target_steps: int | None = None) -> str:
-    """'done', 'resume', 'new', or 'conflict: <why>' for the run directory of ``spec``.
+    """'done', 'resume', 'restart', 'new', or 'conflict: <why>' for the run directory of ``spec``.
 
     The requested config is what ``latentquant train`` would resolve from the
     spec's flags; the run is done when it finished at the requested steps with
     that config (how it ran aside: device, threads, ...), to be resumed when it
     has the same config and fewer steps, and in conflict when its config
-    differs or another process holds it.
+    differs or another process holds it. A run of the requested config that
+    stopped before its first checkpoint has nothing to resume from: it is
+    started again from step 0 ('restart', which replaces its files).
     """
     run = RunDir(spec.out)
     state = run.status()
     if state == "running":
         return "conflict: in use by another process"
     if not run.config.is_file():
-        return "resume" if state == "interrupted" else "new"
+        return "resume" if state == "interrupted" else _fresh(run)
     saved = run.read_config()
     requested = requested_config(spec, saved if target_steps is None else None)
     changed = requested.differences(saved, ignore=RUNTIME_FIELDS + ("steps",))
@@ -209,15 +211,22 @@ def status(spec: RunSpec, target_steps: int | None = None) -> str:
         return "done"
     if requested.steps < saved.steps:
         return f"conflict: the run has {saved.steps} steps, {requested.steps} requested"
-    return "resume" if run.latest_checkpoint() else "new"
+    return "resume" if run.latest_checkpoint() else _fresh(run)
+
+
+def _fresh(run: RunDir) -> str:
+    """A run without a checkpoint: 'new', or 'restart' when a start of it left files (a process
+    killed before its first checkpoint)."""
+    return "restart" if run.holds_run() else "new"
 
 
 def command(spec: RunSpec, state: str) -> list[str]:
-    """The ``latentquant train`` command line of ``spec`` ('new' or 'resume')."""
+    """The ``latentquant train`` command line of ``spec`` ('new', 'restart' or 'resume')."""
     cmd = [sys.executable, "-m", "latentquant", "train"]
     if state == "resume":  # the sweep's flags override the run's config (e.g. a larger --steps)
         return cmd + ["--resume", str(spec.out), *spec.flags]
-    return cmd + [
+    # a restart replaces the files of its own earlier start (same config, no checkpoint), only those
+    return cmd + ["--overwrite"] * (state == "restart") + [
         "--dataset",
         spec.dataset,
         "--model",

@@ -1,7 +1,7 @@
 """How ``latentquant sweep`` runs the runs it planned: on this machine, or as cluster jobs through submitit.
 
-Both launchers take the runs that are not done yet (``RunSpec`` -> 'new' or
-'resume', from :func:`latentquant.results.grid.status`) behind one interface::
+Both launchers take the runs that are not done yet (``RunSpec`` -> 'new',
+'restart' or 'resume', from :func:`latentquant.results.grid.status`) behind one interface::
 
     describe() -> str                  how the runs will go, for the sweep's plan line
     launch(runs, states) -> int        start them; the sweep's exit code

@@ -125,10 +125,12 @@ def run(args) -> int:
             "choose another --out, or move those runs"
         )
     todo = [s for s in specs if states[s] != "done"]
+    restart = sum(states[s] == "restart" for s in todo)
     print(
         f"{len(specs)} runs: {len(specs) - len(todo)} done, "
-        f"{sum(states[s] == 'resume' for s in todo)} to resume, {sum(states[s] == 'new' for s in todo)} new; "
-        f"{launcher.describe()}"
+        f"{sum(states[s] == 'resume' for s in todo)} to resume, {sum(states[s] == 'new' for s in todo)} new"
+        + (f", {restart} to restart from step 0 (stopped before a checkpoint)" if restart else "")
+        + f"; {launcher.describe()}"
     )
     if args.dry_run:
         for spec in todo:
