@@ -12,10 +12,11 @@ is warm-up / (eager step - compiled step)::
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+from functools import partial
 
 import torch
+from _common import interleaved_medians
 
 
 def main() -> None:
@@ -41,17 +42,17 @@ def main() -> None:
     t = time.perf_counter()
     model.training_step(net, x, opts, 0)
     warmup = time.perf_counter() - t
-    for i in range(3):
-        eager.training_step(eager, x, eager_opts, i)
-        model.training_step(net, x, opts, i + 1)
-    times = {"eager": [], "compiled": []}
-    for _ in range(args.rounds):
-        for name, (m, n, o) in (("eager", (eager, eager, eager_opts)), ("compiled", (model, net, opts))):
-            t = time.perf_counter()
-            for i in range(args.steps):
-                m.training_step(n, x, o, i)
-            times[name].append((time.perf_counter() - t) / args.steps)
-    e, c = statistics.median(times["eager"]), statistics.median(times["compiled"])
+
+    def steps(m, n, o):
+        for i in range(args.steps):
+            m.training_step(n, x, o, i)
+
+    seconds = interleaved_medians(
+        {"eager": partial(steps, eager, eager, eager_opts), "compiled": partial(steps, model, net, opts)},
+        args.rounds,
+        warmup=1,
+    )
+    e, c = seconds["eager"] / args.steps, seconds["compiled"] / args.steps
     print(f"torch {torch.__version__}, {args.arch}, batch 64, {torch.get_num_threads()} thread(s)")
     print(
         f"compile warm-up (first step) {warmup:.1f} s; eager {e * 1e3:.0f} ms/step, compiled {c * 1e3:.0f} ms/step, "

@@ -63,13 +63,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 import warnings
 import weakref
 
 import torch
-from _baseline import import_beside
+from _common import import_beside, interleaved_medians
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -207,23 +205,6 @@ def make_steps(module, x, grad, train: bool):
     return train_step if train else eval_step
 
 
-def interleaved_medians(steps: dict, rounds: int, device: torch.device) -> dict[str, float]:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for step in steps.values():  # warm up
-        for _ in range(3):
-            step()
-    names = list(steps)
-    times = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            sync()
-            start = time.perf_counter()
-            steps[name]()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def essential_bytes(module, x: torch.Tensor, train: bool) -> int:
     """The bytes a quantizer cannot avoid moving (see the module docstring), from ``module``'s outputs."""
     with torch.no_grad():
@@ -286,7 +267,8 @@ def run_regime(
                 steps[k] = step
             except Exception as err:  # a peer that does not take bf16, or does not compile
                 failed[k] = " ".join(f"{type(err).__name__}: {err}".split())[:100]
-        med = interleaved_medians(steps, rounds, device) if steps else {}
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        med = interleaved_medians(steps, rounds, sync=sync, warmup=3) if steps else {}
         ours = med.get("ours", float("nan"))
         for k in modules:
             if k in failed:

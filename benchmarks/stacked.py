@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import torch
+from _common import interleaved_medians
 
 from latentquant.data import get_dataset
 from latentquant.train.batches import batch_indices
@@ -126,18 +126,14 @@ def measure(args, arch: str, k: int, device: torch.device, data, variants) -> di
         except Exception as err:  # noqa: BLE001 (any failure of one variant)
             print(f"  {name}: failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})", flush=True)
             runners.pop(name, None)
-    times = {name: [] for name in runners}
-    for r in range(args.rounds):
-        order = list(runners.items())
-        for name, runner in order if r % 2 == 0 else order[::-1]:  # no variant always first
-            t = time.perf_counter()
-            for x in xs:
-                runner(x)
-            sync(device)
-            times[name].append(time.perf_counter() - t)
+    seconds = interleaved_medians(
+        {name: lambda run=runner: [run(x) for x in xs] for name, runner in runners.items()},
+        args.rounds,
+        sync=lambda: sync(device),
+    )
     nan = float("nan")
     out = {name: nan for name in variants}
-    out.update({name: k * args.batch * args.steps / statistics.median(ts) for name, ts in times.items()})
+    out.update({name: k * args.batch * args.steps / t for name, t in seconds.items()})
     return out
 
 

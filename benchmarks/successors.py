@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import torch
-from _baseline import import_beside
+from _common import import_beside, interleaved_medians
 
 from latentquant.data import get_dataset
 from latentquant.train.batches import batch_indices
@@ -75,26 +73,20 @@ def main() -> None:
     runners[("qlae", "ours")].batch = 64  # the reference: QLAE's step at the regime experiment's batch
     batch = max(r.batch for r in runners.values())
     xs = [data.get_images(batch_indices(0, t, batch, len(data))) for t in range(args.steps)]
-    for runner in runners.values():  # warm-up
+    for runner in runners.values():  # warm-up: one step each
         runner(xs[0])
-    times = {key: [] for key in runners}
-    for r in range(args.rounds):
-        order = list(runners.items())
-        for key, runner in order if r % 2 == 0 else order[::-1]:  # no model always first
-            t = time.perf_counter()
-            for x in xs:
-                runner(x)
-            times[key].append((time.perf_counter() - t) / args.steps)
+    steps = {key: lambda r=runner: [r(x) for x in xs] for key, runner in runners.items()}
+    times = interleaved_medians(steps, args.rounds)
+    times = {key: t / args.steps for key, t in times.items()}  # seconds per step
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} cpus, {args.arch}, {args.dataset}")
     print(f"{'model':12} {'version':9} {'batch':>5} {'s/step':>8} {'img/s':>8} {'x QLAE':>7} {'ours/base':>9}")
-    qlae = statistics.median(times[("qlae", "ours")])
-    for (model, version), ts in times.items():
-        s = statistics.median(ts)
+    qlae = times[("qlae", "ours")]
+    for (model, version), s in times.items():
         b = runners[(model, version)].batch
         vs = ""
         if version == "ours" and (model, "baseline") in times:
-            vs = f"{s / statistics.median(times[(model, 'baseline')]):9.2f}"
+            vs = f"{s / times[(model, 'baseline')]:9.2f}"
         print(f"{model:12} {version:9} {b:5d} {s:8.3f} {b / s:8.0f} {s / qlae:7.2f} {vs:>9}")
 
 

@@ -31,10 +31,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
+import itertools
 import time
+from collections.abc import Iterator
+from functools import partial
 
 import torch
+from _common import interleaved_medians
 
 
 class _TheirQuantizer(torch.nn.Module):
@@ -74,36 +77,32 @@ def build(arch: str, dataset, device, values: int | None = None, theirs: bool = 
 def peer_ratio(arch: str, dataset, x, values: int, steps: int, repeats: int, device) -> tuple[float, float]:
     """Images/s of the QLAE step with our layer and with theirs, interleaved medians."""
     built = {"ours": build(arch, dataset, device, values), "theirs": build(arch, dataset, device, values, theirs=True)}
-    speeds: dict[str, list[float]] = {k: [] for k in built}
-    for model, opts in built.values():
-        time_excluded(model, opts, x, 1)  # warm-up
-    for _ in range(repeats):
-        for name, (model, opts) in built.items():
-            speeds[name].append(time_excluded(model, opts, x, steps))
-    return statistics.median(speeds["ours"]), statistics.median(speeds["theirs"])
+    seconds = interleaved_medians(
+        {name: partial(run_excluded, m, o, x, steps) for name, (m, o) in built.items()}, repeats, warmup=1
+    )
+    return steps * x.shape[0] / seconds["ours"], steps * x.shape[0] / seconds["theirs"]
 
 
-def time_excluded(model, opts, x, steps: int) -> float:
-    t = time.perf_counter()
+def run_excluded(model, opts, x, steps: int) -> None:
+    """``steps`` training steps on the one batch ``x`` (the model alone)."""
     for step in range(steps):
         parts = model.training_step(model, x, opts, step)
     float(parts["loss"])  # one sync at the end, as the loop's logging cadence
-    return steps * x.shape[0] / (time.perf_counter() - t)
 
 
-def time_included(model, opts, dataset, batch: int, steps: int, start: int, device) -> float:
+def run_included(model, opts, dataset, batch: int, steps: int, starts: Iterator[int], device) -> None:
+    """``steps`` training steps on the loop's own data path (prefetched batches), from the next of ``starts``."""
     from latentquant.train.batches import Prefetcher
     from latentquant.train.distributed import Dist
 
+    start = next(starts)
     stream = Prefetcher(
         dataset, seed=0, batch_size=batch, start=start, stop=start + steps, dist=Dist(device=device), depth=4
     )
     try:
-        t = time.perf_counter()
         for step in range(start, start + steps):
             parts = model.training_step(model, next(stream), opts, step)
         float(parts["loss"])
-        return steps * batch / (time.perf_counter() - t)
     finally:
         stream.close()
 
@@ -157,12 +156,16 @@ def main() -> None:
     for arch in args.archs:
         steps = args.steps or (2 if arch == "paper" else 10)
         model, opts = build(arch, dataset, device)
-        time_excluded(model, opts, x, 1)  # warm-up
-        excluded, included = [], []
-        for r in range(args.repeats):
-            excluded.append(time_excluded(model, opts, x, steps))
-            included.append(time_included(model, opts, dataset, args.batch_size, steps, 1000 * r, device))
-        ex, inc = statistics.median(excluded), statistics.median(included)
+        starts = itertools.count(0, 1000)  # each included repeat reads other batches
+        seconds = interleaved_medians(
+            {
+                "excluded": partial(run_excluded, model, opts, x, steps),
+                "included": partial(run_included, model, opts, dataset, args.batch_size, steps, starts, device),
+            },
+            args.repeats,
+            warmup=1,
+        )
+        ex, inc = (steps * args.batch_size / seconds[k] for k in ("excluded", "included"))
         print(
             f"{arch:>6}: data excluded {ex:8.1f} images/s ({1000 * args.batch_size / ex:7.1f} ms/step) | "
             f"data included {inc:8.1f} images/s | included/excluded {inc / ex:.2f}  "
@@ -182,13 +185,10 @@ def main() -> None:
 def arch_ratio(arch: str, base: str, dataset, x, steps: int, repeats: int, device) -> float:
     """Median step time of ``arch`` over that of ``base``, the two timed alternately."""
     models = {a: build(a, dataset, device) for a in (arch, base)}
-    for model, opts in models.values():
-        time_excluded(model, opts, x, 1)  # warm-up
-    times: dict[str, list[float]] = {arch: [], base: []}
-    for _ in range(repeats):
-        for a, (model, opts) in models.items():
-            times[a].append(x.shape[0] / time_excluded(model, opts, x, steps))  # seconds per step
-    return statistics.median(times[arch]) / statistics.median(times[base])
+    seconds = interleaved_medians(
+        {a: partial(run_excluded, m, o, x, steps) for a, (m, o) in models.items()}, repeats, warmup=1
+    )
+    return seconds[arch] / seconds[base]
 
 
 if __name__ == "__main__":
