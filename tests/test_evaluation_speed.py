@@ -19,11 +19,13 @@ from latentquant.train.evaluate import encode_all, eval_indices
 
 
 def reference_knn_mi(z, s_codes, s_values, seed):
-    """The old definition: one mutual_info_classif call per non-constant source."""
+    """The old definition: one mutual_info_classif call per non-constant source (one OpenMP
+    thread, as ours: see ``_knn.knn_mutual_info``; its scores do not depend on it)."""
     from sklearn.feature_selection import mutual_info_classif
+    from threadpoolctl import threadpool_limits
 
     mi = np.zeros((s_codes.shape[1], z.shape[1]))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="openmp"):
         warnings.simplefilter("ignore", UserWarning)  # "more classes than 50% of samples"
         for i in np.flatnonzero(s_values > 1):
             mi[i] = mutual_info_classif(z, s_codes[:, i], discrete_features=False, n_neighbors=10, random_state=seed)
@@ -63,6 +65,32 @@ def test_knn_mutual_info_is_sklearns(seed):
     expected = reference_knn_mi(z, s_codes, s_values, seed)
     got = _knn.knn_mutual_info(z, s_codes, s_values, n_neighbors=10, seed=seed)
     np.testing.assert_array_equal(got, expected)  # bitwise
+
+
+def test_brute_force_searches_run_on_one_openmp_thread(monkeypatch):
+    """sklearn's brute-force searches of tiny classes run inside a one-thread OpenMP limit (on a
+    busy machine each parallel region cost up to 90 times the one-thread time); the limit ends
+    with the call."""
+    from threadpoolctl import threadpool_info
+
+    def openmp_threads():
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "openmp"}
+
+    assert openmp_threads(), "no OpenMP runtime in this process (torch's CPU build loads one)"
+    seen = []
+    brute = _knn._brute_radius
+
+    def spy(*args):
+        seen.append(openmp_threads())
+        return brute(*args)
+
+    monkeypatch.setattr(_knn, "_brute_radius", spy)
+    before = openmp_threads()
+    sources, z = random_case(12)  # 200 samples, 39 and 38 classes: brute-force classes
+    s_codes, s_values = _mi.label_encode(sources)
+    _knn.knn_mutual_info(_mi.standardize(z), s_codes, s_values, seed=12)
+    assert seen and all(threads == {1} for threads in seen)
+    assert openmp_threads() == before
 
 
 def test_knn_mutual_info_fortran_and_all_constant():
