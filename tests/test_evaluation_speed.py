@@ -4,6 +4,7 @@ only: nothing here is timed (benchmarks/evaluation.py times them)."""
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import numpy as np
@@ -25,7 +26,7 @@ def reference_knn_mi(z, s_codes, s_values, seed):
     from threadpoolctl import threadpool_limits
 
     mi = np.zeros((s_codes.shape[1], z.shape[1]))
-    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="openmp"):
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore", UserWarning)  # "more classes than 50% of samples"
         for i in np.flatnonzero(s_values > 1):
             mi[i] = mutual_info_classif(z, s_codes[:, i], discrete_features=False, n_neighbors=10, random_state=seed)
@@ -67,30 +68,38 @@ def test_knn_mutual_info_is_sklearns(seed):
     np.testing.assert_array_equal(got, expected)  # bitwise
 
 
-def test_brute_force_searches_run_on_one_openmp_thread(monkeypatch):
-    """sklearn's brute-force searches of tiny classes run inside a one-thread OpenMP limit (on a
-    busy machine each parallel region cost up to 90 times the one-thread time); the limit ends
-    with the call."""
+def _pool_threads():
     from threadpoolctl import threadpool_info
 
-    def openmp_threads():
-        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "openmp"}
+    pools = {(lib["user_api"], lib["num_threads"]) for lib in threadpool_info()}
+    assert {api for api, _ in pools} >= {"openmp", "blas"}, pools  # torch's CPU build and scipy load both
+    return pools
 
-    assert openmp_threads(), "no OpenMP runtime in this process (torch's CPU build loads one)"
-    seen = []
-    brute = _knn._brute_radius
+
+@pytest.mark.parametrize("where", ["knn", "explicitness"])
+def test_the_metrics_small_sklearn_calls_run_on_one_thread(where, monkeypatch):
+    """sklearn's brute-force searches of tiny classes and InfoE's logistic regressions run inside a
+    one-thread BLAS and OpenMP limit (on a busy machine each call's thread pools cost 2 to 90 times
+    the one-thread time: _mi.one_thread); the limit ends with the call."""
+    infomec_module = importlib.import_module("latentquant.metrics.infomec")  # the package exports the function
+
+    module, name = (_knn, "_brute_radius") if where == "knn" else (infomec_module, "_logistic_log_loss")
+    seen, inner = [], getattr(module, name)
 
     def spy(*args):
-        seen.append(openmp_threads())
-        return brute(*args)
+        seen.append({threads for _, threads in _pool_threads()})
+        return inner(*args)
 
-    monkeypatch.setattr(_knn, "_brute_radius", spy)
-    before = openmp_threads()
+    monkeypatch.setattr(module, name, spy)
+    before = _pool_threads()
     sources, z = random_case(12)  # 200 samples, 39 and 38 classes: brute-force classes
-    s_codes, s_values = _mi.label_encode(sources)
-    _knn.knn_mutual_info(_mi.standardize(z), s_codes, s_values, seed=12)
+    if where == "knn":
+        s_codes, s_values = _mi.label_encode(sources)
+        _knn.knn_mutual_info(_mi.standardize(z), s_codes, s_values, seed=12)
+    else:
+        infomec_module.explicitness(sources, z, discrete_latents=False)
     assert seen and all(threads == {1} for threads in seen)
-    assert openmp_threads() == before
+    assert _pool_threads() == before
 
 
 def test_knn_mutual_info_fortran_and_all_constant():

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._mi import one_thread
+
 
 def perturb(latents: np.ndarray, seed: int) -> np.ndarray:
     """The latents as ``mutual_info_classif`` scores them: scaled to unit
@@ -61,19 +63,18 @@ def knn_mutual_info(
     s_codes[:, i], discrete_features=False, n_neighbors=n_neighbors,
     random_state=seed)``; rows of constant sources are 0.
 
-    sklearn's brute-force searches (``_brute_radius``) run with one OpenMP
-    thread: each opens a parallel region for a few dozen points, and on a busy
-    machine with torch's OpenMP runtime loaded too, that region cost up to 90
-    times the one-thread time (measured on 2 cores with two other processes:
-    16 s against 0.18 s for 15 latent-source pairs of 200 samples). The
-    results do not depend on the thread count."""
+    sklearn's brute-force searches (``_brute_radius``) run on one thread
+    (``_mi.one_thread``): each opens an OpenMP region for a few dozen points,
+    and on a busy machine with torch's OpenMP runtime loaded too, that cost up
+    to 90 times the one-thread time (measured on 2 cores with two other
+    processes: 16 s against 0.18 s for 15 latent-source pairs of 200 samples).
+    The results do not depend on the thread count."""
     from scipy.special import digamma
-    from threadpoolctl import threadpool_limits
 
     x = perturb(latents, seed)
     order = np.argsort(x, axis=0, kind="stable")  # (N, L), shared by all sources
     mi = np.zeros((s_codes.shape[1], x.shape[1]))
-    with threadpool_limits(limits=1, user_api="openmp"):
+    with one_thread():
         for i in np.flatnonzero(s_values > 1):
             y = s_codes[:, i]
             counts = np.bincount(y)

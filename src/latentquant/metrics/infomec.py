@@ -277,10 +277,11 @@ def _explicitness(s_codes, s_values, latents, z_codes) -> np.ndarray:
         x = _mi.standardize(latents)
     zeros = np.zeros((s_codes.shape[0], 1))
     out = np.full(s_codes.shape[1], np.nan)
-    for i in np.flatnonzero(s_values > 1):
-        y = s_codes[:, i]
-        h0 = _logistic_log_loss(zeros, y)
-        out[i] = (h0 - _logistic_log_loss(x, y)) / h0
+    with _mi.one_thread():  # many small fits: thread pools only spin (see _mi.one_thread)
+        for i in np.flatnonzero(s_values > 1):
+            y = s_codes[:, i]
+            h0 = _logistic_log_loss(zeros, y)
+            out[i] = (h0 - _logistic_log_loss(x, y)) / h0
     return out
 
 
