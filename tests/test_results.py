@@ -295,3 +295,34 @@ def test_table_and_curves_of_the_committed_curves_root_read_its_small_folder():
     assert [(r["dataset"], r["model"]) for r in rows] == [("small/" + r["dataset"], r["model"]) for r in below]
     groups = curves.collect([root])
     assert sorted(groups) == sorted(("small/" + d, m) for d, m in curves.collect([root / "small"]))
+
+
+def compare_blocks(page: str) -> list[tuple[list[str], str]]:
+    """Each ``<!-- compare: latentquant compare ARGS -->`` block of a page: (ARGS, the table under it)."""
+    import shlex
+
+    blocks = []
+    for part in page.split("<!-- compare: latentquant compare ")[1:]:
+        args, rest = part.split(" -->\n", 1)
+        blocks.append((shlex.split(args), rest.split("<!-- /compare -->", 1)[0]))
+    return blocks
+
+
+def test_results_page_comparisons_match_committed_runs(monkeypatch):
+    """Each difference table in docs/results.md is what its `latentquant compare` command makes of
+    the committed runs."""
+    import argparse
+
+    from latentquant.results import compare
+
+    root = Path(__file__).resolve().parents[1]
+    blocks = compare_blocks((root / "docs" / "results.md").read_text())
+    assert blocks, "docs/results.md lost its compare blocks"
+    monkeypatch.chdir(root)
+    for argv, shown in blocks:
+        parser = argparse.ArgumentParser()
+        compare.add_arguments(parser)
+        args = parser.parse_args(argv)
+        rows = compare.compare(tuple(args.a), tuple(args.b), args.metrics)
+        count = len(rows) * len(args.metrics)
+        assert shown == compare.to_markdown(rows, args.metrics, bonferroni=count if args.bonferroni else None)

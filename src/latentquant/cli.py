@@ -36,6 +36,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("latentquant.train.cli_evaluate", "recompute eval.json and figures of a run"),
     "sweep": ("latentquant.results.sweep", "run a grid of training runs"),
     "table": ("latentquant.results.table", "tabulate the results of a sweep"),
+    "compare": ("latentquant.results.compare", "the difference of two models' scores over seeds, with intervals"),
     "curves": ("latentquant.results.curves", "plot learning curves (scores against step) of runs or sweeps"),
     "metrics": ("latentquant.metrics.cli", "score latents against sources stored in an .npz file"),
     "data": ("latentquant.data.cli", "inspect and fetch datasets: list, info, sample grids, fetch"),
