@@ -303,6 +303,56 @@ def test_table_of_any_eval_files_is_a_table_or_one_line(tmp_path_factory, runs, 
     assert (code == 0) == (root / "table.md").is_file()
 
 
+# -- compare ------------------------------------------------------------------------------------
+
+# mostly well-formed evaluations, so that enough calls get to the statistics
+good_evals = st.fixed_dictionaries(
+    {"step": st.just(10), "infom": st.floats(0, 1), "psnr": st.floats(10, 40)}, optional={"infoe": st.floats(0, 1)}
+).map(lambda d: json.dumps(d).encode())
+
+
+@settings(max_examples=60)
+@given(
+    seeds=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    datasets=st.tuples(st.sampled_from(["shapes", "small/shapes"]), st.sampled_from(["sprites", "shapes"])),
+    evals=st.lists(good_evals, min_size=24, max_size=24),
+    broken=st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["shapes", "sprites"]), st.integers(0, 2), eval_files),
+        max_size=2,
+    ),
+    models=st.tuples(st.sampled_from([*often("qlae", 4), "vae"]), st.sampled_from(["qlae", "ae"])),
+    metrics=st.lists(st.sampled_from([*often("infom"), *often("psnr"), "infoe", "nosuch"]), min_size=1, max_size=3),
+    bonferroni=st.booleans(),
+)
+def test_compare_of_any_eval_files_is_a_table_or_one_line(
+    tmp_path_factory, seeds, datasets, evals, broken, models, metrics, bonferroni
+):
+    """Two result roots (side a: datasets[0] and sprites; side b: sprites and datasets[1]), their
+    evaluations mostly well formed, some replaced by anything: a table of differences or one line."""
+    folder = tmp_path_factory.mktemp("compare")
+    files = iter(evals)
+    for side, n, names in (("a", seeds[0], (datasets[0], "sprites")), ("b", seeds[1], ("sprites", datasets[1]))):
+        for dataset in names:
+            for model in ("qlae", "ae"):
+                for seed in range(n):
+                    run = folder / side / dataset / model / f"seed{seed}"
+                    run.mkdir(parents=True, exist_ok=True)
+                    (run / "eval.json").write_bytes(next(files))
+    for side, dataset, seed, content in broken:
+        run = folder / side / dataset / "qlae" / f"seed{seed}"
+        if run.is_dir():
+            (run / "eval.json").write_bytes(content)
+    before = files_in(folder)
+    out = io.StringIO()
+    argv = ["compare", "--a", "a", models[0], "--b", "b", models[1], "--metrics", *metrics]
+    code, text = run_in(folder, argv + ["--bonferroni"] * bonferroni, stdout=out)
+    outcome(code, text)
+    assert files_in(folder) == before  # compare writes only with --out
+    if code == 0:
+        rows = [line for line in out.getvalue().splitlines() if line.startswith("| ") and "---" not in line]
+        assert len(rows) >= 2 and all(line.count(" ± ") == len(set(metrics)) for line in rows[1:])
+
+
 # -- usage errors -------------------------------------------------------------------------------
 
 

@@ -64,6 +64,7 @@ def _side(root: str, model: str) -> dict[str, dict[str, dict]]:
 def compare(a: tuple[str, str], b: tuple[str, str], metrics=DEFAULT_METRICS) -> list[dict]:
     """One row per shared dataset, then the aggregate: {'dataset', 'n_a', 'n_b', metric: (diff, half, p)}."""
     known = dict(COLUMNS)
+    metrics = list(dict.fromkeys(metrics))  # a metric named twice is one column
     unknown = [m for m in metrics if m not in known]
     if unknown:
         raise UserError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(known)}")
@@ -142,9 +143,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    rows = compare(tuple(args.a), tuple(args.b), args.metrics)
-    count = len(rows) * len(args.metrics)
-    text = to_markdown(rows, args.metrics, bonferroni=count if args.bonferroni else None)
+    metrics = list(dict.fromkeys(args.metrics))
+    rows = compare(tuple(args.a), tuple(args.b), metrics)
+    count = len(rows) * len(metrics)
+    text = to_markdown(rows, metrics, bonferroni=count if args.bonferroni else None)
     print(f"A = {args.a[1]} ({args.a[0]}), B = {args.b[1]} ({args.b[0]}): A - B, 95% Welch interval, p")
     print(text, end="")
     if args.bonferroni:
