@@ -455,3 +455,49 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert json.loads((run / "eval.json").read_text())["step"] == 4
     assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000004.safetensors"]
     assert proc.stdout.count("step 4:") == 1
+
+
+def test_prune_counts_keep_on_the_checkpoint_grid_and_keeps_one_timed_checkpoint(tmp_path):
+    """With ``every``, timed (off-grid) checkpoints never push out regular ones: each survives only
+    while it is the newest."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+
+    def names():
+        return [ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(folder)]
+
+    for step in (1000, 1500, 2000, 2500, 2700, 3000, 3100):
+        ckpt.checkpoint_path(folder, step).write_bytes(b"x")
+        ckpt.prune(folder, keep=2, every=1000)
+    assert names() == [2000, 3000, 3100]
+    ckpt.checkpoint_path(folder, 4000).write_bytes(b"x")
+    ckpt.prune(folder, keep=2, every=1000)
+    assert names() == [3000, 4000]
+    ckpt.prune(folder, keep=1)  # without every: the newest keep, whatever their steps
+    assert names() == [4000]
+    with pytest.raises(ValueError, match="not a checkpoint file name"):
+        ckpt.checkpoint_step(tmp_path / "step_x.safetensors")
+
+
+def test_checkpoint_seconds_checkpoints_on_time_and_the_run_resumes(tmp_path):
+    """``--checkpoint-seconds``: a checkpoint whenever that much time has passed (here: every step),
+    only the newest timed one kept beside the regular ones; the setting is how a run runs, not
+    what it is, so a resume may change it."""
+    run = tmp_path / "run"
+    seen = []
+    save = ckpt.save_checkpoint
+
+    def spy(folder, step, *args, **kwargs):
+        seen.append(step)
+        return save(folder, step, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ckpt, "save_checkpoint", spy)
+        mp.setattr("latentquant.train.loop.save_checkpoint", spy)
+        argv = ["train", *TINY, "--model", "ae", "--steps", "5", "--checkpoint-every", "4"]
+        assert main([*argv, "--keep-checkpoints", "1", "--checkpoint-seconds", "1e-9", "--out", str(run)]) == 0
+    assert seen == [1, 2, 3, 4, 5]
+    assert [ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(run / "checkpoints")] == [4, 5]
+    assert yaml.safe_load((run / "config.yaml").read_text())["checkpoint_seconds"] == 1e-9
+    assert main(["train", "--resume", str(run), "--steps", "6", "--checkpoint-seconds", "3600"]) == 0
+    assert json.loads((run / "eval.json").read_text())["step"] == 6

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from latentquant.results.grid import RunSpec, check, command, execute
-from latentquant.train.checkpoint import list_checkpoints
+from latentquant.train.checkpoint import checkpoint_step, list_checkpoints
 from latentquant.train.rundir import RunDir
 from latentquant.train.stacked import STACKABLE, VARYING
 
@@ -41,7 +41,7 @@ def stack_key(spec: RunSpec, state: str) -> tuple | None:
     start = 0
     if state == "resume":
         found = list_checkpoints(RunDir(spec.out).checkpoints)
-        start = int(found[-1].name[5:13]) if found else 0
+        start = checkpoint_step(found[-1]) if found else 0
     return shared + options + (("start", start),)
 
 

@@ -52,6 +52,14 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step of a checkpoint file (``step_<step>.safetensors``)."""
+    m = _NAME.match(Path(path).name)
+    if m is None:
+        raise ValueError(f"{path} is not a checkpoint file name (step_<step>.safetensors)")
+    return int(m.group(1))
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     found = list_checkpoints(folder)
     return found[-1] if found else None
@@ -89,8 +97,10 @@ def save_checkpoint(
     optimizers: dict[str, torch.optim.Optimizer],
     state: dict[str, Any] | None = None,
     keep: int = 2,
+    every: int | None = None,
 ) -> Path:
-    """Write ``checkpoints/step_<step>.safetensors`` atomically; keep the newest ``keep`` files."""
+    """Write ``checkpoints/step_<step>.safetensors`` atomically; keep the newest ``keep`` files
+    (with ``every``: of the steps that are multiples of it, see :func:`prune`)."""
     from safetensors.torch import save
 
     tensors: dict[str, torch.Tensor] = {}
@@ -115,12 +125,17 @@ def save_checkpoint(
     data = save(tensors, metadata={"state": json.dumps(doc)})
     path = checkpoint_path(folder, step)
     atomic_write_bytes(path, data)
-    prune(folder, keep)
+    prune(folder, keep, every)
     return path
 
 
-def prune(folder: Path, keep: int) -> None:
+def prune(folder: Path, keep: int, every: int | None = None) -> None:
     """Delete all but the newest ``keep`` checkpoints, and stale temp files.
+
+    With ``every`` (the run's ``checkpoint_every``), the ``keep`` are counted among the
+    steps that are multiples of it; a checkpoint off that grid (written on a time limit,
+    ``checkpoint_seconds``, or on an interrupt) survives only while it is the newest, so
+    frequent timed checkpoints never push out the run's regular ones.
 
     A temp file (``.step_*.safetensors.<random>.tmp``, see ``latentquant._atomic``)
     outlives its write only when the writing process was killed outright; one
@@ -128,7 +143,12 @@ def prune(folder: Path, keep: int) -> None:
     progress, and is removed.
     """
     found = list_checkpoints(folder)
-    for old in found[:-keep] if keep > 0 else []:
+    if every:
+        on_grid = [p for p in found if checkpoint_step(p) % every == 0]
+        stale = [p for p in found if p not in on_grid and p != found[-1]] + on_grid[:-keep]
+    else:
+        stale = found[:-keep]
+    for old in stale if keep > 0 else []:
         old.unlink(missing_ok=True)
     now = time.time()
     for tmp in Path(folder).glob(".step_*.safetensors.*tmp*"):

@@ -70,6 +70,7 @@ RUNTIME_FIELDS = (
     "log_every",
     "keep_checkpoints",
     "checkpoint_every",
+    "checkpoint_seconds",
     "eval_every",
     "compile",
     "logger",
@@ -166,6 +167,11 @@ class TrainConfig:
     log_every: int = _field(50, "log losses every N steps (default 50)")
     checkpoint_every: int | None = _field(None, "checkpoint every N steps (default: --eval-every)")
     keep_checkpoints: int = _field(2, "checkpoints kept (default 2)")
+    checkpoint_seconds: float | None = _field(
+        None,
+        "also checkpoint once this many seconds have passed since the last checkpoint: a run killed "
+        "outright loses at most that much; only the newest such checkpoint is kept (default off)",
+    )
     seed: int = _field(0, "random seed: weights, data order, evaluation set (default 0)")
     out: str | None = _field(None, "run directory (default runs/<dataset>-<model>-<arch>-seed<seed>)")
     device: str = _field("auto", "auto, cpu, cuda, cuda:N or mps (default auto)")
@@ -287,6 +293,8 @@ class TrainConfig:
         for name in ("weight_decay", "clip"):
             if getattr(self, name) is not None:
                 check_number(name, getattr(self, name))
+        if self.checkpoint_seconds is not None:
+            check_number("checkpoint_seconds", self.checkpoint_seconds, low_open=True)
         if self.lr is not None:
             check_number("lr", self.lr, low_open=True)
         if self.weight_decay_timescale is not None:

@@ -230,6 +230,7 @@ def run_members(
     once that many seconds have passed since the last checkpoint."""
     cfgs = [r.config for r in members]
     cfg0, dataset, K = cfgs[0], members[0].dataset, len(members)
+    checkpoint_seconds = checkpoint_seconds or cfg0.checkpoint_seconds
     autocast = make_autocast(cfg0.precision, dist.device)
     quantizers = [usage_trackers(m) if trainer.counts_usage else [] for m in trainer.models]
     logs = [RunLog(run if dist.master else None, c, start) for run, c in zip(runs, cfgs)]
@@ -415,6 +416,7 @@ def save(model, optimizers, cfg: TrainConfig, step: int, run: RunDir, dist: Dist
         model,
         optimizers,
         keep=cfg.keep_checkpoints,
+        every=cfg.checkpoint_every,
         state={
             "config": cfg.to_dict(),
             "run_id": run.run_id(),
