@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from latentquant._atomic import atomic_write_text
-from latentquant.results.table import COLUMNS, _mean_over_datasets, collect
+from latentquant.results.table import COLUMNS, _mean_over_datasets, collect, t_quantile_975
 from latentquant.validation import UserError
 
 DEFAULT_METRICS = ("infom", "infoe", "infoc", "dci_d", "psnr")
@@ -35,7 +35,7 @@ DEFAULT_METRICS = ("infom", "infoe", "infoc", "dci_d", "psnr")
 
 def welch(a, b) -> tuple[float, float, float]:
     """(mean(a) - mean(b), 95% Welch half-width, two-sided p) of two samples of two or more values."""
-    from scipy import stats
+    from scipy import stats  # the t distribution's tail, for p
 
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.size < 2 or b.size < 2:
@@ -46,7 +46,7 @@ def welch(a, b) -> tuple[float, float, float]:
     if se == 0:  # both sides constant: no spread to test against
         return diff, 0.0, 1.0 if diff == 0 else 0.0
     dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
-    half = float(stats.t.ppf(0.975, dof)) * se
+    half = t_quantile_975(dof) * se
     p = float(2 * stats.t.sf(abs(diff) / se, dof))
     return diff, half, p
 

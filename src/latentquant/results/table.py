@@ -40,8 +40,8 @@ from latentquant.validation import UserError
 COLUMNS = [(s.key, s.title) for s in SCORES if s.in_table]
 
 
-def t_quantile_975(dof: int) -> float:
-    """Two-sided 95% quantile of Student's t with ``dof`` degrees of freedom."""
+def t_quantile_975(dof: float) -> float:
+    """Two-sided 95% quantile of Student's t with ``dof`` degrees of freedom (Welch's may be fractional)."""
     from scipy.stats import t  # scipy.stats takes a while to import: only when an interval is computed
 
     return float(t.ppf(0.975, dof))
