@@ -14,14 +14,16 @@
 # docs/results.md), so it is not used for this comparison.
 # Env: OUT (results/regime/small), SEEDS ("0 1 2"), JOBS (2), PRECISION (fp32), STEPS
 # (50000; smaller only for a smoke test), MODELS (the four variants below),
-# LQ (default "python3 -m latentquant").
+# LQ (default "python3 -m latentquant"), EXTRA (more train flags, word-split, e.g.
+# "--checkpoint-seconds 600" so a process killed outright loses at most ten minutes).
 set -euo pipefail
 LQ=${LQ:-python3 -m latentquant}
 OUT=${OUT:-results/regime/small}
 JOBS=${JOBS:-2}
 read -r -a MODELS <<< "${MODELS:-qlae qlae+weight-decay=0 ae qlae+global-codebook=1}"
 read -r -a SEEDS <<< "${SEEDS:-0 1 2}"
+read -r -a EXTRA <<< "${EXTRA:-}"
 exec $LQ sweep --datasets shapes --models "${MODELS[@]}" --seeds "${SEEDS[@]}" --arch small \
   --steps "${STEPS:-50000}" --out "$OUT" --jobs "$JOBS" --threads 1 -- \
   --batch-size 64 --lr 1e-3 --eval-every 5000 --eval-samples 10000 --keep-checkpoints 11 \
-  --precision "${PRECISION:-fp32}" --compile --device cpu
+  --precision "${PRECISION:-fp32}" --compile --device cpu "${EXTRA[@]}"
