@@ -14,6 +14,8 @@
 # Hessian penalty: 4 p more decoder passes) or FactorQVAE (batch 512: one half for the
 # model, one for its discriminator) costs about ten QLAE steps, the categorical VAE's 1.5:
 # MODELS=catvae first on a CPU; Tripod and FactorQVAE are best run on a GPU.
+# --compile: the same values, a fifth to a quarter faster for Tripod and FactorQVAE
+# (docs/benchmarks.md); the categorical VAE's committed runs were eager.
 # Resumable: run it again and finished runs are skipped, interrupted ones resume.
 # Env: OUT (results/successors/small), SEEDS ("0 1 2"), DATASETS ("shapes sprites"),
 # JOBS (2), STEPS (10000; smaller only for a smoke test), MODELS (a subset of
@@ -38,4 +40,4 @@ for model in "${CHOSEN[@]}"; do
 done
 exec $LQ sweep --datasets "${DATASETS[@]}" --models "${MODELS[@]}" --seeds "${SEEDS[@]}" --arch small \
   --steps "$STEPS" --out "$OUT" --jobs "${JOBS:-2}" --threads 1 -- \
-  --eval-every 2000 --eval-samples 10000 --device cpu "${EXTRA[@]}"
+  --eval-every 2000 --eval-samples 10000 --compile --device cpu "${EXTRA[@]}"
