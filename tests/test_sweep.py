@@ -220,3 +220,48 @@ def test_a_run_killed_before_its_first_checkpoint_is_restarted_not_refused(tmp_p
     assert json.loads((run / "eval.json").read_text())["step"] == 3
     assert (run / "notes.txt").read_text() == "mine"
     assert run_cli(argv)[1].startswith("1 runs: 1 done")
+
+
+def test_a_finished_run_without_checkpoints_asked_for_more_steps_is_a_conflict_not_wiped(tmp_path):
+    """Checkpoints are local and large, so a finished run often has none left; asked for more steps it
+    has nothing to continue from, and restarting it would replace its results: a conflict."""
+    out = tmp_path / "grid"
+    train_flags = ["--", "--batch-size", "8", "--eval-samples", "200"]
+    assert run_cli(sweep_argv(out, "qlae", extra=["--jobs", "1", *train_flags]))[0] == 0
+    run = out / "sprites" / "qlae" / "seed0"
+    shutil.rmtree(run / "checkpoints")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    more = [a if a != "3" else "5" for a in sweep_argv(out, "qlae", extra=["--jobs", "1", *train_flags])]
+    code, printed, err = run_cli(more)
+    assert code == 2 and "finished at 3 steps without a checkpoint to continue from" in printed + err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_a_run_moved_on_since_the_plan_is_decided_again_at_its_start(tmp_path):
+    """The launcher starts runs hours after the plan; another sweep on the same folder may have finished
+    one meanwhile. A run planned 'restart' and done by then is skipped, its results untouched."""
+    out = tmp_path / "grid"
+    train_flags = ["--", "--batch-size", "8", "--eval-samples", "200"]
+    assert run_cli(sweep_argv(out, "qlae", extra=["--jobs", "1", *train_flags]))[0] == 0
+    run = out / "sprites" / "qlae" / "seed0"
+    evaluation = (run / "eval.json").read_bytes()
+    common = ["--batch-size", "8", "--eval-samples", "200", "--steps", "3", "--arch", "small"]
+    spec = grid.plan(["sprites"], ["qlae"], [0], out, common)[0]
+    assert grid.execute(spec, "restart", threads=1, target_steps=3) == 0
+    assert (run / "eval.json").read_bytes() == evaluation
+    assert "not started: planned 'restart', now done" in (run / "train.log").read_text()
+    # in use by another process now: not started, exit 2
+    with grid.RunDir(run).acquire(new=False):
+        assert grid.execute(spec, "resume", threads=1, target_steps=3) == 2
+    assert "now conflict: in use by another process" in (run / "train.log").read_text()
+
+
+def test_sweep_checkpoint_seconds_reaches_every_run_with_or_without_stack(tmp_path):
+    out = tmp_path / "grid"
+    for stack in ("1", "2"):
+        code, printed, err = run_cli(
+            sweep_argv(out, "qlae", "ae", extra=["--dry-run", "--stack", stack, "--checkpoint-seconds", "60"])
+        )
+        assert code == 0, err
+        commands = [line for line in printed.splitlines() if line.startswith("new ")]
+        assert len(commands) == 2 and all("--checkpoint-seconds 60.0" in c for c in commands), printed

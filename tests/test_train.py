@@ -479,6 +479,55 @@ def test_prune_counts_keep_on_the_checkpoint_grid_and_keeps_one_timed_checkpoint
         ckpt.checkpoint_step(tmp_path / "step_x.safetensors")
 
 
+def test_prune_never_deletes_the_checkpoint_just_written_nor_counts_later_ones(tmp_path):
+    """A resume that skipped an unreadable newer checkpoint continues from an older one: what it writes
+    next (a timed or interrupt checkpoint, off the grid) must survive, and the good checkpoints must not
+    be pruned in favour of the unreadable later file."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for step in (1000, 2000, 2400, 3000):  # 3000: the unreadable file the resume skipped
+        ckpt.checkpoint_path(folder, step).write_bytes(b"x")
+    ckpt.prune(folder, keep=2, every=1000, newest=ckpt.checkpoint_path(folder, 2400))
+    assert [ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(folder)] == [1000, 2000, 2400, 3000]
+    ckpt.prune(folder, keep=1, newest=ckpt.checkpoint_path(folder, 2400))
+    assert [ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(folder)] == [2400, 3000]
+    # save_checkpoint names what it wrote as the newest
+    model = torch.nn.Linear(2, 2)
+    path = ckpt.save_checkpoint(folder, 2500, model, {}, keep=1, every=1000)
+    assert [ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(folder)] == [2500, 3000]
+    assert path.is_file()
+
+
+def test_ddp_ranks_agree_on_a_timed_checkpoint(tmp_path):
+    """Each rank has its own clock, so a timed checkpoint is agreed at a log step through the
+    loss reduction. Here rank 0 always finds one due and rank 1 never does (only rank 0 is given
+    --checkpoint-seconds): before, rank 0 entered the log's collectives alone and both hung."""
+    run = tmp_path / "ddp"
+    script = tmp_path / "ranks.py"
+    script.write_text(
+        "import os, sys\n"
+        "import latentquant.train.loop as loop\n"
+        "from latentquant.cli import main\n"
+        "save = loop.save_checkpoint\n"
+        "def spy(folder, step, *a, **k):\n"
+        "    print(f'saved step {step}', flush=True)\n"
+        "    return save(folder, step, *a, **k)\n"
+        "loop.save_checkpoint = spy\n"
+        "argv = sys.argv[1:]\n"
+        "if os.environ['RANK'] != '0':\n"
+        "    i = argv.index('--checkpoint-seconds'); del argv[i:i + 2]\n"
+        "sys.exit(main(argv))\n"
+    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    cmd += ["train", *TINY, "--model", "ae", "--steps", "4", "--log-every", "2", "--checkpoint-every", "4"]
+    cmd += ["--keep-checkpoints", "1", "--checkpoint-seconds", "1e-9", "--out", str(run)]
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("saved step 2") == 1 and proc.stdout.count("saved step 4") == 1  # rank 0 writes
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000004.safetensors"]
+    assert json.loads((run / "eval.json").read_text())["step"] == 4
+
+
 def test_checkpoint_seconds_checkpoints_on_time_and_the_run_resumes(tmp_path):
     """``--checkpoint-seconds``: a checkpoint whenever that much time has passed (here: every step),
     only the newest timed one kept beside the regular ones; the setting is how a run runs, not

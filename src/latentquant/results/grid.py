@@ -194,7 +194,8 @@ def status(spec: RunSpec, target_steps: int | None = None) -> str:
     has the same config and fewer steps, and in conflict when its config
     differs or another process holds it. A run of the requested config that
     stopped before its first checkpoint has nothing to resume from: it is
-    started again from step 0 ('restart', which replaces its files).
+    started again from step 0 ('restart', which replaces its files); a finished
+    run without checkpoints asked for more steps is a conflict, never restarted.
     """
     run = RunDir(spec.out)
     state = run.status()
@@ -211,7 +212,14 @@ def status(spec: RunSpec, target_steps: int | None = None) -> str:
         return "done"
     if requested.steps < saved.steps:
         return f"conflict: the run has {saved.steps} steps, {requested.steps} requested"
-    return "resume" if run.latest_checkpoint() else _fresh(run)
+    if run.latest_checkpoint():
+        return "resume"
+    if state == "finished":  # its results are kept: a restart would replace them
+        return (
+            f"conflict: finished at {saved.steps} steps without a checkpoint to continue from "
+            f"({requested.steps} requested); move the run, or ask for {saved.steps} steps"
+        )
+    return _fresh(run)
 
 
 def _fresh(run: RunDir) -> str:
@@ -239,12 +247,23 @@ def command(spec: RunSpec, state: str) -> list[str]:
     ]
 
 
-def execute(spec: RunSpec, state: str, threads: int) -> int:
-    """Run ``spec``'s train command here, its output appended to the run's ``train.log``; its exit code."""
+def execute(spec: RunSpec, state: str, threads: int, target_steps: int | None = None) -> int:
+    """Run ``spec``'s train command here, its output appended to the run's ``train.log``; its exit code.
+
+    ``state`` is what the sweep planned, perhaps hours earlier; the run's state is decided again
+    now (``target_steps`` as planned), since another sweep on the same folder may have moved it
+    on: done meanwhile, it is skipped (0); in conflict now, it is not started (2, the reason in
+    ``train.log``); otherwise it runs as it stands now (a planned restart that has since
+    checkpointed resumes instead of starting over)."""
     run = RunDir(spec.out)
+    now = status(spec, target_steps)
     run.mark()  # before its log: the folder is a run's
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(run.log, "a") as log:
-        log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command(spec, state))}\n")
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        if now == "done" or now.startswith("conflict"):
+            log.write(f"# {stamp} not started: planned {state!r}, now {now}\n")
+            return 0 if now == "done" else 2
+        log.write(f"# {stamp} {' '.join(command(spec, now))}\n")
         log.flush()
-        return subprocess.call(command(spec, state), stdout=log, stderr=subprocess.STDOUT, env=env)
+        return subprocess.call(command(spec, now), stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -61,6 +61,7 @@ class LocalLauncher:
 
     jobs: int
     threads: int
+    target_steps: int | None = None  # the sweep's --steps: each run's state is decided again at its start
 
     def describe(self) -> str:
         return f"{self.jobs} at a time"
@@ -68,7 +69,7 @@ class LocalLauncher:
     def launch(self, runs: Sequence[RunSpec], states: Mapping[RunSpec, str]) -> int:
         def one(spec: RunSpec) -> tuple[RunSpec, int, float]:
             start = time.time()
-            code = execute(spec, states[spec], self.threads)
+            code = execute(spec, states[spec], self.threads, self.target_steps)
             return spec, code, time.time() - start
 
         failed = []
@@ -253,7 +254,7 @@ def from_args(args) -> Launcher:
         jobs = args.jobs or max(1, (os.cpu_count() or 1) // args.threads)
         if jobs < 1:
             raise UserError(f"--jobs must be >= 1, got {jobs}")
-        return LocalLauncher(jobs, args.threads)
+        return LocalLauncher(jobs, args.threads, args.steps)
     for flag, low in (("slurm_time", 1), ("slurm_gpus_per_node", 0), ("slurm_cpus_per_task", 1)):
         value = getattr(args, flag)
         if value is not None and value < low:

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from latentquant.results.grid import RunSpec, check, command, execute
+from latentquant.results.grid import RunSpec, check, command, execute, status
 from latentquant.train.checkpoint import checkpoint_step, list_checkpoints
 from latentquant.train.rundir import RunDir
 from latentquant.train.stacked import STACKABLE, VARYING
@@ -63,25 +63,21 @@ def plan_stacks(runs: Sequence[RunSpec], states: Mapping[RunSpec, str], size: in
     return order
 
 
-def stack_command(
-    group: Sequence[RunSpec], states: Mapping[RunSpec, str], strategy: str = "auto", seconds: float | None = None
-) -> list[str]:
+def stack_command(group: Sequence[RunSpec], states: Mapping[RunSpec, str], strategy: str = "auto") -> list[str]:
+    """The stack's command; each member's flags are its own ``train`` flags (``--checkpoint-seconds``
+    included, from ``sweep --checkpoint-seconds``)."""
     cmd = [sys.executable, "-m", "latentquant.train.cli_stack", "--strategy", strategy]
-    if seconds:
-        cmd += ["--checkpoint-seconds", str(seconds)]
     for spec in group:
         cmd += ["--member", *command(spec, states[spec])[4:]]  # without "python -m latentquant train"
     return cmd
 
 
-def execute_stack(
-    group: Sequence[RunSpec], states: Mapping[RunSpec, str], threads: int, strategy: str, seconds: float | None = None
-) -> int:
+def execute_stack(group: Sequence[RunSpec], states: Mapping[RunSpec, str], threads: int, strategy: str) -> int:
     """Run the group's stack here, its output appended to every member's ``train.log``; its exit code."""
     runs = [RunDir(spec.out) for spec in group]
     for run in runs:
         run.mark()
-    cmd = stack_command(group, states, strategy, seconds)
+    cmd = stack_command(group, states, strategy)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     logs = [open(run.log, "a") for run in runs]  # noqa: SIM115 (closed below)
     try:
@@ -107,7 +103,7 @@ class StackLauncher:
     threads: int
     size: int
     strategy: str = "auto"
-    checkpoint_seconds: float | None = None
+    target_steps: int | None = None  # the sweep's --steps: each run's state is decided again at its start
 
     def describe(self) -> str:
         return f"stacks of up to {self.size}, {self.jobs} at a time"
@@ -115,11 +111,16 @@ class StackLauncher:
     def launch(self, runs: Sequence[RunSpec], states: Mapping[RunSpec, str]) -> int:
         def one(group: list[RunSpec]) -> tuple[list[RunSpec], int, float]:
             start = time.time()
-            if len(group) == 1:
-                code = execute(group[0], states[group[0]], self.threads)
-            else:
-                code = execute_stack(group, states, self.threads, self.strategy, self.checkpoint_seconds)
-            return group, code, time.time() - start
+            # planned perhaps hours ago: a member another sweep has moved on since (done, resumable,
+            # in use) leaves the stack and runs alone, where execute() decides its state again
+            moved = [s for s in group if len(group) > 1 and status(s, self.target_steps) != states[s]]
+            stay = [s for s in group if s not in moved]
+            codes = [execute(s, states[s], self.threads, self.target_steps) for s in moved]
+            if len(stay) == 1:
+                codes.append(execute(stay[0], states[stay[0]], self.threads, self.target_steps))
+            elif stay:
+                codes.append(execute_stack(stay, states, self.threads, self.strategy))
+            return group, max(codes, default=0), time.time() - start
 
         failed = 0
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:

@@ -82,7 +82,8 @@ def add_arguments(parser) -> None:
         "--checkpoint-seconds",
         type=arg_type(float, partial(check_number, "--checkpoint-seconds", low_open=True)),
         default=None,
-        help="with --stack: also checkpoint every member each S seconds (a short GPU lease loses at most S)",
+        help="also checkpoint every run each S seconds (train --checkpoint-seconds): a run killed outright, "
+        "as when a lease or session ends, loses at most S",
     )
     parser.add_argument("extra", nargs="*", help="further flags passed to every train call (after --)")
     launchers.add_arguments(parser)  # --launcher local|submitit and --slurm-*
@@ -104,10 +105,11 @@ def run(args) -> int:
     if args.stack > 1:  # stacks of runs in one process each (results/stacks.py)
         if args.launcher != "local":
             raise UserError("--stack trains stacks on this machine; use it with --launcher local")
-        launcher = StackLauncher(
-            launcher.jobs, launcher.threads, args.stack, checkpoint_seconds=args.checkpoint_seconds
-        )
-    common = ["--threads", str(args.threads), *args.extra]
+        launcher = StackLauncher(launcher.jobs, launcher.threads, args.stack, target_steps=args.steps)
+    common = ["--threads", str(args.threads)]
+    if args.checkpoint_seconds:  # every run's own flag, in a stack or alone
+        common += ["--checkpoint-seconds", str(args.checkpoint_seconds)]
+    common += args.extra
     if args.steps is not None:
         common += ["--steps", str(args.steps)]
     if args.arch is not None:

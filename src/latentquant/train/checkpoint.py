@@ -125,12 +125,16 @@ def save_checkpoint(
     data = save(tensors, metadata={"state": json.dumps(doc)})
     path = checkpoint_path(folder, step)
     atomic_write_bytes(path, data)
-    prune(folder, keep, every)
+    prune(folder, keep, every, newest=path)
     return path
 
 
-def prune(folder: Path, keep: int, every: int | None = None) -> None:
+def prune(folder: Path, keep: int, every: int | None = None, newest: Path | None = None) -> None:
     """Delete all but the newest ``keep`` checkpoints, and stale temp files.
+
+    ``newest`` (the checkpoint just written) is never deleted, and checkpoints of later
+    steps are left alone: a resume that skipped an unreadable newer file continues from
+    an older one, and its own checkpoints must not count as older than that file's.
 
     With ``every`` (the run's ``checkpoint_every``), the ``keep`` are counted among the
     steps that are multiples of it; a checkpoint off that grid (written on a time limit,
@@ -143,6 +147,8 @@ def prune(folder: Path, keep: int, every: int | None = None) -> None:
     progress, and is removed.
     """
     found = list_checkpoints(folder)
+    if newest is not None:
+        found = [p for p in found if checkpoint_step(p) <= checkpoint_step(newest)]
     if every:
         on_grid = [p for p in found if checkpoint_step(p) % every == 0]
         stale = [p for p in found if p not in on_grid and p != found[-1]] + on_grid[:-keep]

@@ -170,7 +170,8 @@ class TrainConfig:
     checkpoint_seconds: float | None = _field(
         None,
         "also checkpoint once this many seconds have passed since the last checkpoint: a run killed "
-        "outright loses at most that much; only the newest such checkpoint is kept (default off)",
+        "outright loses at most that much (under torchrun: at the first log step after it); only the "
+        "newest such checkpoint is kept (default off)",
     )
     seed: int = _field(0, "random seed: weights, data order, evaluation set (default 0)")
     out: str | None = _field(None, "run directory (default runs/<dataset>-<model>-<arch>-seed<seed>)")

@@ -207,10 +207,11 @@ class OneRun:
         self.models[0].train()
         self.meter.add(self.models[0].training_step(self.net, batches[0], self.optimizers, step, autocast))
 
-    def read(self, dist: Dist, stop: bool) -> tuple[list[dict[str, float]], bool]:
-        """Each member's window means of the loss parts, and whether any rank asked to stop."""
-        logged, stop_all = self.meter.read(dist, stop)
-        return [logged], stop_all
+    def read(self, dist: Dist, stop: bool, due: bool = False) -> tuple[list[dict[str, float]], bool, bool]:
+        """Each member's window means of the loss parts, whether any rank asked to stop, and
+        whether any rank's timed checkpoint is due."""
+        logged, stop_all, due_all = self.meter.read(dist, stop, due)
+        return [logged], stop_all, due_all
 
     def lr(self, k: int) -> float:
         return self.optimizers[next(iter(self.optimizers))].param_groups[0]["lr"]
@@ -266,13 +267,16 @@ def run_members(
                 step += 1
                 logs[0].progress.update(1)
 
-                # log: losses averaged over ranks, which also agree here on a stop request;
+                # log: losses averaged over ranks, which also agree here on a stop request and
+                # on a timed checkpoint (each rank's clock differs: under torchrun one is taken
+                # at the first log step after checkpoint_seconds, all ranks together);
                 # a member with a non-finite loss stops (alone, in a stack)
                 want_ckpt = step % cfg0.checkpoint_every == 0 or step == cfg0.steps
-                if checkpoint_seconds and time.time() - last_ckpt >= checkpoint_seconds:
-                    want_ckpt = True  # a short lease: at most checkpoint_seconds of work lost
-                if step % cfg0.log_every == 0 or want_ckpt or (stop.requested and not dist.enabled):
-                    logged, stop_all = trainer.read(dist, stop.requested)
+                due = bool(checkpoint_seconds) and time.time() - last_ckpt >= checkpoint_seconds
+                alone = not dist.enabled
+                if step % cfg0.log_every == 0 or want_ckpt or (alone and (stop.requested or due)):
+                    logged, stop_all, due_all = trainer.read(dist, stop.requested, due)
+                    want_ckpt = want_ckpt or due_all  # a short lease: at most checkpoint_seconds lost
                     now = time.time()
                     img_s = cfg0.batch_size * (step - window[0]) / max(now - window[1], 1e-9)
                     for k in range(K):
@@ -472,18 +476,18 @@ class LossMeter:
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
             self.counts[k] = self.counts.get(k, 0) + 1
 
-    def read(self, dist: Dist, stop: bool = False) -> tuple[dict[str, float], bool]:
-        """Window means (averaged over ranks) and whether any rank asked to stop; resets the window."""
+    def read(self, dist: Dist, stop: bool = False, due: bool = False) -> tuple[dict[str, float], bool, bool]:
+        """Window means (averaged over ranks), whether any rank asked to stop and whether any
+        rank's timed checkpoint is due; resets the window."""
         keys = sorted(self.sums)
-        flag = torch.tensor(1.0 if stop else 0.0, device=dist.device)  # summed: > 0 when any rank asked
-        vec = torch.stack(
-            [*(self.sums[k] for k in keys), *(flag.new_tensor(float(self.counts[k])) for k in keys), flag]
-        )
+        flag = torch.tensor(float(stop), device=dist.device)  # the flags are summed: > 0 when any rank
+        counts = [flag.new_tensor(float(self.counts[k])) for k in keys]
+        vec = torch.stack([*(self.sums[k] for k in keys), *counts, flag, flag.new_tensor(float(due))])
         if dist.enabled:
             all_reduce_sum(vec)
         values, n = vec.tolist(), len(keys)
         self.sums, self.counts = {}, {}
-        return {k: values[i] / max(values[n + i], 1.0) for i, k in enumerate(keys)}, values[-1] > 0
+        return {k: values[i] / max(values[n + i], 1.0) for i, k in enumerate(keys)}, values[-2] > 0, values[-1] > 0
 
 
 def usage_trackers(model) -> list[LatentQuantize]:

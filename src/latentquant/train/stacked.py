@@ -650,8 +650,8 @@ class StackTrainer:
         self.stack.train()
         self.meter.add(self.stack.training_step(torch.stack(batches), self.opt, step, autocast))
 
-    def read(self, dist, stop: bool) -> tuple[list[dict[str, float]], bool]:
-        return self.meter.read(), stop
+    def read(self, dist, stop: bool, due: bool = False) -> tuple[list[dict[str, float]], bool, bool]:
+        return self.meter.read(), stop, due
 
     def lr(self, k: int) -> float:
         return self.lrs[k]
