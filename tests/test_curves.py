@@ -143,7 +143,7 @@ def test_weight_norms_come_from_the_log_or_else_from_the_checkpoints(tmp_path):
     flags += ["--log-every", "1", "--threads", "1", "--logger", "none", "--checkpoint-every", "2"]
     assert main(["train", *flags, "--model", "qlae", "--steps", "4", "--eval-every", "2", "--out", str(run)]) == 0
     logged = read_norms(run)
-    assert sorted(logged) == [1, 2, 3, 4] and set(logged[4]) == {"norm_conv", "norm_linear", "norm_values"}
+    assert sorted(logged) == [0, 1, 2, 3, 4] and set(logged[4]) == {"norm_conv", "norm_linear", "norm_values"}
     # an older run's log has no norms: the checkpoints give them, equal to the logged ones at their steps
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     old = tmp_path / "old" / "sprites" / "qlae" / "seed0"
@@ -163,3 +163,10 @@ def test_weight_norms_come_from_the_log_or_else_from_the_checkpoints(tmp_path):
     assert main([*args, "--csv", str(table)]) == 0
     rows = _rows(table)
     assert sorted(step for (_, _, metric, step) in rows if metric == "norm_conv") == [0, 2, 4]
+    # a logged run (every step) and a checkpointed one (every 2) on one grid: --every 2
+    both = [str(tmp_path / "old"), str(run)]
+    assert (
+        main(["curves", *both, "--metrics", "norm_conv", "--out", str(png), "--csv", str(table), "--every", "2"]) == 0
+    )
+    assert sorted({step for (_, _, metric, step) in _rows(table) if metric == "norm_conv"}) == [0, 2, 4]
+    assert logged[0] == computed[0]  # both runs' step 0 is their seeded initialization

@@ -22,8 +22,10 @@ weight decay has brought a run to its stationary state:
     latentquant curves results/regime/small --metrics norm_conv norm_linear norm_values --out norms.png
 
 They come from ``metrics.jsonl`` (logged every ``--log-every`` steps) where the
-run logged them, else from its kept checkpoints (the model rebuilt from its
-``config.yaml``, so its data must be at hand).
+run logged them, else from its kept checkpoints, and step 0 from the model
+rebuilt from its ``config.yaml`` (seeded as the run built it; its data must be
+at hand). ``--every N`` keeps the steps at multiples of N, to draw runs
+logged at different cadences on one grid (the regime's: 5,000).
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 from latentquant._atomic import atomic_path, atomic_write_text
 from latentquant.results.layout import SEED_DIR, find_runs
 from latentquant.results.table import COLUMNS, mean_ci
-from latentquant.validation import UserError
+from latentquant.validation import UserError, arg_type, check_int
 
 NORMS = ("norm_conv", "norm_linear", "norm_other", "norm_values")  # LatentModel.weight_norms, prefixed
 TITLES = {
@@ -73,27 +76,26 @@ def read_evals(run_dir: Path) -> dict[int, dict]:
 
 
 def read_norms(run_dir: Path) -> dict[int, dict]:
-    """A run's weight norms by step (``norm_<group>``): logged ones from ``metrics.jsonl``,
-    else computed from each kept checkpoint and the run's initialization (step 0)."""
-    from latentquant.train.rundir import read_jsonl  # torch: only when norms are asked for
+    """A run's weight norms by step (``norm_<group>``): its initialization (step 0) and the
+    logged ones from ``metrics.jsonl``, else those of each kept checkpoint."""
+    from latentquant.train import checkpoint  # torch: only when norms are asked for
+    from latentquant.train.config import resolve
+    from latentquant.train.rundir import RunDir, read_jsonl
 
+    logged = {}
     if (run_dir / "metrics.jsonl").is_file():
         logged = {
             r["step"]: {k: v for k, v in r.items() if k in NORMS}
             for r in read_jsonl(run_dir / "metrics.jsonl")
             if any(k in r for k in NORMS)
         }
-        if logged:
-            return logged
-    from latentquant.train import checkpoint
-    from latentquant.train.config import resolve
-    from latentquant.train.rundir import RunDir
-
-    paths = checkpoint.list_checkpoints(run_dir / "checkpoints")
-    if not paths:
+    paths = [] if logged else checkpoint.list_checkpoints(run_dir / "checkpoints")
+    if not logged and not paths:
         return {}
     model = resolve(RunDir(run_dir).read_config()).model  # seeded as the run built it: its step 0
     by_step = {0: {f"norm_{k}": v for k, v in model.weight_norms().items()}}
+    if logged:
+        return {**by_step, **logged}
     for path in paths:
         state, doc = checkpoint.load_model_state(path)
         checkpoint.load_model_weights(model, state)
@@ -235,6 +237,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="figure to write (PNG)")
     parser.add_argument("--csv", default=None, help="also write the plotted means and intervals as CSV")
     parser.add_argument("--title", default=None, help="figure title")
+    parser.add_argument(
+        "--every",
+        type=arg_type(int, partial(check_int, "--every", low=1)),
+        default=None,
+        metavar="N",
+        help="keep only the steps at multiples of N (runs logged or evaluated at different cadences)",
+    )
 
 
 def run(args) -> int:
@@ -246,6 +255,11 @@ def run(args) -> int:
     if out.suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file, got {out}")
     groups = collect(args.paths, norms=any(m in NORMS for m in args.metrics))
+    if args.every:
+        groups = {
+            key: {seed: {t: e for t, e in evals.items() if t % args.every == 0} for seed, evals in seeds.items()}
+            for key, seeds in groups.items()
+        }
     rows = summarise(groups, args.metrics)
     if not rows:
         raise UserError(f"no finite {', '.join(args.metrics)} in the evaluations found")
@@ -254,6 +268,7 @@ def run(args) -> int:
         atomic_write_text(args.csv, to_csv(rows))
     for (dataset, model), seeds in sorted(groups.items()):
         steps = sorted({s for evals in seeds.values() for s in evals})
-        print(f"{dataset}/{model}: {len(seeds)} seed(s), steps {', '.join(map(str, steps))}")
+        shown = ", ".join(map(str, steps)) if len(steps) <= 12 else f"{len(steps)} from {steps[0]} to {steps[-1]}"
+        print(f"{dataset}/{model}: {len(seeds)} seed(s), steps {shown}")
     print(f"wrote {out}" + (f" and {args.csv}" if args.csv else ""))
     return 0
