@@ -350,7 +350,11 @@ def test_compare_of_any_eval_files_is_a_table_or_one_line(
     assert files_in(folder) == before  # compare writes only with --out
     if code == 0:
         rows = [line for line in out.getvalue().splitlines() if line.startswith("| ") and "---" not in line]
-        assert len(rows) >= 2 and all(line.count(" ± ") == len(set(metrics)) for line in rows[1:])
+        # every cell a difference with its interval, or n/a (fewer than two seeds a side) with its counts
+        cells = [line.count(" ± ") + line.count("n/a (seeds ") for line in rows[1:]]
+        assert len(rows) >= 2 and all(n == len(set(metrics)) for n in cells)
+        assert any(" ± " in line for line in rows[1:])  # nothing testable is one line, not a table
+        assert ("n/a (seeds " in out.getvalue()) == ("n/a: fewer than two seeds" in out.getvalue())
 
 
 # -- usage errors -------------------------------------------------------------------------------
