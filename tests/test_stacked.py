@@ -415,3 +415,27 @@ def test_sigint_checkpoints_every_member_and_the_stack_resumes(tmp_path):
     for out in outs:
         assert json.loads((out / "eval.json").read_text())["step"] == step + 2
         assert [r["step"] for r in _jsonl(out / "metrics.jsonl")] == list(range(1, step + 3))
+
+
+def test_stack_checkpoint_seconds_sets_every_members_timed_checkpoints(tmp_path, monkeypatch):
+    """``cli_stack --checkpoint-seconds S`` is the members' own ``checkpoint_seconds`` (one mechanism
+    with ``train --checkpoint-seconds``): here every step is due, each member checkpoints each step,
+    and the setting lands in each member's config.yaml."""
+    import latentquant.train.loop as loop
+    from latentquant.train.cli_stack import main as stack_main
+
+    seen = []
+    save = loop.save_checkpoint
+
+    def spy(folder, step, *args, **kwargs):
+        seen.append(step)
+        return save(folder, step, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "save_checkpoint", spy)
+    argv = ["--strategy", "loop", "--checkpoint-seconds", "1e-9"]
+    for k in range(2):
+        argv += ["--member", *TINY, "--model", "ae", "--seed", str(k), "--steps", "3", "--out", str(tmp_path / str(k))]
+    assert stack_main(argv) == 0
+    assert sorted(seen) == [1, 1, 2, 2, 3, 3]
+    for k in range(2):
+        assert "checkpoint_seconds: 1.0e-09" in (tmp_path / str(k) / "config.yaml").read_text()

@@ -264,6 +264,7 @@ def execute(spec: RunSpec, state: str, threads: int, target_steps: int | None = 
         if now == "done" or now.startswith("conflict"):
             log.write(f"# {stamp} not started: planned {state!r}, now {now}\n")
             return 0 if now == "done" else 2
-        log.write(f"# {stamp} {' '.join(command(spec, now))}\n")
+        cmd = command(spec, now)
+        log.write(f"# {stamp} {' '.join(cmd)}\n")
         log.flush()
-        return subprocess.call(command(spec, now), stdout=log, stderr=subprocess.STDOUT, env=env)
+        return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -221,17 +221,18 @@ class OneRun:
 
 
 def run_members(
-    trainer, members: list[Resolved], runs: list[RunDir], dist: Dist, start: int, checkpoint_seconds=None
+    trainer, members: list[Resolved], runs: list[RunDir], dist: Dist, start: int
 ) -> list[dict[str, Any] | Exception | None]:
     """The loop, for the runs ``members`` that ``trainer`` steps together (one, or a stack):
     a step, the log, checkpoints and evaluations, then the final evaluation. Returns per
     member its final scores (None on ranks other than 0), or the :class:`TrainingDiverged`
     that stopped it while the others went on. Raises :class:`TrainingInterrupted` after
-    checkpointing every member on SIGINT/SIGTERM. ``checkpoint_seconds``: also checkpoint
-    once that many seconds have passed since the last checkpoint."""
+    checkpointing every member on SIGINT/SIGTERM. The first member's config sets the
+    cadences, ``checkpoint_seconds`` among them (also checkpoint once that many seconds
+    have passed since the last checkpoint)."""
     cfgs = [r.config for r in members]
     cfg0, dataset, K = cfgs[0], members[0].dataset, len(members)
-    checkpoint_seconds = checkpoint_seconds or cfg0.checkpoint_seconds
+    checkpoint_seconds = cfg0.checkpoint_seconds
     autocast = make_autocast(cfg0.precision, dist.device)
     quantizers = [usage_trackers(m) if trainer.counts_usage else [] for m in trainer.models]
     logs = [RunLog(run if dist.master else None, c, start) for run, c in zip(runs, cfgs)]

@@ -73,6 +73,7 @@ checkpointed and evaluated one after another.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import sys
 import types
@@ -562,9 +563,12 @@ def train_stack(
     stopped it. Raises :class:`TrainingInterrupted` after checkpointing every
     member on SIGINT/SIGTERM, UserError for bad input. ``checkpoint_seconds``: also
     checkpoint every member once that many seconds have passed since the last
-    checkpoint (a GPU lease that may end at any moment loses at most that much work).
+    checkpoint (a GPU lease that may end at any moment loses at most that much work);
+    it sets the members' ``checkpoint_seconds``, which their configs may give instead.
     """
     configs = list(configs)
+    if checkpoint_seconds is not None:
+        configs = [dataclasses.replace(c, checkpoint_seconds=checkpoint_seconds) for c in configs]
     flags = [bool(resume)] * len(configs) if isinstance(resume, bool) else [bool(r) for r in resume]
     if len(flags) != len(configs):
         raise ValueError(f"resume must give one flag per member ({len(configs)}), got {len(flags)}")
@@ -587,10 +591,10 @@ def train_stack(
     with ExitStack() as held:
         for run, again in zip(runs, flags):  # every member's lock, for the stack's lifetime
             held.enter_context(run.acquire(new=not again, overwrite=overwrite, kind=kind))
-        return _train_stack(members, runs, flags, states, dist, strategy, checkpoint_seconds)
+        return _train_stack(members, runs, flags, states, dist, strategy)
 
 
-def _train_stack(members, runs, flags, states, dist, strategy, checkpoint_seconds) -> list[dict[str, Any] | Exception]:
+def _train_stack(members, runs, flags, states, dist, strategy) -> list[dict[str, Any] | Exception]:
     cfgs = [r.config for r in members]
     if cfgs[0].threads:
         torch.set_num_threads(cfgs[0].threads)
@@ -616,7 +620,7 @@ def _train_stack(members, runs, flags, states, dist, strategy, checkpoint_second
     del found
     for run, c in zip(runs, cfgs):
         run.write_config(c)
-    return run_members(trainer, members, runs, dist, start, checkpoint_seconds)
+    return run_members(trainer, members, runs, dist, start)
 
 
 class StackTrainer:
