@@ -5,9 +5,10 @@
 # published settings (models/defaults.py: lr, batch, decay, values per latent and
 # options), except the schedules that are written for the authors' run lengths and
 # are scaled here to 10,000 steps so that they run their whole course, as they do there:
-#   factorqvae  temperature exp(-1e-5 step) over 100,000 steps -> temperature_decay 1e-4
-#               (the same final temperature, exp(-1), at step 10,000); cosine lr period
-#               50,000 of 100,000 -> lr_period 5,000
+#   factorqvae  temperature exp(-2e-5 step) over 50,000 steps (their max_steps 100,000
+#               counts two optimizer steps a batch: models/defaults.py) -> temperature_decay
+#               1e-4 (the same final temperature, exp(-1), at step 10,000); one half-cosine
+#               of the learning rate, lr_period 50,000 of 50,000 -> lr_period 10,000
 #   catvae      Gumbel scale annealed over 300,000 steps -> anneal_steps 10,000
 #   tripod      no schedule: as published
 # Cost on a CPU (benchmarks/successors.py, docs/benchmarks.md): a step of Tripod (its
@@ -33,7 +34,7 @@ MODELS=()
 for model in "${CHOSEN[@]}"; do
   case "$model" in
     tripod) MODELS+=(tripod) ;;
-    factorqvae) MODELS+=("factorqvae+temperature-decay=1e-4+lr-period=5000") ;;
+    factorqvae) MODELS+=("factorqvae+temperature-decay=1e-4+lr-period=10000") ;;
     catvae) MODELS+=("catvae+anneal-steps=$STEPS") ;;
     *) echo "successors_experiment.sh: MODELS: unknown model '$model' (expected tripod, factorqvae or catvae)" >&2; exit 2 ;;
   esac

@@ -85,7 +85,7 @@ def test_published_settings_resolve_through_the_config():
     assert c.options == {"lambda_klm": 1e-4, "lambda_nhp": 1e-2, "num_probes": 2, "epsilon": 0.1}
     c = resolve(TrainConfig(model="factorqvae", dataset="shapes")).config
     assert (c.lr, c.batch_size, c.weight_decay, c.values_per_latent) == (1e-3, 512, 0.0, 64)
-    assert c.options == {"kl_weight": 1e-3, "gamma": 1e-4, "temperature_decay": 1e-5, "lr_period": 50_000}
+    assert c.options == {"kl_weight": 1e-3, "gamma": 1e-4, "temperature_decay": 2e-5, "lr_period": 50_000}
     c = resolve(TrainConfig(model="catvae", dataset="sprites")).config
     assert (c.lr, c.batch_size, c.weight_decay, c.values_per_latent) == (1e-4, 64, 0.0, 64)
     assert c.options == {
@@ -546,8 +546,40 @@ def test_ddp_keeps_ranks_in_sync_through_both_steps(tmp_path):
         assert float(words[2]) == 0.0 and float(words[4]) > 1e-4, words
 
 
+def test_factorqvae_schedules_run_their_course_as_published_and_in_the_experiment():
+    """The authors' run is 50,000 batches (Lightning's global_step counts two optimizer steps a
+    batch): the temperature ends at exp(-1) and the learning rate makes one half-cosine to its
+    minimum. The published options give that at step 50,000, and the successors' experiment
+    script's scaled options give it at its last step, not a second half-cycle back to the peak."""
+    import re
+    from pathlib import Path
+
+    from latentquant.models.factorqvae import LR_MIN
+    from latentquant.results.grid import parse_model
+
+    def course(options: dict, steps: int) -> tuple[float, float, float]:
+        lr = 1e-3
+        lrs = [cosine_lr(s, lr, int(options["lr_period"])) for s in range(0, steps + 1, max(steps // 100, 1))]
+        return math.exp(-float(options["temperature_decay"]) * steps), lrs[-1], max(lrs[len(lrs) // 2 :])
+
+    published = resolve(TrainConfig(model="factorqvae", dataset="shapes")).config.options
+    temperature, last, late_max = course(published, 50_000)
+    assert temperature == pytest.approx(math.exp(-1)) and last == pytest.approx(LR_MIN)
+    assert late_max < 0.6e-3  # decreasing through the second half: no restart
+
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "successors_experiment.sh").read_text()
+    steps = int(re.search(r"STEPS=\$\{STEPS:-(\d+)\}", script)[1])
+    entry = re.search(r"\(\"(factorqvae\+[^\"]+)\"\)", script)[1]
+    base, flags = parse_model(entry)
+    options = dict(f.removeprefix("--option=").split("=") for f in flags)
+    assert base == "factorqvae" and set(options) == {"temperature_decay", "lr_period"}
+    temperature, last, late_max = course(options, steps)
+    assert temperature == pytest.approx(math.exp(-1)) and last == pytest.approx(LR_MIN)
+    assert late_max < 0.6e-3
+
+
 def test_schedule_lengths_are_step_counts_not_sizes():
-    """A schedule's length counts steps (a 10,000-step run scales lr_period 50,000 to 5,000):
+    """A schedule's length counts steps (a 10,000-step run scales lr_period 50,000 to 10,000):
     bounded as --steps is, where a size option (a codebook's entries) stays at most 4,096."""
     from latentquant.train.config import MAX_INT_OPTION, MAX_STEPS, get_model_class, resolve_options
     from latentquant.validation import UserError

@@ -105,7 +105,7 @@ PUBLISHED: dict[str, dict[str, Any]] = {
         "options": {"clamp": 0.5, "noise": 0.05},
     },
     # -- the successors. Not expressible here, so not applied: their step counts (Tripod
-    # 250,000, FactorQVAE 100,000, catvae 300,000), FactorQVAE's and catvae's absent gradient clipping
+    # 250,000, FactorQVAE 50,000 batches, catvae 300,000), FactorQVAE's and catvae's absent gradient clipping
     # (the config's clip 1 applies; --clip 0 matches them) and catvae's N = 10 latents (2 x sources here).
     "tripod": {  # kylehkhsu/tripod configs/train_autoencoder.yaml: optim (lr, weight_decay 0, clip 1), data.batch_size
         "lr": 2e-4,
@@ -127,8 +127,12 @@ PUBLISHED: dict[str, dict[str, Any]] = {
         "weight_decay": 0.0,  # torch.optim.Adam
         "values_per_latent": 64,  # codebook.num_embeddings (embedding_dim 1)
         # quantizer.kl_weight, discriminator.gamma (Shapes3D; dSprites has none published, so it keeps them);
-        # temperature exp(-1e-5 step): train.py DecayTemperature; lr_period: train.vae_lr_iter = disc_lr_iter
-        "options": {"kl_weight": 1e-3, "gamma": 1e-4, "temperature_decay": 1e-5, "lr_period": 50_000},
+        # Steps here are batches. Theirs are Lightning's global_step, which under pytorch-lightning 2.0.0
+        # (their environment.yml) counts both optimizers' steps, two a batch (Lightning-AI/pytorch-lightning
+        # #17958): train.max_steps 100,000 is 50,000 batches, and train.py DecayTemperature's
+        # exp(-1e-5 global_step) is exp(-2e-5 batch). lr_period: train.vae_lr_iter = disc_lr_iter, counted
+        # in batches (training_step steps both schedulers once a batch): one half-cosine over the run.
+        "options": {"kl_weight": 1e-3, "gamma": 1e-4, "temperature_decay": 2e-5, "lr_period": 50_000},
         "datasets": {  # configs/MPI3DComplex (their MPI3D is MPI3D-complex) and configs/Isaac3D; no Falcor3D
             "mpi3d": {"kl_weight": 5e-5, "gamma": 1e-6},
             "isaac3d": {"kl_weight": 5e-5, "gamma": 5e-5},

@@ -19,8 +19,12 @@ model half's assignments against the shuffled assignments of the other half of t
 the authors' ``training_step`` does. ``tau = exp(-temperature_decay * step)`` (their
 ``DecayTemperature`` callback). Both optimizers follow a cosine from ``lr`` to 1.25e-6 over
 ``lr_period`` steps (their ``CosineAnnealingLR``, periodic beyond it as torch's is), set from
-the step at every step, so a resumed run has the same rates. The metrics read the index of the
-nearest value, a discrete representation.
+the step at every step, so a resumed run has the same rates. A step here is a batch; the
+authors' ``global_step`` (pytorch-lightning 2.0.0) counts both optimizers' steps, two a batch
+(Lightning-AI/pytorch-lightning#17958), so their 100,000 ``max_steps`` are 50,000 batches and
+their ``exp(-1e-5 global_step)`` is ``exp(-2e-5 batch)``, while their schedulers, stepped by hand
+once a batch, make one half-cosine over the run. The metrics read the index of the nearest
+value, a discrete representation.
 
 Shapes: b batch, l latents, k codebook values.
 """
@@ -51,7 +55,8 @@ class FactorQVAE(TotalCorrelationModel):
     values_per_latent : K, the size of the global codebook every latent draws from (64).
     kl_weight : weight of the assignment's KL to uniform (1e-3 on Shapes3D).
     gamma : weight of the total-correlation term (1e-4 on Shapes3D).
-    temperature_decay : the Gumbel-softmax temperature is ``exp(-temperature_decay * step)`` (1e-5).
+    temperature_decay : the Gumbel-softmax temperature is ``exp(-temperature_decay * step)`` (2e-5: their
+        ``exp(-1e-5 global_step)``, whose Lightning ``global_step`` counts two optimizer steps a batch).
     lr_period : steps of the cosine learning-rate schedule (50,000); 0 keeps ``lr`` constant.
     """
 
@@ -66,7 +71,7 @@ class FactorQVAE(TotalCorrelationModel):
         values_per_latent: int = 64,
         kl_weight: float = 1e-3,
         gamma: float = 1e-4,
-        temperature_decay: float = 1e-5,
+        temperature_decay: float = 2e-5,
         lr_period: int = 50_000,
     ):
         check_int("num_latents", num_latents, 1)
