@@ -479,6 +479,32 @@ def test_prune_counts_keep_on_the_checkpoint_grid_and_keeps_one_timed_checkpoint
         ckpt.checkpoint_step(tmp_path / "step_x.safetensors")
 
 
+def test_prune_keeps_an_earlier_grid_when_checkpoint_every_changes(tmp_path):
+    """Each checkpoint records whether it is regular: after a resume that changes the grid from
+    1,000 to 1,500 steps, the files at 1,000 and 2,000 are still regular ones (counted in keep,
+    pushed out only by newer regular ones), while a timed file on the new grid's multiples is not."""
+    folder = tmp_path / "checkpoints"
+    model = torch.nn.Linear(2, 2)
+
+    def steps():
+        return [ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(folder)]
+
+    for step in (1000, 2000):
+        ckpt.save_checkpoint(folder, step, model, {}, keep=3, every=1000)
+    ckpt.save_checkpoint(folder, 2300, model, {}, keep=3, every=1000)  # timed: off the grid
+    ckpt.save_checkpoint(folder, 3000, model, {}, keep=3, every=1500, regular=False)  # timed, on the new grid
+    assert steps() == [1000, 2000, 3000]  # the timed 2300 went once not newest; 1000, 2000 stay
+    ckpt.save_checkpoint(folder, 4500, model, {}, keep=3, every=1500)
+    assert steps() == [1000, 2000, 4500]  # the timed 3000 went; three regular ones kept
+    ckpt.save_checkpoint(folder, 6000, model, {}, keep=3, every=1500)
+    assert steps() == [2000, 4500, 6000]
+    # a file without the record (older code, or unreadable) is judged by its step, as before
+    for step in (7500, 7600):
+        ckpt.checkpoint_path(folder, step).write_bytes(b"x")
+    ckpt.save_checkpoint(folder, 9000, model, {}, keep=3, every=1500)
+    assert steps() == [6000, 7500, 9000]
+
+
 def test_prune_never_deletes_the_checkpoint_just_written_nor_counts_later_ones(tmp_path):
     """A resume that skipped an unreadable newer checkpoint continues from an older one: what it writes
     next (a timed or interrupt checkpoint, off the grid) must survive, and the good checkpoints must not
@@ -546,7 +572,8 @@ def test_checkpoint_seconds_checkpoints_on_time_and_the_run_resumes(tmp_path):
         argv = ["train", *TINY, "--model", "ae", "--steps", "5", "--checkpoint-every", "4"]
         assert main([*argv, "--keep-checkpoints", "1", "--checkpoint-seconds", "1e-9", "--out", str(run)]) == 0
     assert seen == [1, 2, 3, 4, 5]
-    assert [ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(run / "checkpoints")] == [4, 5]
+    # 4 and the last step are regular, keep 1: step 5; the timed 1-3 went as each stopped being newest
+    assert [ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(run / "checkpoints")] == [5]
     assert yaml.safe_load((run / "config.yaml").read_text())["checkpoint_seconds"] == 1e-9
     assert main(["train", "--resume", str(run), "--steps", "6", "--checkpoint-seconds", "3600"]) == 0
     assert json.loads((run / "eval.json").read_text())["step"] == 6

@@ -98,9 +98,13 @@ def save_checkpoint(
     state: dict[str, Any] | None = None,
     keep: int = 2,
     every: int | None = None,
+    regular: bool | None = None,
 ) -> Path:
     """Write ``checkpoints/step_<step>.safetensors`` atomically; keep the newest ``keep`` files
-    (with ``every``: of the steps that are multiples of it, see :func:`prune`)."""
+    (with ``every``: of the regular ones, see :func:`prune`). ``regular`` records whether this is
+    one of the run's regular checkpoints (on its ``checkpoint_every`` grid, or its last step) rather
+    than one written on a time limit or an interrupt; by default, whether ``step`` is a multiple
+    of ``every``."""
     from safetensors.torch import save
 
     tensors: dict[str, torch.Tensor] = {}
@@ -121,7 +125,9 @@ def save_checkpoint(
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
-    doc = {"format": FORMAT, "step": int(step), "optimizers": optim_meta, **(state or {})}
+    if regular is None:
+        regular = not every or step % every == 0
+    doc = {"format": FORMAT, "step": int(step), "regular": bool(regular), "optimizers": optim_meta, **(state or {})}
     data = save(tensors, metadata={"state": json.dumps(doc)})
     path = checkpoint_path(folder, step)
     atomic_write_bytes(path, data)
@@ -137,9 +143,12 @@ def prune(folder: Path, keep: int, every: int | None = None, newest: Path | None
     an older one, and its own checkpoints must not count as older than that file's.
 
     With ``every`` (the run's ``checkpoint_every``), the ``keep`` are counted among the
-    steps that are multiples of it; a checkpoint off that grid (written on a time limit,
-    ``checkpoint_seconds``, or on an interrupt) survives only while it is the newest, so
-    frequent timed checkpoints never push out the run's regular ones.
+    regular checkpoints; one written on a time limit (``checkpoint_seconds``) or on an
+    interrupt survives only while it is the newest, so frequent timed checkpoints never
+    push out the run's regular ones. Each file records which it is (``regular`` in its
+    state), so a resume that changes ``checkpoint_every`` keeps the earlier grid's files
+    as regular ones; a file without the record (older code) or unreadable counts as
+    regular when its step is a multiple of ``every``.
 
     A temp file (``.step_*.safetensors.<random>.tmp``, see ``latentquant._atomic``)
     outlives its write only when the writing process was killed outright; one
@@ -150,7 +159,7 @@ def prune(folder: Path, keep: int, every: int | None = None, newest: Path | None
     if newest is not None:
         found = [p for p in found if checkpoint_step(p) <= checkpoint_step(newest)]
     if every:
-        on_grid = [p for p in found if checkpoint_step(p) % every == 0]
+        on_grid = [p for p in found if _is_regular(p, every)]
         stale = [p for p in found if p not in on_grid and p != found[-1]] + on_grid[:-keep]
     else:
         stale = found[:-keep]
@@ -163,6 +172,19 @@ def prune(folder: Path, keep: int, every: int | None = None, newest: Path | None
                 tmp.unlink(missing_ok=True)
         except OSError:  # gone meanwhile
             pass
+
+
+def _is_regular(path: Path, every: int) -> bool:
+    """Whether ``path`` is one of its run's regular checkpoints (see :func:`prune`); only the
+    file's header is read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            recorded = json.loads((f.metadata() or {}).get("state", "{}")).get("regular")
+    except Exception:  # unreadable or foreign: judged by its name, as older code did
+        recorded = None
+    return bool(recorded) if isinstance(recorded, bool) else checkpoint_step(path) % every == 0
 
 
 # -- load ---------------------------------------------------------------------

@@ -422,6 +422,7 @@ def save(model, optimizers, cfg: TrainConfig, step: int, run: RunDir, dist: Dist
         optimizers,
         keep=cfg.keep_checkpoints,
         every=cfg.checkpoint_every,
+        regular=step % cfg.checkpoint_every == 0 or step == cfg.steps,
         state={
             "config": cfg.to_dict(),
             "run_id": run.run_id(),
