@@ -39,7 +39,7 @@ PUBLISHED: dict[str, dict[str, Any]] = {
         "options": {**_QUANTIZED, "global_codebook": False},
         "datasets": {"mpi3d": {"weight_decay": 1e-3}},
     },
-    "ae": {  # configs/params/ae/ae_mpi3d.yaml
+    "ae": {  # configs/params/ae/ae_mpi3d.yaml, the only AE file (model_partial/ae.yaml: l2 0), for every dataset
         "lr": 1e-3,
         "batch_size": 128,
         "weight_decay": 1e-3,
