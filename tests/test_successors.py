@@ -578,6 +578,28 @@ def test_factorqvae_schedules_run_their_course_as_published_and_in_the_experimen
     assert late_max < 0.6e-3
 
 
+def test_clip_probe_sees_every_clipped_step_and_the_clip_it_would_apply(tmp_path, monkeypatch):
+    """scripts/clip_probe.py: one record per optimizer step (FactorQVAE: model and discriminator),
+    and a clip of 1e-12 is reported as binding on every step."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "clip_probe.py"
+    spec = importlib.util.spec_from_file_location("clip_probe", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    import latentquant.models as models_module
+    import latentquant.models.base as base_module
+
+    flags = [*TINY, "--batch-size", "16", "-o", "lr_period=3"]
+    result = probe.run(["factorqvae", "3", str(tmp_path / "a"), *flags])
+    assert result["rc"] == 0 and result["optimizer_steps"] == 6 and result["max_abs_grad"] > 0
+    assert result["steps_clipped"] == result["elements_clipped"] == 0
+    result = probe.run(["ae", "2", str(tmp_path / "b"), *flags[:-2], "--clip", "1e-12"])
+    assert result["rc"] == 0 and result["optimizer_steps"] == 2 and result["steps_clipped"] == 2
+    assert all(m.clip_gradients is probe.ORIGINAL for m in (base_module, models_module))  # undone
+
+
 def test_schedule_lengths_are_step_counts_not_sizes():
     """A schedule's length counts steps (a 10,000-step run scales lr_period 50,000 to 10,000):
     bounded as --steps is, where a size option (a codebook's entries) stays at most 4,096."""
