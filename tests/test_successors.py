@@ -332,7 +332,8 @@ def test_factorqvae_temperature_and_learning_rate_follow_the_step():
     model = make("factorqvae")
     opts = model.configure_optimizers(lr=1e-3, weight_decay=0.0)
     parts = model.training_step(model, images(4), opts, 70_000)
-    assert float(parts["temperature"]) == pytest.approx(math.exp(-0.7))  # train.py DecayTemperature
+    # train.py DecayTemperature: exp(-1e-5 global_step), Lightning's global_step two a batch
+    assert float(parts["temperature"]) == pytest.approx(math.exp(-1e-5 * 2 * 70_000))
     # torch's CosineAnnealingLR stepped once per step (the authors' interval "step"), past its period too
     ref_opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(ref_opt, T_max=50, eta_min=1.25e-6)
