@@ -9,13 +9,13 @@
 and, in the file's string metadata, a JSON document ``state`` with the step,
 whether the checkpoint is a regular one or was written on a time limit or an
 interrupt (``regular``, which :func:`prune` reads), the resolved config, the
-optimizers' param groups and non-tensor state, and how the data order is made
-(a function of seed and step, so nothing else is needed to replay it). The file is written to a hidden temp file in the same
-folder, flushed to disk, then renamed over its final name: a crash at any
-moment leaves either the old set of checkpoints or the new one, never a
-half-written file under a checkpoint name. Older checkpoints beyond ``keep``
-are deleted only after the new one is in place, and loading falls back to the
-previous file if the newest cannot be read.
+optimizers' param groups and non-tensor state, and how the data order is made (a
+function of seed and step, so nothing else is needed to replay it). The file is
+written to a hidden temp file in the same folder, flushed to disk, then renamed
+over its final name: a crash at any moment leaves either the old set of
+checkpoints or the new one, never a half-written file under a checkpoint name.
+Older checkpoints beyond ``keep`` are deleted only after the new one is in
+place, and loading falls back to the previous file if the newest cannot be read.
 """
 
 from __future__ import annotations
