@@ -272,7 +272,7 @@ def run_members(
                 # on a timed checkpoint (each rank's clock differs: under torchrun one is taken
                 # at the first log step after checkpoint_seconds, all ranks together);
                 # a member with a non-finite loss stops (alone, in a stack)
-                want_ckpt = step % cfg0.checkpoint_every == 0 or step == cfg0.steps
+                want_ckpt = regular_checkpoint(cfg0, step)
                 due = bool(checkpoint_seconds) and time.time() - last_ckpt >= checkpoint_seconds
                 alone = not dist.enabled
                 if step % cfg0.log_every == 0 or want_ckpt or (alone and (stop.requested or due)):
@@ -399,6 +399,12 @@ def check_resume(saved: TrainConfig, requested: TrainConfig, done: int) -> None:
         )
 
 
+def regular_checkpoint(cfg: TrainConfig, step: int) -> bool:
+    """Whether ``step`` is one of the run's regular checkpoints: on its ``checkpoint_every`` grid,
+    or its last step (the others are timed or interrupt checkpoints, see ``checkpoint.prune``)."""
+    return step % cfg.checkpoint_every == 0 or step == cfg.steps
+
+
 def save(model, optimizers, cfg: TrainConfig, step: int, run: RunDir, dist: Dist, log: RunLog) -> Path | None:
     """Checkpoint ``step`` (rank 0 writes), unless the weights are no longer finite.
 
@@ -422,7 +428,7 @@ def save(model, optimizers, cfg: TrainConfig, step: int, run: RunDir, dist: Dist
         optimizers,
         keep=cfg.keep_checkpoints,
         every=cfg.checkpoint_every,
-        regular=step % cfg.checkpoint_every == 0 or step == cfg.steps,
+        regular=regular_checkpoint(cfg, step),
         state={
             "config": cfg.to_dict(),
             "run_id": run.run_id(),
