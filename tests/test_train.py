@@ -377,15 +377,51 @@ def test_evaluate_reproduces_eval_json(qlae_run, tmp_path):
     for png in (run / "figures").iterdir():
         png.unlink()
     assert main(["evaluate", str(run)]) == 0
-    after = json.loads((run / "eval.json").read_text())
-    assert after.keys() == before.keys()
-    for key, value in before.items():
-        if isinstance(value, float):
-            assert after[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
-        else:
-            assert after[key] == value, key
+    _same_record(before, json.loads((run / "eval.json").read_text()))
     names = ["nmi.png", "reconstructions.png", "traversals.png", "usage.png"]
     assert sorted(p.name for p in (run / "figures").iterdir()) == names
+
+
+def _evals(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "evals.jsonl").read_text().splitlines()]
+
+
+def _same_record(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        if isinstance(value, float):
+            assert b[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        else:
+            assert b[key] == value, key
+
+
+@pytest.mark.parametrize("model", ["qlae", "vae"])
+def test_step_0_is_evaluated_by_the_loop_and_refilled_by_evaluate_initial(tmp_path, capsys, model):
+    """Each curve starts at the seeded initialization: the loop evaluates it before the first
+    step; ``evaluate --initial`` rebuilds it from config.yaml alone (for a run without that
+    record) and writes the same record, in step order, and nothing else. The two agree only if
+    the loop scores the weights training starts from."""
+    # a run trained before the loop evaluated step 0: its evals.jsonl lacks that record
+    run = tmp_path / "run"
+    assert _train("--model", model, "--steps", "4", "--eval-every", "2", "--out", run) == 0
+    records = _evals(run)
+    assert [r["step"] for r in records] == [0, 2, 4]
+    (run / "evals.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[1:]))
+    kept = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in [run / "eval.json", run / "report.md"]}
+    kept |= {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (run / "figures").iterdir()}
+    capsys.readouterr()
+    for _ in range(2):  # a second time replaces the record it wrote
+        assert main(["evaluate", str(run), "--initial"]) == 0
+        again = _evals(run)
+        assert [r["step"] for r in again] == [0, 2, 4]
+        _same_record(records[0], again[0])
+        assert again[1:] == records[1:]
+    assert "step-0 record" in capsys.readouterr().out
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in kept} == kept
+    # --initial has no checkpoint to take
+    assert main(["evaluate", str(run), "--initial", "--checkpoint", str(run / "eval.json")]) == 2
+    (line,) = _stderr_lines(capsys)
+    assert "--initial" in line and "--checkpoint" in line
 
 
 def test_logged_usage_is_the_step_batch_counted_again(qlae_run):

@@ -159,7 +159,7 @@ class TrainConfig:
     num_latents: int | None = _field(None, "latents (default 2 x number of factors)")
     values_per_latent: int | None = _field(None, "values per latent of quantized models (default 10)")
     options: dict[str, Any] = field(default_factory=dict)  # model-specific, see --option
-    eval_every: int = _field(5000, "evaluate every N steps, 0 = only at the end (default 5000)")
+    eval_every: int = _field(5000, "evaluate at step 0 and every N steps, 0 = only at the end (default 5000)")
     eval_samples: int = _field(
         10_000, "images per evaluation, drawn from the training pool (in-sample, as the authors; default 10000)"
     )

@@ -21,15 +21,16 @@ The score names and labels live in ``scores.py``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from contextlib import nullcontext
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from latentquant.metrics import dci, infomec, mig
+from latentquant.metrics import MetricWarning, dci, infomec, mig
 from latentquant.train.figures import write_figures
 from latentquant.train.report import write_report
 
@@ -153,9 +154,24 @@ def evaluate_run(
     uninterrupted one, and random figures (a GAN's samples) come out the same
     from ``latentquant evaluate``.
     """
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(cfg.seed)
+    with own_stream(cfg.seed, device):
+        scores, result = score_run(model, dataset, cfg, step, device)
+        run.write_eval(scores)
+        figures = write_figures(model, result, dataset.factor_names, run.figures, device, nullcontext)
+    write_report(run, cfg.to_dict(), scores, figures, train_seconds)
+    return scores, figures
+
+
+def score_run(model, dataset, cfg, step: int, device: torch.device) -> tuple[dict[str, Any], EvalResult]:
+    """The scores ``evaluate_run`` writes (the run's evaluation settings and its names added),
+    and the evaluation they come from; writes nothing. Call it inside ``own_stream``.
+
+    At step 0 the metrics' warnings are not shown: an initialized quantized model often
+    gives every image the same code, so that InfoM, InfoC and DCI are undefined (null)
+    there, as expected."""
+    with warnings.catch_warnings():
+        if step == 0:
+            warnings.simplefilter("ignore", MetricWarning)
         result = evaluate(
             model,
             dataset,
@@ -165,8 +181,14 @@ def evaluate_run(
             device=device,
             dci_model=cfg.dci_model,
         )
-        scores = {**result.scores, "model": cfg.model, "dataset": cfg.dataset, "arch": cfg.arch, "seed": cfg.seed}
-        run.write_eval(scores)
-        figures = write_figures(model, result, dataset.factor_names, run.figures, device, nullcontext)
-    write_report(run, cfg.to_dict(), scores, figures, train_seconds)
-    return scores, figures
+    scores = {**result.scores, "model": cfg.model, "dataset": cfg.dataset, "arch": cfg.arch, "seed": cfg.seed}
+    return scores, result
+
+
+@contextmanager
+def own_stream(seed: int, device: torch.device) -> Iterator[None]:
+    """The evaluation's random stream: torch seeded from ``seed`` inside, the caller's restored after."""
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield

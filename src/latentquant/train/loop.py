@@ -262,6 +262,12 @@ def run_members(
 
     try:
         with StopFlag() as stop:
+            if start == 0 and cfg0.eval_every and dist.master:  # the initialization: each curve's first point
+                for k in range(K):
+                    logs[k].scores(*evaluate(k))
+                for m in (q for qs in quantizers for q in qs):  # not training's usage
+                    m.reset_usage()
+                window = (step, time.time())
             while step < cfg0.steps and any(trainer.active):
                 # one step
                 trainer.step([next(s) for s in streams], step, autocast)

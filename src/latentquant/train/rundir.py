@@ -335,6 +335,14 @@ class RunDir:
         with open(self.evals, "a") as f:
             f.write(json.dumps(scores) + "\n")
 
+    def insert_eval(self, scores: dict[str, Any]) -> None:
+        """Put ``scores`` into ``evals.jsonl`` in step order, replacing a record of the same
+        step (an atomic rewrite: the file is whole before and after); ``eval.json`` is left alone."""
+        records = read_jsonl(self.evals) if self.evals.exists() else []
+        records = [r for r in records if r.get("step") != scores["step"]] + [scores]
+        records.sort(key=lambda r: r.get("step", 0))
+        atomic_write_text(self.evals, "".join(json.dumps(r) + "\n" for r in records))
+
     def truncate_logs(self, last_step: int) -> None:
         """Drop log lines after ``last_step`` (written after the checkpoint a run resumes from).
 
