@@ -256,6 +256,10 @@ def run_members(
         except TrainingDiverged as err:
             stop_member(k, err)
 
+    def forget_usage() -> None:  # an evaluation's forwards are not training's usage
+        for m in (q for qs in quantizers for q in qs):
+            m.reset_usage()
+
     def evaluate(k: int):
         with trainer.member_rng(k):
             return evaluate_run(trainer.models[k], dataset, cfgs[k], step, dist.device, runs[k], time.time() - t_start)
@@ -265,8 +269,7 @@ def run_members(
             if start == 0 and cfg0.eval_every and dist.master:  # the initialization: each curve's first point
                 for k in range(K):
                     logs[k].scores(*evaluate(k))
-                for m in (q for qs in quantizers for q in qs):  # not training's usage
-                    m.reset_usage()
+                forget_usage()
                 window = (step, time.time())
             while step < cfg0.steps and any(trainer.active):
                 # one step
@@ -323,9 +326,8 @@ def run_members(
                         checkpoint(k)
                     if want_eval and trainer.active[k] and dist.master:
                         logs[k].scores(*evaluate(k))
-                if want_eval:  # the evaluation's forwards are not training's usage
-                    for m in (q for qs in quantizers for q in qs):
-                        m.reset_usage()
+                if want_eval:
+                    forget_usage()
                 if want_ckpt:
                     last_ckpt = time.time()
                 if want_ckpt or want_eval:
