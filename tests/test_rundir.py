@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tiny_run import TINY
 
 from latentquant.cli import main
@@ -251,3 +253,25 @@ def test_a_genuine_bug_shows_its_traceback(monkeypatch):
     monkeypatch.setattr(cli_train, "build_config", broken)
     with pytest.raises(KeyError, match="a bug"):
         main(["train", "--steps", "1"])
+
+
+@given(
+    steps=st.lists(st.integers(0, 50), max_size=8),
+    step=st.integers(0, 50),
+    torn=st.booleans(),
+)
+@settings(deadline=None)
+def test_insert_eval_keeps_every_other_record_in_step_order(tmp_path_factory, steps, step, torn):
+    """``insert_eval`` (``evaluate --initial``) against its definition: the old records of other
+    steps, in their order, plus the new one, sorted by step (stably); a torn last line of a
+    crashed append is dropped, and the file is whole JSON lines after."""
+    import json
+
+    run = RunDir(tmp_path_factory.mktemp("ins"))
+    old = [{"step": s, "i": i} for i, s in enumerate(steps)]
+    run.evals.write_text("".join(json.dumps(r) + "\n" for r in old) + ('{"step": 9' if torn else ""))
+    new = {"step": step, "i": -1}
+    run.insert_eval(new)
+    got = [json.loads(line) for line in run.evals.read_text().splitlines()]
+    expected = sorted([r for r in old if r["step"] != step] + [new], key=lambda r: r["step"])
+    assert got == expected
