@@ -256,20 +256,21 @@ def run_members(
         except TrainingDiverged as err:
             stop_member(k, err)
 
-    def forget_usage() -> None:  # an evaluation's forwards are not training's usage
-        for m in (q for qs in quantizers for q in qs):
-            m.reset_usage()
-
     def evaluate(k: int):
         with trainer.member_rng(k):
             return evaluate_run(trainer.models[k], dataset, cfgs[k], step, dist.device, runs[k], time.time() - t_start)
 
+    def curve_point() -> None:  # an evaluation of every member still training, on rank 0
+        for k in range(K):
+            if trainer.active[k] and dist.master:
+                logs[k].scores(*evaluate(k))
+        for m in (q for qs in quantizers for q in qs):  # an evaluation's forwards are not training's usage
+            m.reset_usage()
+
     try:
         with StopFlag() as stop:
-            if start == 0 and cfg0.eval_every and dist.master:  # the initialization: each curve's first point
-                for k in range(K):
-                    logs[k].scores(*evaluate(k))
-                forget_usage()
+            if start == 0 and cfg0.eval_every:  # the initialization: each curve's first point
+                curve_point()
                 window = (step, time.time())
             while step < cfg0.steps and any(trainer.active):
                 # one step
@@ -319,15 +320,13 @@ def run_members(
                             f"--resume DIR for each of {', '.join(str(r.path) for r in runs)}"
                         )
 
-                # checkpoint and evaluate, member after member
+                # checkpoint, then evaluate
                 want_eval = cfg0.eval_every and step % cfg0.eval_every == 0 and step < cfg0.steps
                 for k in range(K):
                     if want_ckpt and trainer.active[k]:
                         checkpoint(k)
-                    if want_eval and trainer.active[k] and dist.master:
-                        logs[k].scores(*evaluate(k))
                 if want_eval:
-                    forget_usage()
+                    curve_point()
                 if want_ckpt:
                     last_ckpt = time.time()
                 if want_ckpt or want_eval:
