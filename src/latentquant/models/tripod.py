@@ -26,11 +26,11 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from latentquant.models.base import DataInfo, Encoding, LatentModel, StepOutput, sweep_latent
 from latentquant.models.registry import register_model
-from latentquant.validation import check_int, check_number
+from latentquant.validation import check_flag, check_int, check_number
 
 #: The decoder layers whose outputs the Hessian penalty reads, per backbone. The authors penalize
 #: ``cond`` (the conditioning MLP's output) and ``block0..2`` (the first three of four upsampling
@@ -54,6 +54,8 @@ class Tripod(LatentModel):
     lambda_nhp : weight of the normalized Hessian penalty (1e-2 on Shapes3D).
     num_probes : probes of each kind per image for the Hessian penalty (2).
     epsilon : finite-difference step, in units of each latent's batch standard deviation (0.1).
+    encoder_norm : a layer norm after each linear layer of the encoder's MLP, before its activation,
+        as the authors' dense block has (True; see :func:`layer_normed`).
     """
 
     discrete_latents = True
@@ -68,8 +70,12 @@ class Tripod(LatentModel):
         lambda_nhp: float = 1e-2,
         num_probes: int = 2,
         epsilon: float = 0.1,
+        encoder_norm: bool = True,
     ):
         super().__init__(arch, info, num_latents, encoder_features=num_latents)
+        self.encoder_norm = check_flag("encoder_norm", encoder_norm)
+        if self.encoder_norm:
+            self.encoder.mlp = layer_normed(self.encoder.mlp)
         self.values_per_latent = check_int("values_per_latent", values_per_latent, 2, 2**24)
         self.lambda_klm = check_number("lambda_klm", lambda_klm)
         self.lambda_nhp = check_number("lambda_nhp", lambda_nhp)
@@ -117,8 +123,26 @@ class Tripod(LatentModel):
     def extra_repr(self) -> str:
         return (
             super().extra_repr() + f", values={self.values_per_latent}, lambda_klm={self.lambda_klm:g}, "
-            f"lambda_nhp={self.lambda_nhp:g}"
+            f"lambda_nhp={self.lambda_nhp:g}, encoder_norm={self.encoder_norm}"
         )
+
+
+def layer_normed(mlp: nn.Sequential) -> nn.Sequential:
+    """``mlp`` with a ``LayerNorm`` after each ``Linear``, before its activation: the authors' dense block
+    (``LinearLayerNormAct`` in kylehkhsu/tripod ``disentangle/nn/layers.py``: Linear, LayerNorm, GELU).
+
+    It matters on ``small``, which has no normalization: at PyTorch's default initialization its
+    layers pass so little of the images' variation that the head's outputs differ across images by a
+    standard deviation of about 0.001, and every image rounds to the same point of the grid (spacing
+    ``2 / (v - 1)``), where the decoder sees one constant code. With the norm they start spread over
+    two to four grid values per latent (docs/training.md, Tripod).
+    """
+    layers = []
+    for layer in mlp:
+        layers.append(layer)
+        if isinstance(layer, nn.Linear):
+            layers.append(nn.LayerNorm(layer.out_features))
+    return nn.Sequential(*layers)
 
 
 def fsq(pre_z: Tensor, levels: int) -> tuple[Tensor, Tensor]:
