@@ -15,6 +15,9 @@ Representation Learning", ICML 2024, arXiv 2404.10282; code kylehkhsu/tripod
 :func:`hessian_penalty` define the two regularizers; the penalty is summed over the decoder's
 hidden layers the authors name (:data:`HESSIAN_LAYERS`) and averaged over the batch.
 
+The encoder's MLP has a layer norm after each linear layer (``encoder_norm``, :func:`layer_normed`),
+as the authors' dense block does.
+
 Shapes: b batch, l latents, p probes, n rows of a decoder call.
 """
 
@@ -135,7 +138,7 @@ def layer_normed(mlp: nn.Sequential) -> nn.Sequential:
     layers pass so little of the images' variation that the head's outputs differ across images by a
     standard deviation of about 0.001, and every image rounds to the same point of the grid (spacing
     ``2 / (v - 1)``), where the decoder sees one constant code. With the norm they start spread over
-    two to four grid values per latent (docs/training.md, Tripod).
+    one to three grid values per latent, mostly two (docs/training.md, "Tripod on small").
     """
     layers = []
     for layer in mlp:
