@@ -13,10 +13,11 @@
 #   tripod      no schedule; lambda_nhp 0 (the Hessian penalty off): at the published 1e-2 its
 #               gradient outweighs the reconstruction's 100- to 2,000-fold on `small` and pulls
 #               every image onto one code within 50 steps (docs/training.md, Tripod on `small`)
-# Cost on a CPU (benchmarks/successors.py, docs/benchmarks.md): a step of Tripod (its
-# Hessian penalty: 4 p more decoder passes) or FactorQVAE (batch 512: one half for the
-# model, one for its discriminator) costs about ten QLAE steps, the categorical VAE's 1.5:
-# MODELS=catvae first on a CPU; Tripod and FactorQVAE are best run on a GPU.
+# Cost on a CPU (benchmarks/successors.py, docs/benchmarks.md): a step of FactorQVAE (batch
+# 512: one half for the model, one for its discriminator) costs about ten QLAE steps, one of
+# Tripod with its Hessian penalty (4 p more decoder passes) about nine; without the penalty,
+# as run here, Tripod ran about 5 steps/s beside another run (35 minutes a run), FactorQVAE
+# about 1.2 (2.3 hours a run): FactorQVAE is best run on a GPU.
 # --compile: the same values, a fifth to a quarter faster for Tripod and FactorQVAE
 # (docs/benchmarks.md); the categorical VAE's committed runs were eager.
 # Resumable: run it again and finished runs are skipped, interrupted ones resume.
