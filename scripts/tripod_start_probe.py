@@ -71,11 +71,12 @@ def main() -> None:
             f"(mean over latents); gradient norm, BCE alone {bce:.3g}, with lambda_nhp 1e-2 {nhp:.3g}; "
             f"normalized Hessian penalty {penalty:.3g}"
         )
+    if not args.steps:
+        return
     held_out = data.sample(512, np.random.default_rng(123))[0].float()
     mean_bce = F.binary_cross_entropy(held_out.mean(0, keepdim=True).expand_as(held_out), held_out)
-    if args.steps:
-        print(f"the held-out images' mean image: BCE {float(mean_bce):.4f}")
-    for lambda_nhp in args.nhp if args.steps else ():
+    print(f"the held-out images' mean image: BCE {float(mean_bce):.4f}")
+    for lambda_nhp in args.nhp:
         torch.manual_seed(args.seed)
         model = build_model("tripod", args.arch, info, lambda_nhp=lambda_nhp)
         opts = model.configure_optimizers(lr=2e-4, weight_decay=0.0)

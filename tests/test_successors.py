@@ -5,6 +5,7 @@ evaluation, the optimizer split, which latents the metrics see as discrete, a sh
 lowers the loss, and the command line: train, resume, evaluate, sweep and table.
 """
 
+import functools
 import json
 import math
 import os
@@ -131,10 +132,15 @@ def test_fsq_rounds_onto_the_grid_with_a_straight_through_gradient():
     torch.testing.assert_close(pre.grad, 1 - torch.tanh(pre.detach()) ** 2)
 
 
-def _shapes_batch(n, seed):
+@functools.cache
+def _shapes():
     from latentquant.data import get_dataset
 
-    x, _ = get_dataset("shapes").sample(n, np.random.default_rng(seed))
+    return get_dataset("shapes")
+
+
+def _shapes_batch(n, seed):
+    x, _ = _shapes().sample(n, np.random.default_rng(seed))
     return x.float()
 
 
@@ -151,10 +157,11 @@ def test_tripod_encoder_norm_spreads_the_codes_at_initialization(arch):
     # to one grid point in every latent: the collapsed start that kept Tripod on `small` at the
     # mean image (docs/training.md). With it, the codes start spread on every backbone.
     x, info = _shapes_batch(64, 0), DataInfo("shapes", 3, 6, 1000)
-    spread = _codes_per_latent(make("tripod", arch, info), x)
+    normed = make("tripod", arch, info)
+    spread = _codes_per_latent(normed, x)
     assert sum(spread) / len(spread) >= 2, spread
     plain = make("tripod", arch, info, encoder_norm=False)
-    assert "LayerNorm" not in str(plain.encoder) and "LayerNorm" in str(make("tripod", arch, info).encoder)
+    assert "LayerNorm" not in str(plain.encoder) and "LayerNorm" in str(normed.encoder)
     if arch == "small":
         assert _codes_per_latent(plain, x) == [1] * 12
 
