@@ -17,7 +17,7 @@
 # 512: one half for the model, one for its discriminator) costs about ten QLAE steps, one of
 # Tripod with its Hessian penalty (4 p more decoder passes) about nine; without the penalty,
 # as run here, Tripod ran 6 to 8 steps/s beside another run (22 to 26 minutes a run), FactorQVAE
-# about 1.0 (2.8 hours a run): FactorQVAE is best run on a GPU.
+# about 1.0 (2.7 hours a run): FactorQVAE is best run on a GPU.
 # --compile: the same values, a fifth to a quarter faster for Tripod and FactorQVAE
 # (docs/benchmarks.md); the categorical VAE's committed runs were eager.
 # Resumable: run it again and finished runs are skipped, interrupted ones resume.
