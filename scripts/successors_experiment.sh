@@ -9,6 +9,8 @@
 #               counts two optimizer steps a batch: models/defaults.py) -> temperature_decay
 #               1e-4 (the same final temperature, exp(-1), at step 10,000); one half-cosine
 #               of the learning rate, lr_period 50,000 of 50,000 -> lr_period 10,000
+#               (on sprites it does not train at these settings: its encoder saturates past the
+#               codebook within 50 steps; docs/training.md, FactorQVAE on `small`)
 #   catvae      Gumbel scale annealed over 300,000 steps -> anneal_steps 10,000
 #   tripod      no schedule; lambda_nhp 0 (the Hessian penalty off): at the published 1e-2 its
 #               gradient outweighs the reconstruction's 100- to 2,000-fold on `small` and pulls
