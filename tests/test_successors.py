@@ -182,6 +182,27 @@ def test_tripod_on_small_leaves_the_collapsed_start_at_its_published_lr():
     assert float(bce) < float(mean_image) - 0.01, (float(bce), float(mean_image))
 
 
+def test_factorqvae_on_small_starts_on_one_code_and_stops_learning_once_saturated():
+    # docs/training.md, "FactorQVAE on small": at PyTorch's default init, small's encoder gives every
+    # sprite the same nearest codebook value in every latent; on `sprites` the encoder then drives its
+    # outputs far past the codebook, where every relaxed assignment is one-hot whatever the Gumbel
+    # noise (the KL to uniform reads log K) and no gradient reaches the encoder again.
+    from latentquant.data import get_dataset
+
+    model = make("factorqvae", "small", DataInfo("sprites", 1, 5, 1000), num_latents=10)
+    x = get_dataset("sprites").sample(256, np.random.default_rng(0))[0].float()
+    assert _codes_per_latent(model, x) == [1] * 10
+    for value, saturated in ((400.0, True), (0.5, False)):
+        pre_z = torch.full((4, 10), value, requires_grad=True)
+        z, w, kl = model.train().assign(pre_z)
+        (z.sum() + kl).backward()
+        if saturated:
+            assert torch.all(pre_z.grad == 0) and torch.all(w.argmax(-1) == model.codebook.argmax())
+            assert float(kl) == pytest.approx(math.log(64), rel=1e-6)
+        else:
+            assert float(pre_z.grad.abs().max()) > 1e-2 and float(kl) < 1
+
+
 def test_tripod_latents_are_on_the_fixed_grid_and_codes_index_it():
     model = make("tripod").eval()
     enc = model.encode(torch.rand(6, 1, 64, 64))
