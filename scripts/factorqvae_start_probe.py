@@ -29,24 +29,21 @@ from latentquant.models import DataInfo, build_model
 from latentquant.models.tripod import layer_normed
 
 
-def build(dataset: str, seed: int, norm: bool):
-    data = get_dataset(dataset)
-    channels = data.sample(1, np.random.default_rng(0))[0].shape[1]
-    info = DataInfo(dataset, channels, data.num_factors, len(data))
+def build(info: DataInfo, seed: int, norm: bool):
     torch.manual_seed(seed)
     model = build_model(
-        "factorqvae", "small", info, num_latents=2 * data.num_factors, temperature_decay=1e-4, lr_period=10_000
+        "factorqvae", "small", info, num_latents=2 * info.num_factors, temperature_decay=1e-4, lr_period=10_000
     )
     if norm:
         model.encoder.mlp = layer_normed(model.encoder.mlp)
-    return data, model
+    return model
 
 
 def report(model, held_out: torch.Tensor, head: str, parts: dict[str, float]) -> None:
     model.eval()
     with torch.no_grad():
         pre = model.encoder(held_out)
-        codes = model.encode(held_out).code
+    codes = model.distances(pre).argmin(-1)  # what model.encode reads, without a second encoder pass
     model.train()
     values = model.codebook.detach()
     outside = ((pre > values.max() + 1) | (pre < values.min() - 1)).float().mean()
@@ -68,11 +65,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    data = get_dataset(args.dataset)
+    held_out = data.sample(512, np.random.default_rng(123))[0].float()
+    info = DataInfo(data.name, data.num_channels, data.num_factors, len(data))
     for variant in args.variants:
         for seed in args.seeds:
-            data, model = build(args.dataset, seed, variant == "norm")
+            model = build(info, seed, variant == "norm")
             optimizers = model.configure_optimizers(1e-3, 0.0, 1.0)
-            held_out = data.sample(512, np.random.default_rng(123))[0].float()
             rng = np.random.default_rng(seed + 100)
             head = f"{args.dataset} seed {seed} {variant}"
             report(model, held_out, f"{head} step 0", {})
