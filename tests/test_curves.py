@@ -170,3 +170,18 @@ def test_weight_norms_come_from_the_log_or_else_from_the_checkpoints(tmp_path):
     )
     assert sorted({step for (_, _, metric, step) in _rows(table) if metric == "norm_conv"}) == [0, 2, 4]
     assert logged[0] == computed[0]  # both runs' step 0 is their seeded initialization
+
+
+def test_the_legend_names_every_model_and_the_range_of_seeds_behind_its_curves(tmp_path):
+    from latentquant.results import curves
+
+    root = tmp_path / "grid"
+    for seed in range(3):  # qlae: 3 seeds on shapes, 1 on sprites so far
+        _run(root / "shapes" / "qlae" / f"seed{seed}", "shapes", seed, {1000: {"infom": 0.5 + seed / 10}})
+    _run(root / "sprites" / "qlae" / "seed0", "sprites", 0, {1000: {"infom": 0.4}})
+    for seed in range(2):  # only on the second dataset, so absent from the first panel
+        _run(root / "sprites" / "late" / f"seed{seed}", "sprites", seed, {1000: {"infom": 0.3}})
+    rows = curves.summarise(curves.collect([root]), ["infom"])
+    labels = curves.plot(rows, ["infom"], tmp_path / "c.png")
+    assert labels == ["late (n=2)", "qlae (n=1-3)"]
+    assert Image.open(tmp_path / "c.png").size[0] > 100

@@ -163,35 +163,45 @@ def summarise(groups, metrics) -> list[dict]:
     return rows
 
 
-def plot(rows, metrics, path: Path, title: str | None = None) -> None:
+def legend_labels(rows) -> dict[str, str]:
+    """One legend entry per model that has a line in any panel: its name and the seeds
+    behind its curves, a range (``n=1-3``) where the panels differ, as when a
+    dataset's runs are still coming in or a score is undefined for some seeds."""
+    counts: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)
+    for r in rows:
+        line = counts[r["model"]]
+        key = (r["dataset"], r["metric"])
+        line[key] = max(line.get(key, 0), r["n"])
+    labels = {}
+    for model in sorted(counts):
+        low, high = min(counts[model].values()), max(counts[model].values())
+        labels[model] = f"{model} (n={low})" if low == high else f"{model} (n={low}-{high})"
+    return labels
+
+
+def plot(rows, metrics, path: Path, title: str | None = None) -> list[str]:
+    """Draw one panel per (dataset, metric) to ``path``; returns the legend's labels."""
     import matplotlib  # an optional dependency (the metrics and data extras), slow to import: only to draw
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     datasets = sorted({r["dataset"] for r in rows})
-    models = sorted({r["model"] for r in rows})
-    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
+    labels = legend_labels(rows)
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(labels)}
     fig, axes = plt.subplots(
         len(datasets), len(metrics), squeeze=False, figsize=(3.4 * len(metrics), 2.7 * len(datasets))
     )
     for i, dataset in enumerate(datasets):
         for j, metric in enumerate(metrics):
             ax = axes[i][j]
-            for model in models:
+            for model in labels:
                 line = [r for r in rows if (r["dataset"], r["model"], r["metric"]) == (dataset, model, metric)]
                 if not line:
                     continue
                 steps = [r["step"] for r in line]
-                mean = [r["mean"] for r in line]
-                ax.plot(
-                    steps,
-                    mean,
-                    marker="o",
-                    markersize=3,
-                    color=colors[model],
-                    label=f"{model} (n={max(r['n'] for r in line)})",
-                )
+                ax.plot(steps, [r["mean"] for r in line], marker="o", markersize=3, color=colors[model])
                 lo = [r["mean"] - r["half"] if math.isfinite(r["half"]) else r["mean"] for r in line]
                 hi = [r["mean"] + r["half"] if math.isfinite(r["half"]) else r["mean"] for r in line]
                 ax.fill_between(steps, lo, hi, color=colors[model], alpha=0.2, linewidth=0)
@@ -199,14 +209,17 @@ def plot(rows, metrics, path: Path, title: str | None = None) -> None:
             ax.set_xlabel("step", fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
+    # The legend is built from every model, not from the first panel's lines: a model
+    # with no line there (another dataset only, or a score undefined there) is still named.
+    handles = [Line2D([], [], marker="o", markersize=3, color=colors[m]) for m in labels]
+    fig.legend(handles, list(labels.values()), loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(labels) > 4), 1, 1))
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+    return list(labels.values())
 
 
 def to_csv(rows) -> str:
